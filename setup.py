@@ -1,0 +1,47 @@
+"""Packaging for dakter_hf: DAKTer (diffusion-based data augmentation and knowledge transfer with
+generated soft labels) for SAR oil-spill segmentation, built on the Hugging Face ecosystem."""
+
+from setuptools import find_packages, setup
+
+# torch is pinned only in the Makefile (development / CI use the local CPU build); users may take any
+# newer torch.
+install_requires = [
+    "torch>=2.1",
+    "diffusers>=0.30",
+    "transformers>=4.40",
+    "accelerate>=0.30",
+    "datasets>=2.19",
+    "huggingface-hub>=0.23",
+    "evaluate>=0.4",
+    "safetensors>=0.4",
+    "numpy",
+    "Pillow",
+    "tqdm",
+    "matplotlib",
+]
+
+extras = {
+    "test": ["pytest>=7"],
+    "dev": ["pytest>=7", "ruff"],
+}
+
+setup(
+    name="dakter_hf",
+    version="0.1.0.dev0",
+    description="DAKTer: joint SAR image + soft-label diffusion and knowledge distillation, for diffusers/transformers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    python_requires=">=3.9",
+    install_requires=install_requires,
+    extras_require=extras,
+    entry_points={"console_scripts": []},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
