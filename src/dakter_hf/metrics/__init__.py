@@ -1,0 +1,44 @@
+"""Split-level semantic segmentation metrics (confusion matrix -> mIoU, F1, precision, recall, pixel accuracy),
+as plain torch code and as a local `evaluate` module that loads offline."""
+
+from pathlib import Path
+
+from .segmentation import (
+    SegmentationMetrics,
+    compute_segmentation_metrics,
+    confusion_matrix,
+    metric_key_names,
+    reduce_confusion_matrix,
+)
+
+
+#: Directory of the local `evaluate` metric module (`segmentation_metrics/segmentation_metrics.py`).
+SEGMENTATION_METRIC_PATH = str(Path(__file__).resolve().parent / "segmentation_metrics")
+
+
+def load_segmentation_metric(**kwargs):
+    """Load the segmentation metric as an `evaluate` module, offline, from the file shipped with this package.
+
+    Args:
+        **kwargs: forwarded to `evaluate.load` (e.g. `experiment_id`, `num_process`, `process_id`,
+            `keep_in_memory`).
+
+    Returns:
+        `evaluate.EvaluationModule`: call `.compute(predictions=..., references=..., num_classes=K,
+        ignore_index=255, id2label=...)` or `.add_batch(...)` then `.compute(...)`. Same numbers as
+        [`compute_segmentation_metrics`].
+    """
+    import evaluate
+
+    return evaluate.load(SEGMENTATION_METRIC_PATH, **kwargs)
+
+
+__all__ = [
+    "SEGMENTATION_METRIC_PATH",
+    "SegmentationMetrics",
+    "compute_segmentation_metrics",
+    "confusion_matrix",
+    "load_segmentation_metric",
+    "metric_key_names",
+    "reduce_confusion_matrix",
+]

@@ -1,0 +1,3 @@
+from .pipeline_dakter import DAKTerPipeline, DAKTerPipelineOutput
+
+__all__ = ["DAKTerPipeline", "DAKTerPipelineOutput"]

@@ -1,0 +1,293 @@
+"""`JointUNet2DModel`: the joint image + label denoiser of DAKTer."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
+from diffusers.utils import BaseOutput
+
+SUPPORTED_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
+SUPPORTED_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
+ARCHITECTURES = ("dual", "concat")
+PREDICTION_TYPES = ("sample", "epsilon")
+
+
+@dataclass
+class JointUNet2DOutput(BaseOutput):
+    """
+    Output of [`JointUNet2DModel`].
+
+    Args:
+        image (`torch.Tensor` of shape `(batch_size, image_channels, height, width)`):
+            The image prediction: the clean image x0 (`prediction_type="sample"`) or the noise (`"epsilon"`).
+        label_logits (`torch.Tensor` of shape `(batch_size, num_classes, height, width)`):
+            Per-pixel class logits of the clean label.
+    """
+
+    image: torch.Tensor
+    label_logits: torch.Tensor
+
+
+class UNetBranch(nn.Module):
+    """One UNet (time embedding, encoder, middle, decoder) built from diffusers blocks.
+
+    It is run level by level by [`JointUNet2DModel`], so that two branches can exchange features between levels.
+    """
+
+    def __init__(self, in_channels, out_channels, block_out_channels, down_block_types, up_block_types,
+                 layers_per_block, attention_head_dim, norm_num_groups, dropout, act_fn):
+        super().__init__()
+        time_embed_dim = block_out_channels[0] * 4
+        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
+        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
+        common = dict(temb_channels=time_embed_dim, resnet_eps=1e-5, resnet_act_fn=act_fn,
+                      resnet_groups=norm_num_groups, dropout=dropout)
+
+        self.down_blocks = nn.ModuleList()
+        output_channel = block_out_channels[0]
+        for i, block_type in enumerate(down_block_types):
+            input_channel, output_channel = output_channel, block_out_channels[i]
+            self.down_blocks.append(
+                get_down_block(block_type, num_layers=layers_per_block, in_channels=input_channel,
+                               out_channels=output_channel, add_downsample=i < len(block_out_channels) - 1,
+                               attention_head_dim=attention_head_dim or output_channel, downsample_padding=1,
+                               **common)
+            )
+        self.mid_block = UNetMidBlock2D(in_channels=block_out_channels[-1], temb_channels=time_embed_dim,
+                                        dropout=dropout, resnet_eps=1e-5, resnet_act_fn=act_fn,
+                                        attention_head_dim=attention_head_dim or block_out_channels[-1],
+                                        resnet_groups=norm_num_groups)
+
+        self.up_blocks = nn.ModuleList()
+        reversed_channels = list(reversed(block_out_channels))
+        output_channel = reversed_channels[0]
+        for i, block_type in enumerate(up_block_types):
+            prev_output_channel, output_channel = output_channel, reversed_channels[i]
+            input_channel = reversed_channels[min(i + 1, len(block_out_channels) - 1)]
+            self.up_blocks.append(
+                get_up_block(block_type, num_layers=layers_per_block + 1, in_channels=input_channel,
+                             out_channels=output_channel, prev_output_channel=prev_output_channel,
+                             add_upsample=i < len(block_out_channels) - 1,
+                             attention_head_dim=attention_head_dim or output_channel, **common)
+            )
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=1e-5)
+        self.conv_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
+
+    def embed_time(self, timesteps: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return self.time_embedding(self.time_proj(timesteps).to(dtype))
+
+    def head(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
+
+
+def zero_conv(channels: int) -> nn.Conv2d:
+    """A 1x1 convolution initialised to zero: an exchange path that starts closed."""
+    conv = nn.Conv2d(channels, channels, kernel_size=1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class JointUNet2DModel(ModelMixin, ConfigMixin):
+    r"""
+    A joint denoiser of a SAR image and its segmentation label (DAKTer's generator).
+
+    It takes a noisy image and a noisy scaled one-hot label at one timestep and predicts the clean image (or the
+    noise) and the per-pixel class logits of the clean label.
+
+    Two architectures:
+
+    * `"dual"` (default, the paper's design after JointNet): an image branch and a label branch, each a full UNet,
+      exchanging features in both directions after every encoder level, the middle block and every decoder level
+      through 1x1 convolutions initialised to zero, so that at initialisation each branch is an independent UNet.
+    * `"concat"`: one UNet over the channel-concatenated image and label (the paper's "DDPM" joint baseline).
+
+    This model inherits from [`~diffusers.ModelMixin`]: `save_pretrained` / `from_pretrained` use safetensors.
+
+    Parameters:
+        sample_size (`int` or `tuple[int, int]`, *optional*, defaults to 64): height and width of the samples.
+        image_channels (`int`, *optional*, defaults to 1): image channels (SAR is single-channel).
+        num_classes (`int`, *optional*, defaults to 2): number of label classes K (>= 2).
+        label_scale (`float`, *optional*, defaults to 1.0): the SNR balancing factor b (> 0) by which the one-hot
+            label (in {-1, +1}) is scaled before noising; see [`estimate_balancing_factor`].
+        architecture (`str`, *optional*, defaults to `"dual"`): `"dual"` or `"concat"`.
+        prediction_type (`str`, *optional*, defaults to `"sample"`): what the image output predicts, `"sample"`
+            (the clean image x0, the paper's loss) or `"epsilon"` (the noise). The label output is always logits.
+        block_out_channels (`tuple[int]`, *optional*): output channels of each resolution level.
+        layers_per_block (`int`, *optional*, defaults to 2): ResNet layers per encoder level.
+        down_block_types (`tuple[str]`, *optional*): `"DownBlock2D"` or `"AttnDownBlock2D"` per level.
+        up_block_types (`tuple[str]`, *optional*): `"UpBlock2D"` or `"AttnUpBlock2D"` per level.
+        attention_head_dim (`int`, *optional*, defaults to 8): attention head dimension.
+        norm_num_groups (`int`, *optional*, defaults to 32): groups of the group normalisations.
+        dropout (`float`, *optional*, defaults to 0.0): dropout probability.
+        act_fn (`str`, *optional*, defaults to `"silu"`): activation function.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int | tuple[int, int] = 64,
+        image_channels: int = 1,
+        num_classes: int = 2,
+        label_scale: float = 1.0,
+        architecture: str = "dual",
+        prediction_type: str = "sample",
+        block_out_channels: tuple[int, ...] = (64, 128, 128, 256),
+        layers_per_block: int = 2,
+        down_block_types: tuple[str, ...] = ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types: tuple[str, ...] = ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        attention_head_dim: int | None = 8,
+        norm_num_groups: int = 32,
+        dropout: float = 0.0,
+        act_fn: str = "silu",
+    ):
+        super().__init__()
+        self._check_config(sample_size, image_channels, num_classes, label_scale, architecture, prediction_type,
+                           block_out_channels, layers_per_block, down_block_types, up_block_types, norm_num_groups)
+        branch_kwargs = dict(block_out_channels=tuple(block_out_channels), down_block_types=down_block_types,
+                             up_block_types=up_block_types, layers_per_block=layers_per_block,
+                             attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups,
+                             dropout=dropout, act_fn=act_fn)
+        if architecture == "dual":
+            self.image_branch = UNetBranch(image_channels, image_channels, **branch_kwargs)
+            self.label_branch = UNetBranch(num_classes, num_classes, **branch_kwargs)
+            # One exchange pair per encoder level, one for the middle block, one per decoder level.
+            level_channels = list(block_out_channels) + [block_out_channels[-1]] + list(reversed(block_out_channels))
+            self.label_to_image = nn.ModuleList(zero_conv(c) for c in level_channels)
+            self.image_to_label = nn.ModuleList(zero_conv(c) for c in level_channels)
+        else:
+            channels = image_channels + num_classes
+            self.joint_branch = UNetBranch(channels, channels, **branch_kwargs)
+
+    @staticmethod
+    def _check_config(sample_size, image_channels, num_classes, label_scale, architecture, prediction_type,
+                      block_out_channels, layers_per_block, down_block_types, up_block_types, norm_num_groups):
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, got {architecture!r}.")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be >= 2 (a background and at least one class), got {num_classes}.")
+        if image_channels < 1:
+            raise ValueError(f"`image_channels` must be >= 1, got {image_channels}.")
+        if not label_scale > 0:
+            raise ValueError(f"`label_scale` (the balancing factor b) must be > 0, got {label_scale}.")
+        if layers_per_block < 1:
+            raise ValueError(f"`layers_per_block` must be >= 1, got {layers_per_block}.")
+        if not (len(block_out_channels) == len(down_block_types) == len(up_block_types)):
+            raise ValueError(
+                f"`block_out_channels`, `down_block_types` and `up_block_types` must have one entry per level, got "
+                f"{len(block_out_channels)}, {len(down_block_types)} and {len(up_block_types)}."
+            )
+        for name, types, allowed in (("down_block_types", down_block_types, SUPPORTED_DOWN_BLOCKS),
+                                     ("up_block_types", up_block_types, SUPPORTED_UP_BLOCKS)):
+            unknown = [t for t in types if t not in allowed]
+            if unknown:
+                raise ValueError(f"`{name}` entries must be among {allowed}, got {unknown}.")
+        bad_widths = [c for c in block_out_channels if c % norm_num_groups]
+        if bad_widths:
+            raise ValueError(
+                f"Every entry of `block_out_channels` must be divisible by `norm_num_groups`={norm_num_groups}, "
+                f"got {bad_widths}."
+            )
+        factor = 2 ** (len(block_out_channels) - 1)
+        sizes = (sample_size, sample_size) if isinstance(sample_size, int) else tuple(sample_size)
+        if any(s < 1 or s % factor for s in sizes):
+            raise ValueError(
+                f"`sample_size` {sample_size} must be divisible by the total down-sampling factor {factor} "
+                f"({len(block_out_channels)} resolution levels)."
+            )
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        return_dict: bool = True,
+    ) -> JointUNet2DOutput | tuple:
+        r"""
+        Args:
+            image (`torch.Tensor`): the noisy image, `(batch, image_channels, height, width)`.
+            label (`torch.Tensor`): the noisy scaled label, `(batch, num_classes, height, width)`.
+            timestep (`torch.Tensor` or `float` or `int`): the timestep, one for the batch or one per sample.
+            return_dict (`bool`, *optional*, defaults to `True`): return a [`JointUNet2DOutput`] or a tuple.
+
+        Returns:
+            [`JointUNet2DOutput`] or `tuple`: the image prediction and the label logits.
+        """
+        config = self.config
+        if image.dim() != 4 or image.shape[1] != config.image_channels:
+            raise ValueError(
+                f"`image` must have shape (batch, {config.image_channels}, height, width), got {tuple(image.shape)}."
+            )
+        if label.dim() != 4 or label.shape[1] != config.num_classes or label.shape[0] != image.shape[0] \
+                or label.shape[2:] != image.shape[2:]:
+            raise ValueError(
+                f"`label` must have shape ({image.shape[0]}, {config.num_classes}, {image.shape[2]}, "
+                f"{image.shape[3]}) to match `image`, got {tuple(label.shape)}."
+            )
+        timesteps = torch.as_tensor(timestep, device=image.device)
+        if timesteps.dim() == 0:
+            timesteps = timesteps[None]
+        timesteps = timesteps.expand(image.shape[0])
+
+        if config.architecture == "dual":
+            image_out, label_logits = self._forward_dual(image, label, timesteps)
+        else:
+            joint = self._forward_branch(self.joint_branch, torch.cat([image, label], dim=1), timesteps)
+            image_out, label_logits = joint.split([config.image_channels, config.num_classes], dim=1)
+
+        if not return_dict:
+            return (image_out, label_logits)
+        return JointUNet2DOutput(image=image_out, label_logits=label_logits)
+
+    def _forward_branch(self, branch: UNetBranch, sample: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        emb = branch.embed_time(timesteps, self.dtype)
+        hidden = branch.conv_in(sample)
+        skips = (hidden,)
+        for block in branch.down_blocks:
+            hidden, res = block(hidden_states=hidden, temb=emb)
+            skips += res
+        hidden = branch.mid_block(hidden, emb)
+        for block in branch.up_blocks:
+            res, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
+            hidden = block(hidden, res, emb)
+        return branch.head(hidden)
+
+    def _exchange(self, level: int, image_hidden: torch.Tensor, label_hidden: torch.Tensor):
+        return (image_hidden + self.label_to_image[level](label_hidden),
+                label_hidden + self.image_to_label[level](image_hidden))
+
+    def _forward_dual(self, image: torch.Tensor, label: torch.Tensor, timesteps: torch.Tensor):
+        img, lbl = self.image_branch, self.label_branch
+        emb_i, emb_l = img.embed_time(timesteps, self.dtype), lbl.embed_time(timesteps, self.dtype)
+        h_i, h_l = img.conv_in(image), lbl.conv_in(label)
+        skips_i, skips_l = (h_i,), (h_l,)
+        level = 0
+        for block_i, block_l in zip(img.down_blocks, lbl.down_blocks):
+            h_i, res_i = block_i(hidden_states=h_i, temb=emb_i)
+            h_l, res_l = block_l(hidden_states=h_l, temb=emb_l)
+            h_i, h_l = self._exchange(level, h_i, h_l)
+            # The exchanged features also feed the decoder through the last skip connection of the level.
+            skips_i += res_i[:-1] + (h_i,)
+            skips_l += res_l[:-1] + (h_l,)
+            level += 1
+        h_i, h_l = self._exchange(level, img.mid_block(h_i, emb_i), lbl.mid_block(h_l, emb_l))
+        level += 1
+        for block_i, block_l in zip(img.up_blocks, lbl.up_blocks):
+            n = len(block_i.resnets)
+            res_i, skips_i = skips_i[-n:], skips_i[:-n]
+            res_l, skips_l = skips_l[-n:], skips_l[:-n]
+            h_i, h_l = self._exchange(level, block_i(h_i, res_i, emb_i), block_l(h_l, res_l, emb_l))
+            level += 1
+        return img.head(h_i), lbl.head(h_l)
+
