@@ -2,7 +2,10 @@
 
 import json
 import math
+import subprocess
+import sys
 
+import evaluate
 import numpy as np
 import pytest
 import torch
@@ -200,11 +203,44 @@ def test_evaluate_module_offline_matches_plain_function():
     preds = rng.integers(0, 3, size=(4, 9, 11))
     id2label = {0: "sea", 1: "oil", 2: "ship"}
 
-    metric = load_segmentation_metric()
-    assert SEGMENTATION_METRIC_PATH.endswith("segmentation_metrics")
+    metric = evaluate.load(SEGMENTATION_METRIC_PATH)  # a local path: no network needed
     metric.add_batch(predictions=preds[:2], references=labels[:2])
     metric.add_batch(predictions=preds[2:], references=labels[2:])
     from_evaluate = metric.compute(num_classes=3, ignore_index=255, id2label=id2label)
 
     expected = compute_segmentation_metrics(confusion_matrix(preds, labels, 3), id2label=id2label)
     assert_metrics_close(from_evaluate, expected)
+
+    one_shot = load_segmentation_metric().compute(predictions=preds, references=labels, num_classes=3)
+    assert one_shot["mean_iou"] == pytest.approx(expected["mean_iou"])
+
+
+_TWO_PROCESS_SCRIPT = """
+import torch
+from accelerate import Accelerator, debug_launcher
+from dakter_hf.metrics import SegmentationMetrics
+
+
+def run():
+    accelerator = Accelerator(cpu=True)
+    metrics = SegmentationMetrics(2)
+    rank = accelerator.process_index  # rank 0 predicts [0, 1], rank 1 predicts [1, 1]; labels [0, 1]
+    metrics.update(torch.tensor([[rank, 1]]), torch.tensor([[0, 1]]))
+    assert accelerator.num_processes == 2
+    assert metrics.reduce(accelerator).tolist() == [[1, 1], [0, 2]]
+    assert metrics.compute(accelerator)["iou_0"] == 0.5
+    assert metrics.matrix.sum() == 2  # local accumulator untouched
+
+
+if __name__ == "__main__":
+    debug_launcher(run, num_processes=2)
+    print("OK")
+"""
+
+
+def test_reduce_with_two_real_processes(tmp_path):
+    # A fresh interpreter: accelerate's process state is a per-process singleton.
+    script = tmp_path / "two_process.py"
+    script.write_text(_TWO_PROCESS_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
