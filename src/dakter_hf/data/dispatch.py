@@ -1,0 +1,156 @@
+"""One entry point for every dataset, shared by the training and distillation scripts' CLI flags."""
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from datasets import Dataset
+
+from .common import ON_ERROR_CHOICES, PathLike, Resolution, find_subdir, resolve_split_dir
+from .errors import DataError
+from .folder import load_mask_folder
+from .osd import load_osd
+from .simulator import simulate_sar_scenes
+from .sos import SOS_SENSORS, load_sos
+
+
+DATASET_NAMES = ("simulated", "sos", "osd", "folder")
+#: Default number of simulated scenes per split (when ``num_samples`` is not given).
+SIMULATED_DEFAULT_SCENES = {"train": 512, "validation": 128, "test": 128}
+#: Default simulated scene size when no ``resolution`` is given.
+SIMULATED_DEFAULT_SIZE = 64
+
+
+def load_dataset_by_name(
+    name: str,
+    data_dir: Optional[PathLike] = None,
+    sensor: Optional[str] = None,
+    split: str = "train",
+    resolution: Optional[Resolution] = None,
+    num_samples: Optional[int] = None,
+    seed: int = 0,
+    on_error: str = "raise",
+    **kwargs,
+) -> Dataset:
+    """Load a dataset by name, with the same arguments for every source.
+
+    - ``"simulated"``: :func:`simulate_sar_scenes`; ``data_dir``/``sensor`` are ignored; ``num_samples`` is the
+      number of scenes (default 512 for train, 128 otherwise); ``seed`` is the simulator seed and the split is
+      mixed into it, so train / validation / test scenes never coincide; scene size is ``resolution`` (default
+      64). Extra kwargs: ``num_classes`` (5 or 2).
+    - ``"sos"``: :func:`load_sos`; needs ``data_dir`` and ``sensor`` (``"palsar"``/``"sentinel"``).
+    - ``"osd"``: :func:`load_osd`; needs ``data_dir``. Extra kwargs: ``patch_size``, ``stride``, ``mask_type``,
+      ``color_tolerance``.
+    - ``"folder"``: :func:`load_mask_folder` on ``<data_dir>/<split>/images`` and ``<data_dir>/<split>/masks``
+      (or ``labels``); pass ``image_dir``/``mask_dir`` kwargs to point elsewhere. Extra kwargs: ``colormap``,
+      ``num_classes``, ``id2label``, ``mask_threshold``, ``patch_size``, ``stride``...
+
+    For the file-based datasets ``num_samples`` takes a seeded random subset (per ``seed``) and ``resolution``
+    resizes at load time (antialiased bilinear / nearest, as the transforms do).
+
+    Args:
+        name (`str`): one of ``"simulated"``, ``"sos"``, ``"osd"``, ``"folder"``.
+        data_dir (`str` or `os.PathLike`, *optional*): dataset root (not used by ``"simulated"``).
+        sensor (`str`, *optional*): SOS sensor; for ``"folder"``, written to the ``sensor`` column.
+        split (`str`): ``"train"``, ``"test"`` (or ``"validation"`` where it exists).
+        resolution (`int` or `(height, width)`, *optional*): load-time size.
+        num_samples (`int`, *optional*): subset size / number of simulated scenes.
+        seed (`int`): subset / simulator seed.
+        on_error (`str`): ``"raise"`` or ``"skip"`` bad pairs (file-based datasets).
+        **kwargs: passed to the underlying loader.
+
+    Returns:
+        `Dataset` with the shared schema; class names via :func:`get_id2label`.
+
+    Raises:
+        `ValueError`: unknown name or missing ``data_dir``/``sensor``; `DataError`: bad data.
+    """
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
+    if name == "simulated":
+        num_scenes = num_samples if num_samples is not None else SIMULATED_DEFAULT_SCENES.get(split, 128)
+        return simulate_sar_scenes(
+            num_scenes,
+            size=resolution if resolution is not None else SIMULATED_DEFAULT_SIZE,
+            seed=seed,
+            split=split,
+            **kwargs,
+        )
+    if data_dir is None:
+        raise ValueError(f"dataset {name!r} needs data_dir (--data_dir)")
+    common = dict(num_samples=num_samples, seed=seed, resolution=resolution, on_error=on_error)
+    if name == "sos":
+        if sensor is None:
+            raise ValueError(f"dataset 'sos' needs sensor (--sensor), one of {SOS_SENSORS}")
+        return load_sos(data_dir, sensor, split=split, **common, **kwargs)
+    if name == "osd":
+        return load_osd(data_dir, split=split, **common, **kwargs)
+    image_dir, mask_dir = kwargs.pop("image_dir", None), kwargs.pop("mask_dir", None)
+    if image_dir is None or mask_dir is None:
+        split_dir = resolve_split_dir(data_dir, split, required=("images",))
+        image_dir = image_dir or find_subdir(split_dir, ("images",))
+        mask_dir = mask_dir or find_subdir(split_dir, ("masks", "labels", "annotations"))
+        if mask_dir is None:
+            raise DataError(f"folder dataset {split_dir} must contain masks/ (or labels/)", (str(split_dir),))
+    return load_mask_folder(image_dir, mask_dir, sensor=sensor or "", split=split, **common, **kwargs)
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the dataset flags shared by the training and distillation scripts.
+
+    Flags: ``--dataset`` (simulated|sos|osd|folder, default simulated), ``--data_dir``, ``--sensor``,
+    ``--num_train_samples`` (seeded subset of the training split / number of simulated training scenes),
+    ``--data_seed`` (default 0), ``--on_error`` (raise|skip, default raise).
+
+    Args:
+        parser (`argparse.ArgumentParser`): the parser to extend.
+
+    Returns:
+        `argparse.ArgumentParser`: the same parser.
+    """
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=DATASET_NAMES, default="simulated", help="dataset source")
+    group.add_argument("--data_dir", type=str, default=None, help="dataset root (sos / osd / folder)")
+    group.add_argument("--sensor", choices=SOS_SENSORS, default=None, help="SOS sensor")
+    group.add_argument(
+        "--num_train_samples",
+        type=int,
+        default=None,
+        help="seeded random subset of the training pairs (simulated: number of training scenes)",
+    )
+    group.add_argument("--data_seed", type=int, default=0, help="seed of the subset / simulator")
+    group.add_argument("--on_error", choices=ON_ERROR_CHOICES, default="raise", help="bad pairs: raise or skip")
+    return parser
+
+
+def dataset_from_args(
+    args: argparse.Namespace, split: str = "train", resolution: Optional[Resolution] = None, **kwargs
+) -> Dataset:
+    """Load the dataset selected by the flags of :func:`add_data_args`.
+
+    ``--num_train_samples`` applies to the ``"train"`` split only (other splits are loaded whole; simulated
+    ones get their default size).
+
+    Args:
+        args (`argparse.Namespace`): parsed arguments.
+        split (`str`): split to load.
+        resolution (`int` or `(height, width)`, *optional*): load-time size; defaults to ``args.resolution``
+            when the script defines that flag.
+        **kwargs: extra loader arguments (see :func:`load_dataset_by_name`).
+
+    Returns:
+        `Dataset`
+    """
+    if resolution is None:
+        resolution = getattr(args, "resolution", None)
+    return load_dataset_by_name(
+        args.dataset,
+        data_dir=args.data_dir,
+        sensor=args.sensor,
+        split=split,
+        resolution=resolution,
+        num_samples=args.num_train_samples if split == "train" else None,
+        seed=args.data_seed,
+        on_error=args.on_error,
+        **kwargs,
+    )

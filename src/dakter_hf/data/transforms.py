@@ -1,0 +1,239 @@
+"""Transforms shared by diffusion training, student training and distillation.
+
+Conventions:
+
+- images are resized with anti-aliased bilinear interpolation (PIL ``BILINEAR``, whose support widens on
+  downscaling) and normalised to ``float32`` in ``[-1, 1]`` with shape ``(1, H, W)``: ``x / 127.5 - 1``;
+- masks are resized with ``NEAREST`` (class indices are never blended) and returned as ``int64`` ``(H, W)``;
+- augmentation draws one of the 8 symmetries of the square (90° rotations × horizontal flip; only 180°
+  rotations for non-square resolutions) per sample and applies it identically to image and mask.
+
+Typical use with 🤗 Datasets::
+
+    ds = load_dataset_by_name("sos", data_dir, sensor="palsar")
+    train = ds.with_transform(build_transform(64, augment=True))
+    loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, collate_fn=collate_fn)
+"""
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import PIL.Image
+import torch
+
+
+Resolution = Union[int, Tuple[int, int]]
+
+
+def _hw(resolution: Resolution) -> Tuple[int, int]:
+    if isinstance(resolution, (int, np.integer)):
+        return int(resolution), int(resolution)
+    height, width = (int(r) for r in resolution)
+    return height, width
+
+
+def resize_image(image: PIL.Image.Image, resolution: Optional[Resolution]) -> PIL.Image.Image:
+    """Resize a whole image (no crop) with anti-aliased bilinear interpolation, converting it to ``"L"``.
+
+    Args:
+        image (`PIL.Image.Image`): input image.
+        resolution (`int` or `(height, width)`, *optional*): target size; ``None`` keeps the size.
+
+    Returns:
+        `PIL.Image.Image`: ``"L"`` image of the target size (the input itself if nothing changes).
+    """
+    if image.mode != "L":
+        image = image.convert("L")
+    if resolution is None:
+        return image
+    height, width = _hw(resolution)
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), resample=PIL.Image.BILINEAR)
+
+
+def resize_mask(mask: PIL.Image.Image, resolution: Optional[Resolution]) -> PIL.Image.Image:
+    """Resize a class-index mask with nearest-neighbour interpolation.
+
+    Args:
+        mask (`PIL.Image.Image`): ``"L"`` (or ``"P"``) mask of class indices.
+        resolution (`int` or `(height, width)`, *optional*): target size; ``None`` keeps the size.
+
+    Returns:
+        `PIL.Image.Image`: the resized mask.
+    """
+    if resolution is None:
+        return mask
+    height, width = _hw(resolution)
+    if mask.size == (width, height):
+        return mask
+    return mask.resize((width, height), resample=PIL.Image.NEAREST)
+
+
+def image_to_tensor(image: PIL.Image.Image) -> torch.Tensor:
+    """8-bit greyscale image → ``float32`` tensor ``(1, H, W)`` in ``[-1, 1]``."""
+    if image.mode != "L":
+        image = image.convert("L")
+    array = np.asarray(image, dtype=np.float32)
+    return torch.from_numpy(array / 127.5 - 1.0).unsqueeze(0)
+
+
+def mask_to_tensor(mask: PIL.Image.Image) -> torch.Tensor:
+    """Class-index mask → ``int64`` tensor ``(H, W)``."""
+    return torch.from_numpy(np.asarray(mask, dtype=np.int64).copy())
+
+
+def tensor_to_image(pixel_values: torch.Tensor) -> PIL.Image.Image:
+    """Inverse of :func:`image_to_tensor`: ``(1, H, W)`` or ``(H, W)`` in ``[-1, 1]`` → ``"L"`` image."""
+    array = pixel_values.detach().float().cpu().reshape(pixel_values.shape[-2:]).numpy()
+    array = np.clip(np.round((array + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return PIL.Image.fromarray(array, mode="L")
+
+
+def random_dihedral(
+    pixel_values: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    allow_rot90: bool = True,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Apply one random symmetry (rotation by k·90° then optional horizontal flip) to an image and its mask.
+
+    Args:
+        pixel_values (`torch.Tensor`): ``(C, H, W)`` image.
+        labels (`torch.Tensor`, *optional*): ``(H, W)`` or ``(K, H, W)`` mask / soft label, transformed
+            identically.
+        generator (`torch.Generator`, *optional*): RNG; default torch's global RNG.
+        allow_rot90 (`bool`): allow 90°/270° rotations (set ``False`` for non-square images).
+
+    Returns:
+        `Tuple[torch.Tensor, Optional[torch.Tensor]]`: the transformed image and mask.
+    """
+    draws = torch.randint(0, 8, (1,), generator=generator).item()
+    k, flip = draws % 4, draws >= 4
+    if not allow_rot90:
+        k = 2 * (k % 2)
+    out = []
+    for tensor in (pixel_values, labels):
+        if tensor is None:
+            out.append(None)
+            continue
+        if k:
+            tensor = torch.rot90(tensor, k, dims=(-2, -1))
+        if flip:
+            tensor = torch.flip(tensor, dims=(-1,))
+        out.append(tensor.contiguous())
+    return out[0], out[1]
+
+
+class SegmentationTransform:
+    """Batched transform for ``dataset.with_transform``: image/mask columns → ``pixel_values`` and ``labels``.
+
+    Args:
+        resolution (`int` or `(height, width)`, *optional*): training resolution; ``None`` keeps native sizes
+            (then all images of a batch must have the same size).
+        augment (`bool`): apply a random paired flip / 90° rotation per sample.
+        seed (`int`, *optional*): seed a private ``torch.Generator`` for the augmentation. ``None`` (default)
+            uses torch's global RNG, which ``accelerate.utils.set_seed`` seeds and which ``DataLoader``
+            re-seeds per worker (a private generator would be copied identically into every worker).
+        image_column, mask_column (`str`): input column names.
+
+    Calling it on a batch ``{"image": [PIL, ...], "mask": [PIL, ...], ...}`` returns
+    ``{"pixel_values": (B, 1, H, W) float32 in [-1, 1], "labels": (B, H, W) int64}`` (``labels`` only if the
+    batch has masks). Other columns are dropped.
+    """
+
+    def __init__(
+        self,
+        resolution: Optional[Resolution] = None,
+        augment: bool = False,
+        seed: Optional[int] = None,
+        image_column: str = "image",
+        mask_column: str = "mask",
+    ):
+        self.resolution = _hw(resolution) if resolution is not None else None
+        self.augment = augment
+        self.image_column = image_column
+        self.mask_column = mask_column
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(resolution={self.resolution}, augment={self.augment})"
+
+    def __call__(self, batch: Dict[str, List]) -> Dict[str, torch.Tensor]:
+        images = batch[self.image_column]
+        masks = batch.get(self.mask_column)
+        pixel_values, labels = [], []
+        for i, image in enumerate(images):
+            x = image_to_tensor(resize_image(image, self.resolution))
+            y = mask_to_tensor(resize_mask(masks[i], self.resolution)) if masks is not None else None
+            if y is not None and tuple(y.shape) != tuple(x.shape[-2:]):
+                raise ValueError(f"image size {tuple(x.shape[-2:])} and mask size {tuple(y.shape)} differ")
+            if self.augment:
+                x, y = random_dihedral(x, y, self.generator, allow_rot90=x.shape[-1] == x.shape[-2])
+            pixel_values.append(x)
+            if y is not None:
+                labels.append(y)
+        out = {"pixel_values": torch.stack(pixel_values)}
+        if masks is not None:
+            out["labels"] = torch.stack(labels)
+        return out
+
+
+def build_transform(
+    resolution: Optional[Resolution], augment: bool = False, seed: Optional[int] = None
+) -> SegmentationTransform:
+    """Build the shared transform (see :class:`SegmentationTransform`).
+
+    Args:
+        resolution (`int` or `(height, width)`, *optional*): training resolution.
+        augment (`bool`): random paired flips / 90° rotations.
+        seed (`int`, *optional*): seed of a private augmentation RNG (default: torch's global RNG).
+
+    Returns:
+        `SegmentationTransform`: use as ``dataset.with_transform(transform)``.
+    """
+    return SegmentationTransform(resolution=resolution, augment=augment, seed=seed)
+
+
+def collate_fn(examples: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Stack transformed rows (``pixel_values`` (1, H, W), ``labels`` (H, W)) into a batch.
+
+    Args:
+        examples (`Sequence[Dict[str, torch.Tensor]]`): rows of a dataset with :class:`SegmentationTransform`.
+
+    Returns:
+        `Dict[str, torch.Tensor]`: ``pixel_values`` (B, 1, H, W) float32 and, if present, ``labels`` (B, H, W)
+        int64.
+    """
+    batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).float()}
+    if all("labels" in e for e in examples) and examples:
+        batch["labels"] = torch.stack([e["labels"] for e in examples]).long()
+    return batch
+
+
+def dataset_to_tensors(
+    dataset, resolution: Optional[Resolution] = None, batch_size: int = 256
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The whole split as tensors, resized and normalised, without augmentation.
+
+    Used e.g. to estimate the SNR balancing factor ``b = RMS(images)`` over the entire training split.
+
+    Args:
+        dataset (`datasets.Dataset`): a dataset with ``image`` and ``mask`` columns.
+        resolution (`int` or `(height, width)`, *optional*): target size; ``None`` requires equal sizes.
+        batch_size (`int`): rows decoded at a time.
+
+    Returns:
+        `Tuple[torch.Tensor, torch.Tensor]`: images ``(N, 1, H, W)`` float32 in ``[-1, 1]`` and masks
+        ``(N, H, W)`` int64.
+    """
+    transform = build_transform(resolution, augment=False)
+    images, masks = [], []
+    plain = dataset.with_format(None).select_columns(["image", "mask"])
+    for start in range(0, len(plain), batch_size):
+        out = transform(plain[start : start + batch_size])
+        images.append(out["pixel_values"])
+        masks.append(out["labels"])
+    if not images:
+        raise ValueError("dataset_to_tensors: the dataset is empty")
+    return torch.cat(images), torch.cat(masks)
