@@ -20,6 +20,8 @@ Fixtures:
   or with ``HfApi().create_repo(repo_id[, repo_type="dataset"])``).
 * ``clean_hub_cache`` empties the hub and datasets caches before the test, so a download really hits the server
   (also available as the plain function :func:`clear_hub_cache`).
+
+Debugging: ``DAKTER_HUB_SERVER_LOG=/tmp/hub.log pytest ...`` writes every request the server answered.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 import warnings
 
@@ -81,6 +84,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = _SESSION.pop("server", None)
     if server is not None:
+        log_path = os.environ.get("DAKTER_HUB_SERVER_LOG")
+        if log_path:  # debugging aid: every request the server answered, as "METHOD path -> status"
+            with open(log_path, "w") as f:
+                f.writelines(f"{m} {p} -> {s}\n" for m, p, s in server.requests)
         server.close()
     home = _SESSION.pop("home", None)
     if home is not None:
@@ -121,11 +128,29 @@ def _hub_session_server() -> HubServer:
     return server
 
 
+class _NoSleepTime:
+    """Stand-in for the ``time`` module inside ``huggingface_hub.utils._http``: the retry backoff does not wait."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        pass
+
+
 @pytest.fixture
-def hub_server(_hub_session_server: HubServer):
-    """The local Hub server; ``refuse_writes`` is reset and the server restarted (if stopped) after the test."""
+def hub_server(_hub_session_server: HubServer, monkeypatch: pytest.MonkeyPatch):
+    """The local Hub server; ``refuse_writes`` is reset and the server restarted (if stopped) after the test.
+
+    While it is active, ``huggingface_hub``'s HTTP retry backoff does not sleep: ``hf_hub_download`` with nothing
+    cached retries a failed HEAD 5 times with 1+2+4+8+8 s waits on connection errors / 5xx, so a "Hub down" test
+    would otherwise take ~23 s per download attempt. The retries themselves still happen (immediately)."""
     server = _hub_session_server
     server.start()
+    import huggingface_hub.utils._http as hf_http
+
+    monkeypatch.setattr(hf_http, "time", _NoSleepTime())
     yield server
     server.refuse_writes = False
     server.refuse_status = 403

@@ -39,6 +39,7 @@ Endpoints (``{t}`` is ``model`` or ``dataset``; ``{prefix}`` is empty for models
 ``POST /{prefix}{id}.git/info/lfs/objects/verify``             LFS verify action
 ``HEAD|GET /{prefix}{id}/resolve/{rev}/{path}``                ``hf_hub_download`` / ``snapshot_download`` / HfFileSystem
 ``HEAD|GET /cdn/{sha256}`` (CDN listener)                      LFS blob download (Range supported)
+``*    /api/{t}s/{id}/xet-{read,write}-token/...``               400 "set HF_HUB_DISABLE_XET=1" (Xet unsupported)
 =============================================================  ===================================================
 
 Errors carry the ``X-Error-Code`` header that ``huggingface_hub.utils.hf_raise_for_status`` maps to exceptions:
@@ -471,9 +472,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.send_header(k, str(v))
         self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
         self.end_headers()
+        self.hub.requests.append((self.command, self.path, status))
         if self.command != "HEAD" and body:
             self.wfile.write(body)
-        self.hub.requests.append((self.command, self.path, status))
 
     def _json(self, data: Any, status: int = 200, headers: dict | None = None) -> None:
         self._send(status, json.dumps(data).encode(), headers, "application/json; charset=utf-8")
@@ -564,6 +565,9 @@ class _HubHandler(BaseHTTPRequestHandler):
             if rest and rest[0] == "preupload" and len(rest) >= 2 and m == "POST":
                 revision, _ = _take_revision(rest[1:])
                 return self._preupload(repo_type, repo_id, revision)
+            if rest and rest[0] in ("xet-read-token", "xet-write-token"):
+                raise HubError(400, "Xet is not supported by the test Hub server: set HF_HUB_DISABLE_XET=1 before "
+                                    "huggingface_hub is imported")
             if rest and rest[0] == "commit" and len(rest) >= 2 and m == "POST":
                 revision, _ = _take_revision(rest[1:])
                 return self._commit(repo_type, repo_id, revision)

@@ -159,6 +159,35 @@ def test_server_stopped_fails_fast(hub_server, hub_repo_id, clean_hub_cache):
     assert api.model_info(hub_repo_id).sha
 
 
+def test_hf_file_system_listing_paths_info_and_ranges(hub_server, hub_repo_id, tmp_path):
+    from huggingface_hub import HfApi, HfFileSystem
+
+    api = HfApi()
+    api.create_repo(hub_repo_id, repo_type="dataset")
+    weights = bytes(range(256)) * 40
+    api.upload_file(path_or_fileobj=weights, path_in_repo="data/blob.bin", repo_id=hub_repo_id, repo_type="dataset")
+    api.upload_file(path_or_fileobj=b"0123456789", path_in_repo="data/digits.txt", repo_id=hub_repo_id,
+                    repo_type="dataset")
+
+    fs = HfFileSystem()
+    root = f"datasets/{hub_repo_id}"
+    assert sorted(fs.ls(f"{root}/data", detail=False)) == [f"{root}/data/blob.bin", f"{root}/data/digits.txt"]
+    assert fs.isdir(f"{root}/data") and fs.isfile(f"{root}/data/digits.txt")
+    info = fs.info(f"{root}/data/blob.bin")
+    assert info["size"] == len(weights) and info["lfs"]["size"] == len(weights)
+    assert sorted(fs.glob(f"{root}/**/*.txt")) == [f"{root}/data/digits.txt"]
+    assert [p.path for p in api.get_paths_info(hub_repo_id, ["data", "data/digits.txt", "nope"],
+                                               repo_type="dataset")] == ["data", "data/digits.txt"]
+    # Range requests, on a regular file and through the CDN redirect of an LFS file
+    assert fs.cat_file(f"{root}/data/digits.txt", start=3, end=7) == b"3456"
+    assert fs.cat_file(f"{root}/data/blob.bin", start=1000, end=1010) == weights[1000:1010]
+    with fs.open(f"{root}/data/blob.bin", "rb", block_size=1024) as f:
+        f.seek(5000)
+        assert f.read(100) == weights[5000:5100]
+    assert fs.read_bytes(f"{root}/data/blob.bin") == weights
+    assert any(s == 206 for m, p, s in hub_server.requests if p.startswith("/cdn/"))
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # datasets
 # --------------------------------------------------------------------------------------------------------------------
@@ -192,6 +221,11 @@ def test_datasets_push_to_hub_and_load_dataset(hub_server, hub_repo_id, clean_hu
     np.testing.assert_array_equal(np.asarray(loaded.with_format("numpy")["soft"]), soft)
     for original, got in zip(images, loaded["image"]):
         assert np.array_equal(np.asarray(original), np.asarray(got))
+
+    # streaming reads the parquet shard through HfFileSystem (paths-info, tree, Range requests)
+    streamed = list(datasets.load_dataset(hub_repo_id, split="train", streaming=True))
+    assert [row["label"] for row in streamed] == [0, 1, 2]
+    np.testing.assert_array_equal(np.asarray(streamed[1]["soft"], dtype=np.float32), soft[1])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -248,3 +282,42 @@ def test_diffusers_pipeline_push_and_from_pretrained(hub_server, hub_repo_id, cl
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# failure modes through the high-level libraries: a refused push or a dead Hub raises promptly, it does not hang
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_library_pushes_and_loads_fail_fast(hub_server, hub_repo_id, clean_hub_cache):
+    import datasets
+    import torch
+    from diffusers import DDPMScheduler
+    from huggingface_hub.errors import HfHubHTTPError
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    config = SegformerConfig(num_channels=1, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1],
+                             decoder_hidden_size=16, num_attention_heads=[1, 1, 2, 2], num_labels=2)
+    model = SegformerForSemanticSegmentation(config)
+    start = time.monotonic()
+    hub_server.refuse_writes = True
+    with pytest.raises(HfHubHTTPError, match="refuse_writes"):
+        model.push_to_hub(hub_repo_id)
+    with pytest.raises(HfHubHTTPError, match="refuse_writes"):
+        datasets.Dataset.from_dict({"x": [1, 2]}).push_to_hub(hub_repo_id + "-ds")
+    with pytest.raises(HfHubHTTPError, match="refuse_writes"):
+        DDPMScheduler(num_train_timesteps=10).push_to_hub(hub_repo_id + "-sched")
+    hub_server.refuse_writes = False
+    model.push_to_hub(hub_repo_id)
+
+    hub_server.stop()
+    with pytest.raises(OSError):
+        SegformerForSemanticSegmentation.from_pretrained(hub_repo_id)
+    with pytest.raises(Exception):
+        datasets.load_dataset(hub_repo_id + "-ds", split="train")
+    with pytest.raises(OSError):
+        DDPMScheduler.from_pretrained(hub_repo_id + "-sched")
+    assert time.monotonic() - start < 10
+    hub_server.start()
+    loaded = SegformerForSemanticSegmentation.from_pretrained(hub_repo_id)
+    assert torch.equal(loaded.decode_head.classifier.weight, model.decode_head.classifier.weight)
