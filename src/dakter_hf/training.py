@@ -541,6 +541,7 @@ def save_validation_grid(
     num_inference_steps: int = 50,
     seed: int = 0,
     id2label: dict[int, str] | None = None,
+    title: str | None = None,
 ) -> str:
     """
     Generate `num_samples` pairs with a fixed seed and save a PNG grid (image | soft label | argmax).
@@ -553,10 +554,11 @@ def save_validation_grid(
     pipeline.unet.eval()
     generator = torch.Generator(device="cpu").manual_seed(seed)
     output = pipeline(batch_size=num_samples, generator=generator, num_inference_steps=num_inference_steps,
-                      output_type="np")
+                      output_type="pt")
     if was_training:
         pipeline.unet.train()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    save_sample_grid(output.images, output.soft_labels, output.labels, str(path), id2label=id2label,
-                     max_rows=num_samples)
+    # The grid draws the argmax of the soft labels itself; generated pairs have no separate hard label.
+    save_sample_grid(output.images.cpu(), output.soft_labels.cpu(), None, str(path), id2label=id2label,
+                     max_rows=num_samples, title=title)
     return str(path)

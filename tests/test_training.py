@@ -1,0 +1,267 @@
+"""Tests of joint diffusion training: library helpers and `examples/train_joint_diffusion.py` run in-process."""
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dakter_hf import DAKTerPipeline, JointUNet2DModel, estimate_balancing_factor
+from dakter_hf.data import dataset_to_tensors, load_dataset_by_name
+from dakter_hf.training import (
+    JOINT_UNET_PRESETS,
+    CheckpointableGenerator,
+    JsonlLossLog,
+    augment_batch,
+    joint_unet_config,
+    list_checkpoints,
+    parse_label_scale,
+    prune_checkpoints,
+    resolve_resume_checkpoint,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SOS_DIR = REPO_ROOT.parent / "shared" / "data" / "sos"
+# A tiny model on a tiny simulated split: 12 scenes of 16x16, batches of 4 (3 batches per epoch).
+TINY_ARGS = ["--dataset", "simulated", "--num_train_samples", "12", "--resolution", "16", "--model_size", "tiny",
+             "--train_batch_size", "4", "--validation_inference_steps", "2", "--num_validation_samples", "2",
+             "--seed", "0"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_joint_diffusion",
+                                                  REPO_ROOT / "examples" / "train_joint_diffusion.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """2-core machines shared with other jobs: one intra-op thread is faster and steadier for tiny models."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(script, output_dir, *extra):
+    """Run the training script's `main` in-process, with a fresh Accelerate state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return script.main([*TINY_ARGS, "--output_dir", str(output_dir), *map(str, extra)])
+
+
+def read_log(output_dir):
+    with open(Path(output_dir) / "logs" / "train_log.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Library helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_parse_label_scale():
+    assert parse_label_scale("auto") == "auto"
+    assert parse_label_scale("0.53") == pytest.approx(0.53)
+    for bad in ("abc", "0", "-1", "nan", "inf"):
+        with pytest.raises(Exception, match="--label_scale must be 'auto' or a positive float"):
+            parse_label_scale(bad)
+
+
+@pytest.mark.parametrize("architecture", ["dual", "concat"])
+def test_presets(architecture):
+    tiny = joint_unet_config("tiny", resolution=16, num_classes=2, label_scale=0.5, architecture=architecture)
+    assert tiny["block_out_channels"] == (16, 32) and tiny["layers_per_block"] == 1
+    assert tiny["norm_num_groups"] == 8 and not any("Attn" in t for t in tiny["down_block_types"] + tiny["up_block_types"])
+    small = JointUNet2DModel(**joint_unet_config("small", resolution=64, num_classes=2, label_scale=0.5,
+                                                 architecture=architecture))
+    assert 1e6 <= sum(p.numel() for p in small.parameters()) <= 3e6
+    override = joint_unet_config("small", resolution=64, num_classes=5, label_scale=0.5, block_out_channels=[32, 64])
+    assert override["block_out_channels"] == (32, 64)
+    assert override["down_block_types"] == ("DownBlock2D", "AttnDownBlock2D")
+    assert override["up_block_types"] == ("AttnUpBlock2D", "UpBlock2D")
+    with pytest.raises(ValueError, match="model_size"):
+        joint_unet_config("huge", resolution=64, num_classes=2, label_scale=1.0)
+    assert set(JOINT_UNET_PRESETS) == {"tiny", "small", "base"}
+
+
+def test_checkpoint_helpers(tmp_path):
+    for step in (5, 20, 10, 15):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [os.path.basename(p) for p in list_checkpoints(tmp_path)] == [f"checkpoint-{s}" for s in (5, 10, 15, 20)]
+    assert resolve_resume_checkpoint(tmp_path, "latest").endswith("checkpoint-20")
+    assert resolve_resume_checkpoint(tmp_path, "checkpoint-10").endswith("checkpoint-10")
+    assert resolve_resume_checkpoint(tmp_path / "empty", "latest") is None
+    assert resolve_resume_checkpoint(tmp_path, None) is None
+    with pytest.raises(FileNotFoundError, match="--resume_from_checkpoint"):
+        resolve_resume_checkpoint(tmp_path, "checkpoint-99")
+    removed = prune_checkpoints(tmp_path, total_limit=2)  # keeps room for the next save
+    assert [os.path.basename(p) for p in removed] == ["checkpoint-5", "checkpoint-10", "checkpoint-15"]
+    assert [os.path.basename(p) for p in list_checkpoints(tmp_path)] == ["checkpoint-20"]
+    assert prune_checkpoints(tmp_path, total_limit=None) == []
+
+
+def test_loss_log_truncates_on_resume(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = JsonlLossLog(path)
+    for step in range(1, 6):
+        log.append(step, loss=float(step), image_loss=1.0, label_loss=float(step) - 1)
+    resumed = JsonlLossLog(path, resume_step=3)
+    assert [r["step"] for r in resumed.read()] == [1, 2, 3]
+    assert resumed.history()["loss"] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert resumed.final_means(last=2) == {"loss": 2.5, "image_loss": 1.0, "label_loss": 1.5, "num_steps_averaged": 2}
+
+
+def test_generator_state_and_augmentation():
+    rng = CheckpointableGenerator(seed=3)
+    state = rng.state_dict()
+    images = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(2, 1, 16, 16)
+    masks = torch.arange(2 * 16 * 16).reshape(2, 16, 16)
+    first = augment_batch(images, masks, rng.generator, crop_size=8, dihedral=True)
+    rng.load_state_dict(state)
+    second = augment_batch(images, masks, rng.generator, crop_size=8, dihedral=True)
+    assert first[0].shape == (2, 1, 8, 8) and first[1].shape == (2, 8, 8)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert torch.equal(first[0][:, 0].long(), first[1])  # image and mask cropped / transformed identically
+    with pytest.raises(ValueError, match="crop_size"):
+        augment_batch(images, masks, crop_size=32)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The training script
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--label_scale", "abc"], "--label_scale must be 'auto' or a positive float"),
+        (["--label_scale", "-0.5"], "--label_scale must be 'auto' or a positive float"),
+        (["--model_size", "small", "--resolution", "18"], "--resolution=18 must be a positive multiple of 4"),
+        (["--crop_size", "7"], "--crop_size=7 must be a positive multiple of 2"),
+        (["--dataset", "sos"], "--dataset sos needs --data_dir"),
+        (["--dataset", "sos", "--data_dir", "/nonexistent/sos", "--sensor", "palsar"], "is not a directory"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be a positive integer"),
+    ],
+)
+def test_bad_arguments(script, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        script.parse_args([*TINY_ARGS, "--output_dir", str(tmp_path), *extra])
+    assert message in capsys.readouterr().err
+
+
+def test_missing_resume_checkpoint(script, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--resume_from_checkpoint"):
+        run(script, tmp_path, "--resume_from_checkpoint", str(tmp_path / "checkpoint-7"))
+    assert not (tmp_path / "logs").exists()  # failed before any work
+
+
+@pytest.fixture(scope="module")
+def trained(script, tmp_path_factory):
+    """One 40-step run: falling loss, 'auto' label scale, checkpoint pruning, saved pipeline, card."""
+    output_dir = tmp_path_factory.mktemp("joint-diffusion")
+    run(script, output_dir, "--max_train_steps", 40, "--learning_rate", 2e-3, "--lr_scheduler", "constant",
+        "--checkpointing_steps", 10, "--checkpoints_total_limit", 2, "--validation_steps", 20,
+        "--prediction_type", "epsilon", "--num_train_timesteps", 200, "--architecture", "concat")
+    return output_dir
+
+
+def test_loss_falls(trained):
+    losses = [r["loss"] for r in read_log(trained)]
+    assert len(losses) == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.8 * first, (first, last)
+
+
+def test_auto_label_scale_is_stored(trained):
+    dataset = load_dataset_by_name("simulated", split="train", resolution=16, num_samples=12, seed=0)
+    expected = estimate_balancing_factor(dataset_to_tensors(dataset, 16)[0])
+    config = json.loads((trained / "unet" / "config.json").read_text())
+    assert config["label_scale"] == pytest.approx(expected, rel=1e-6)
+    assert f"{expected:.6f}" in (trained / "README.md").read_text()
+
+
+def test_checkpoints_pruned(trained):
+    assert [os.path.basename(p) for p in list_checkpoints(trained)] == ["checkpoint-30", "checkpoint-40"]
+
+
+def test_outputs_and_card(trained):
+    assert sorted(os.listdir(trained / "validation")) == ["step-000020.png", "step-000040.png"]
+    assert (trained / "loss_curve.png").stat().st_size > 0
+    card = (trained / "README.md").read_text()
+    for needle in ("Resolution: 16x16", "`concat`", "Steps: 40", "mean over the last 40 steps",
+                   "DAKTerPipeline.from_pretrained", "No generation quality"):
+        assert needle in card
+    final = sum(r["loss"] for r in read_log(trained)) / 40
+    assert f"total {final:.4f}" in card
+
+
+def test_saved_pipeline_generates(trained):
+    pipe = DAKTerPipeline.from_pretrained(trained)
+    assert pipe.scheduler.config.num_train_timesteps == 200
+    assert pipe.scheduler.config.prediction_type == pipe.unet.config.prediction_type == "epsilon"
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (2, 16, 16, 1) and out.soft_labels.shape == (2, 16, 16, 5)
+    assert out.labels.shape == (2, 16, 16)
+    assert torch.allclose(torch.from_numpy(out.soft_labels).sum(-1), torch.ones(2, 16, 16), atol=1e-5)
+
+
+def test_resume_is_exact(script, tmp_path):
+    """8 steps uninterrupted == 4 steps, interruption, resume from checkpoint-4 to 8 (EMA, crops, augmentation,
+    warm-up + cosine learning rate, a resume in the middle of an epoch)."""
+    extra = ["--max_train_steps", 8, "--checkpointing_steps", 4, "--validation_steps", 100, "--use_ema",
+             "--augment", "--crop_size", 8, "--lr_warmup_steps", 2, "--learning_rate", 1e-3]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    run(script, full, *extra)
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-4", resumed / "checkpoint-4")  # everything an interrupted run had left
+    run(script, resumed, *extra, "--resume_from_checkpoint", "latest")
+    for weights in ("unet/diffusion_pytorch_model.safetensors", "checkpoint-8/model.safetensors"):
+        a, b = load_file(full / weights), load_file(resumed / weights)
+        assert a.keys() == b.keys()
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6, weights
+    ema_full = torch.load(full / "checkpoint-8" / "custom_checkpoint_1.pkl", weights_only=True)
+    ema_resumed = torch.load(resumed / "checkpoint-8" / "custom_checkpoint_1.pkl", weights_only=True)
+    assert ema_full["optimization_step"] == ema_resumed["optimization_step"] == 8
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(ema_full["shadow_params"], ema_resumed["shadow_params"]))
+    # The EMA weights (not the raw ones) were saved in the pipeline.
+    raw = load_file(full / "checkpoint-8" / "model.safetensors")
+    saved = load_file(full / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(raw[k], saved[k]) for k in raw)
+    assert [r["step"] for r in read_log(resumed)] == [5, 6, 7, 8]
+    assert [r["loss"] for r in read_log(resumed)] == pytest.approx([r["loss"] for r in read_log(full)][4:], abs=1e-6)
+
+
+def test_push_to_hub(script, tmp_path, hub_server, hub_repo_id):
+    run(script, tmp_path, "--max_train_steps", 2, "--checkpointing_steps", 1, "--validation_steps", 100,
+        "--push_to_hub", "--hub_model_id", hub_repo_id)
+    files = set(hub_server.repo_files(hub_repo_id, "model"))
+    assert {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+            "scheduler/scheduler_config.json", "README.md"} <= files
+    assert not any(f.startswith("checkpoint-") for f in files)
+    assert hub_repo_id in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.skipif(not SOS_DIR.is_dir(), reason=f"SOS data not found at {SOS_DIR}")
+def test_sos_smoke(script, tmp_path):
+    run(script, tmp_path, "--dataset", "sos", "--data_dir", SOS_DIR, "--sensor", "palsar", "--resolution", 32,
+        "--num_train_samples", 8, "--max_train_steps", 4, "--checkpointing_steps", 4, "--validation_steps", 100)
+    losses = [r["loss"] for r in read_log(tmp_path)]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    config = json.loads((tmp_path / "unet" / "config.json").read_text())
+    assert config["num_classes"] == 2 and config["sample_size"] == 32
