@@ -1,0 +1,312 @@
+"""Figures: generated / real sample grids, learning curves, bar charts of results.
+
+Everything is drawn on a standalone `matplotlib.figure.Figure` with the Agg canvas: pyplot is never imported, no
+window is opened, and no global figure state is left behind. Files are written atomically (to a temporary
+file in the target directory, then `os.replace`), so a reader never sees a half-written PNG; parent
+directories are created.
+
+Class colours: by default the OSD colour code (0 sea black, 1 oil spill cyan, 2 look-alike red, 3 ship brown,
+4 land green), then matplotlib's `tab10` for further classes; pass `palette` to override.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+
+__all__ = ["DEFAULT_PALETTE", "save_bar_chart", "save_learning_curves", "save_sample_grid"]
+
+#: Default class colours (RGB in [0, 1]): the OSD colour code, extended with `tab10`.
+DEFAULT_PALETTE: list[tuple[float, float, float]] = [
+    (0.0, 0.0, 0.0),
+    (0.0, 1.0, 1.0),
+    (1.0, 0.0, 0.0),
+    (0.6, 0.298, 0.0),
+    (0.0, 0.6, 0.0),
+] + [tuple(float(c) for c in colormaps["tab10"](i)[:3]) for i in range(10)]
+
+
+def _save_figure(fig: Figure, path: str | os.PathLike, dpi: int) -> Path:
+    """Render `fig` to a PNG at `path` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    # a unique hidden name in the same directory (same file system, so os.replace is atomic); opened with
+    # open(..., "xb") rather than tempfile.mkstemp so the file gets the usual umask permissions, not 0600
+    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp_path, "xb") as file:
+            fig.savefig(file, format="png", dpi=dpi, bbox_inches="tight")
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _to_numpy(array: Any, name: str) -> np.ndarray | None:
+    if array is None:
+        return None
+    if isinstance(array, torch.Tensor):
+        array = array.detach().float().cpu().numpy() if array.is_floating_point() else array.detach().cpu().numpy()
+    elif isinstance(array, Sequence) and array and not np.isscalar(array[0]):
+        array = np.stack([_to_numpy(a, name) for a in array])
+    return np.asarray(array)
+
+
+def _palette(num_classes: int, palette: Sequence[Sequence[float]] | None) -> np.ndarray:
+    colours = np.asarray(palette if palette is not None else DEFAULT_PALETTE, dtype=np.float64)
+    if colours.ndim != 2 or colours.shape[1] != 3:
+        raise ValueError(f"`palette` must be a list of RGB triples, got shape {colours.shape}.")
+    if len(colours) < num_classes:
+        raise ValueError(f"`palette` has {len(colours)} colours, fewer than the {num_classes} classes.")
+    if colours.max() > 1.0:
+        colours = colours / 255.0
+    return colours[:num_classes]
+
+
+def _image_range(images: np.ndarray) -> tuple[float, float]:
+    if images.dtype == np.uint8 or images.max() > 1.0 + 1e-6:
+        return 0.0, 255.0
+    return (-1.0, 1.0) if images.min() < 0 else (0.0, 1.0)
+
+
+def save_sample_grid(
+    images: torch.Tensor | np.ndarray,
+    soft_labels: torch.Tensor | np.ndarray | None,
+    labels: torch.Tensor | np.ndarray | None,
+    path: str | os.PathLike,
+    id2label: Mapping[int | str, str] | None = None,
+    max_rows: int = 8,
+    palette: Sequence[Sequence[float]] | None = None,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Save a grid of samples, one row each: image | soft label | argmax of the soft label | hard label.
+
+    The soft-label column shows, for K = 2, the probability of class 1 (oil) as a colour map with a colourbar;
+    for K > 2, the probability-weighted mix of the class colours. The argmax and hard-label columns use the class
+    colours, explained by a legend. Columns whose input is `None` are left out.
+
+    Args:
+        images (`torch.Tensor` or `np.ndarray`): `(B, 1, H, W)` or `(B, H, W)` single-channel images, in
+            [-1, 1], [0, 1] or [0, 255] (inferred from the values).
+        soft_labels (`torch.Tensor` or `np.ndarray`, *optional*): `(B, K, H, W)` class probabilities.
+        labels (`torch.Tensor` or `np.ndarray`, *optional*): `(B, H, W)` hard masks (e.g. the real mask);
+            values outside `[0, K)` (such as the ignore index 255) are drawn white.
+        path (`str` or `os.PathLike`): output PNG path.
+        id2label (`Mapping`, *optional*): class names for the legend.
+        max_rows (`int`, *optional*, defaults to 8): at most this many samples are drawn.
+        palette (`Sequence`, *optional*): RGB class colours (in [0, 1] or [0, 255]); defaults to
+            [`DEFAULT_PALETTE`].
+        title (`str`, *optional*): figure title.
+        dpi (`int`, *optional*, defaults to 100): resolution of the PNG.
+
+    Returns:
+        `pathlib.Path`: the written file.
+    """
+    images = _to_numpy(images, "images")
+    soft_labels = _to_numpy(soft_labels, "soft_labels")
+    labels = _to_numpy(labels, "labels")
+    if max_rows < 1:
+        raise ValueError(f"`max_rows` must be >= 1, got {max_rows}.")
+    if images.ndim == 4:
+        if images.shape[1] != 1:
+            raise ValueError(f"`images` must be single-channel (B, 1, H, W) or (B, H, W), got {images.shape}.")
+        images = images[:, 0]
+    if images.ndim != 3:
+        raise ValueError(f"`images` must have shape (B, 1, H, W) or (B, H, W), got {images.shape}.")
+    batch, height, width = images.shape
+    if soft_labels is None and labels is None:
+        raise ValueError("Pass `soft_labels` and/or `labels`.")
+    if soft_labels is not None and (soft_labels.ndim != 4 or soft_labels.shape[0] != batch
+                                    or soft_labels.shape[2:] != (height, width)):
+        raise ValueError(f"`soft_labels` must have shape ({batch}, K, {height}, {width}), got {soft_labels.shape}.")
+    if labels is not None and labels.shape != (batch, height, width):
+        raise ValueError(f"`labels` must have shape ({batch}, {height}, {width}), got {labels.shape}.")
+
+    if soft_labels is not None:
+        num_classes = soft_labels.shape[1]
+    elif id2label is not None:
+        num_classes = len(id2label)
+    else:
+        valid = labels[(labels >= 0) & (labels < 255)]
+        num_classes = max(int(valid.max()) + 1 if valid.size else 1, 2)
+    names = {int(k): str(v) for k, v in (id2label or {}).items()}
+    colours = _palette(num_classes, palette)
+
+    def colour_mask(mask: np.ndarray) -> np.ndarray:
+        rgb = np.ones(mask.shape + (3,))  # out-of-range / ignored pixels: white
+        valid = (mask >= 0) & (mask < num_classes)
+        rgb[valid] = colours[mask[valid].astype(np.int64)]
+        return rgb
+
+    columns = ["image"]
+    if soft_labels is not None:
+        columns += ["soft label", "argmax"]
+    if labels is not None:
+        columns.append("label")
+    rows = min(batch, max_rows)
+    vmin, vmax = _image_range(images)
+
+    fig = Figure(figsize=(2.4 * len(columns), 2.4 * rows * height / width + 1.2), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, len(columns), squeeze=False))
+    probability_image = None
+    for row in range(rows):
+        panels: list[tuple[np.ndarray, dict]] = [(images[row], {"cmap": "gray", "vmin": vmin, "vmax": vmax})]
+        if soft_labels is not None:
+            q = soft_labels[row]
+            if num_classes == 2:
+                panels.append((q[1], {"cmap": "magma", "vmin": 0.0, "vmax": 1.0}))
+            else:
+                panels.append((np.clip(np.einsum("khw,kc->hwc", q, colours), 0.0, 1.0), {}))
+            panels.append((colour_mask(q.argmax(axis=0)), {}))
+        if labels is not None:
+            panels.append((colour_mask(labels[row]), {}))
+        for column, (data, style) in enumerate(panels):
+            ax = axes[row, column]
+            shown = ax.imshow(data, interpolation="nearest", **style)
+            if soft_labels is not None and column == 1 and num_classes == 2:
+                probability_image = shown
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[column], fontsize=10)
+
+    if probability_image is not None:
+        colourbar = fig.colorbar(probability_image, ax=axes[-1, 1], location="bottom", fraction=0.08, pad=0.02)
+        colourbar.set_label(f"p({names.get(1, 'class 1')})")
+    handles = [Patch(facecolor=colours[k], edgecolor="0.5", label=names.get(k, str(k))) for k in range(num_classes)]
+    if labels is not None and ((labels[:rows] < 0) | (labels[:rows] >= num_classes)).any():
+        handles.append(Patch(facecolor="white", edgecolor="0.5", label="ignored"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save_figure(fig, path, dpi)
+
+
+def _series_points(name: str, points: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(points, Mapping):
+        points = list(points.items())
+    array = np.asarray(list(points), dtype=np.float64)
+    if array.size == 0:
+        return np.empty(0), np.empty(0)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"`history[{name!r}]` must be a sequence of (step, value) pairs, got shape {array.shape}.")
+    finite = np.isfinite(array).all(axis=1)
+    return array[finite, 0], array[finite, 1]
+
+
+def save_learning_curves(
+    history: Mapping[str, Sequence[tuple[float, float]] | Mapping[float, float]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    xlabel: str = "step",
+    dpi: int = 100,
+) -> Path:
+    """Save learning curves: several series, grouped into one subplot per name prefix.
+
+    Series named `"<group>/<metric>"` (e.g. `"train/loss"`, `"train/loss_generated"`, `"eval/mean_iou"`) are
+    drawn in one subplot per `<group>`; names without `/` share one subplot. Non-finite values are skipped.
+
+    Args:
+        history (`Mapping`): series name -> sequence of `(step, value)` pairs (or a `{step: value}` mapping).
+        path (`str` or `os.PathLike`): output PNG path.
+        title (`str`, *optional*): figure title.
+        xlabel (`str`, *optional*, defaults to `"step"`): x-axis label.
+        dpi (`int`, *optional*, defaults to 100): resolution of the PNG.
+
+    Returns:
+        `pathlib.Path`: the written file.
+    """
+    if not history:
+        raise ValueError("`history` is empty: nothing to plot.")
+    groups: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for name, points in history.items():
+        group, _, label = str(name).partition("/") if "/" in str(name) else ("", "", str(name))
+        steps, values = _series_points(name, points)
+        groups.setdefault(group, []).append((label, steps, values))
+
+    fig = Figure(figsize=(6.0 * len(groups), 4.0))
+    axes = np.asarray(fig.subplots(1, len(groups), squeeze=False))[0]
+    for ax, (group, series) in zip(axes, groups.items()):
+        for label, steps, values in series:
+            ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, markersize=3, label=label)
+        ax.set_xlabel(xlabel)
+        if group:
+            ax.set_title(group)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save_figure(fig, path, dpi)
+
+
+def save_bar_chart(
+    values: Mapping[str, float],
+    path: str | os.PathLike,
+    errors: Mapping[str, float] | None = None,
+    ylabel: str = "",
+    title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Save a bar chart (e.g. student mIoU per augmentation method), with optional error bars.
+
+    Args:
+        values (`Mapping[str, float]`): bar label -> value, drawn in the mapping's order and written on the bars.
+        path (`str` or `os.PathLike`): output PNG path.
+        errors (`Mapping[str, float]`, *optional*): bar label -> error-bar half-length (e.g. the standard
+            deviation over seeds); keys must be among `values`; missing keys get no error bar.
+        ylabel (`str`, *optional*): y-axis label.
+        title (`str`, *optional*): figure title.
+        ylim (`tuple[float, float]`, *optional*): y-axis limits; by default the axis starts at 0 (bars are not
+            truncated; the values are written on the bars to read small differences).
+        dpi (`int`, *optional*, defaults to 100): resolution of the PNG.
+
+    Returns:
+        `pathlib.Path`: the written file.
+    """
+    if not values:
+        raise ValueError("`values` is empty: nothing to plot.")
+    unknown = sorted(set(errors or {}) - set(values))
+    if unknown:
+        raise ValueError(f"`errors` has keys not in `values`: {unknown}.")
+    labels = list(values)
+    heights = np.array([float(values[k]) for k in labels])
+    half_lengths = np.array([float((errors or {}).get(k, math.nan)) for k in labels])
+    has_error = np.isfinite(half_lengths) & np.isfinite(heights)
+
+    fig = Figure(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 4.0), layout="constrained")
+    ax = fig.subplots()
+    positions = np.arange(len(labels))
+    bars = ax.bar(positions, np.nan_to_num(heights), color="tab:blue", alpha=0.85)
+    if has_error.any():  # error bars only where an error was given (no misleading zero-length caps)
+        ax.errorbar(positions[has_error], heights[has_error], yerr=half_lengths[has_error], fmt="none",
+                    ecolor="black", capsize=4)
+    long_labels = max(len(k) for k in labels) > 8
+    ax.set_xticks(positions, labels, rotation=20 if long_labels else 0, ha="right" if long_labels else "center")
+    for bar, value, half_length, with_error in zip(bars, heights, half_lengths, has_error):
+        text = "n/a" if math.isnan(value) else f"{value:.4g}" + (f" ± {half_length:.2g}" if with_error else "")
+        top = bar.get_height() + (half_length if with_error else 0.0)
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, top), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 2), textcoords="offset points")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save_figure(fig, path, dpi)

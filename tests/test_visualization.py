@@ -1,0 +1,111 @@
+"""Tests for dakter_hf.visualization: figures are written atomically as valid PNGs, without pyplot."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dakter_hf.visualization import save_bar_chart, save_learning_curves, save_sample_grid
+
+
+def _assert_png(path, min_size=(150, 100)):
+    assert path.is_file()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.load()
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 1.0  # not a blank canvas
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def _soft(batch, classes, size, seed=0):
+    q = torch.rand(batch, classes, size, size, generator=torch.Generator().manual_seed(seed)) ** 3
+    return q / q.sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_sample_grid_binary_and_multiclass(tmp_path, classes):
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    labels = torch.randint(0, classes, (3, 32, 32))
+    labels[:, :4] = 255  # ignored pixels drawn white
+    id2label = {i: name for i, name in enumerate(["sea", "oil spill", "look-alike", "ship", "land"][:classes])}
+    path = save_sample_grid(images, _soft(3, classes, 32), labels, tmp_path / "nested" / "grid.png", id2label=id2label,
+                            title="generated pairs")
+    _assert_png(path)
+
+
+def test_sample_grid_caps_rows_and_accepts_numpy_without_labels(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (12, 24, 24), dtype=np.uint8)
+    few = save_sample_grid(images[:2], _soft(2, 2, 24).numpy(), None, tmp_path / "few.png")
+    many = save_sample_grid(images, _soft(12, 2, 24).numpy(), None, tmp_path / "many.png", max_rows=4)
+    _assert_png(few)
+    _assert_png(many)
+    with Image.open(few) as a, Image.open(many) as b:
+        assert b.size[1] < 3 * a.size[1]  # 4 rows drawn, not 12
+
+
+def test_sample_grid_real_pairs_only(tmp_path):
+    path = save_sample_grid(torch.rand(2, 32, 32), None, torch.randint(0, 2, (2, 32, 32)), tmp_path / "real.png")
+    _assert_png(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"images": torch.rand(2, 3, 8, 8)}, "single-channel"),
+        ({"soft_labels": torch.rand(2, 2, 4, 4)}, "soft_labels"),
+        ({"labels": torch.zeros(3, 8, 8, dtype=torch.long)}, "labels"),
+        ({"soft_labels": None, "labels": None}, "soft_labels"),
+        ({"max_rows": 0}, "max_rows"),
+        ({"palette": [(0, 0, 0)]}, "palette"),
+    ],
+)
+def test_sample_grid_errors(tmp_path, kwargs, match):
+    arguments = {"images": torch.rand(2, 1, 8, 8), "soft_labels": _soft(2, 2, 8), "labels": None}
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        save_sample_grid(path=tmp_path / "x.png", **arguments)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_learning_curves_grouped_by_prefix(tmp_path):
+    history = {
+        "train/loss": [(step, 1.0 / (step + 1)) for step in range(50)],
+        "train/loss_generated": [(step, 0.5 / (step + 1)) for step in range(0, 50, 5)],
+        "eval/mean_iou": {10: 0.4, 20: 0.55, 30: float("nan"), 40: 0.6},
+    }
+    path = save_learning_curves(history, tmp_path / "curves.png", title="student")
+    _assert_png(path, min_size=(500, 250))
+    flat = save_learning_curves({"loss": [(0, 1.0), (1, 0.5)], "empty": []}, tmp_path / "flat.png")
+    _assert_png(flat)
+    with pytest.raises(ValueError, match="history"):
+        save_learning_curves({}, tmp_path / "none.png")
+    with pytest.raises(ValueError, match="history"):
+        save_learning_curves({"bad": [(0, 1, 2)]}, tmp_path / "bad.png")
+
+
+def test_bar_chart_with_errors_and_overwrite(tmp_path):
+    values = {"no generative DA": 67.46, "hard labels": 69.8, "DAKTer (soft)": 70.74, "missing": float("nan")}
+    path = save_bar_chart(values, tmp_path / "bars.png", errors={"DAKTer (soft)": 0.4}, ylabel="mIoU (%)")
+    _assert_png(path)
+    first = path.read_bytes()
+    save_bar_chart({"a": 1.0, "b": 2.0}, path, ylabel="F1")  # atomic overwrite of an existing file
+    _assert_png(path)
+    assert path.read_bytes() != first
+    with pytest.raises(ValueError, match="errors"):
+        save_bar_chart({"a": 1.0}, tmp_path / "e.png", errors={"b": 0.1})
+    with pytest.raises(ValueError, match="values"):
+        save_bar_chart({}, tmp_path / "e.png")
+
+
+def test_module_does_not_use_pyplot():
+    # figures are standalone Figure objects on the Agg canvas: no global pyplot state, no window
+    import ast
+
+    import dakter_hf.visualization as visualization
+
+    tree = ast.parse(open(visualization.__file__).read())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not any("pyplot" in (name or "") for name in imported)
