@@ -273,3 +273,103 @@ def test_float_soft_labels(pipe, reference, tmp_path, dtype):
     ours = decode_soft_labels(out.dataset.with_format("numpy")["soft_label"])
     quantized = decode_soft_labels(reference.dataset.with_format("numpy")[:2]["soft_label"])
     assert np.abs(ours - quantized).max() <= 1 / 255 + 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command and the Hub
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pipeline_dir(tmp_path):
+    """A saved pipeline with its class names (dakter_config.json)."""
+    path = tmp_path / "pipeline"
+    make_pipeline().save_pretrained(path)
+    save_pipeline_id2label(path, ID2LABEL)
+    return path
+
+
+def cli_args(pipeline, output_dir, *extra):
+    return ["--pipeline", str(pipeline), "--num_samples", "3", "--batch_size", "2", "--num_inference_steps", "3",
+            "--seed", "7", "--soft_label_temperature", "1.5", "--output_dir", str(output_dir), *extra]
+
+
+def test_command_generates_the_library_dataset(pipeline_dir, reference, tmp_path):
+    from dakter_hf.commands.generate import main
+
+    output_dir = tmp_path / "generated"
+    assert main(cli_args(pipeline_dir, output_dir)) == 0
+    ds = datasets.load_from_disk(str(output_dir))
+    assert get_generated_id2label(ds) == ID2LABEL  # read from the pipeline's dakter_config.json
+    assert_same_rows(ds, reference.dataset.select(range(3)).flatten_indices())
+    with pytest.raises(FileExistsError):
+        main(cli_args(pipeline_dir, output_dir))
+    assert main(cli_args(pipeline_dir, output_dir, "--overwrite", "--scheduler", "ddim", "--soft_label_dtype",
+                         "float16")) == 0
+    meta = json.loads((output_dir / "dataset_info.json").read_text())
+    assert meta["features"]["soft_label"]["dtype"] == "float16"
+    assert "DDIMScheduler" in (output_dir / "README.md").read_text()
+
+
+def test_dataset_hub_round_trip(pipeline_dir, reference, tmp_path, hub_server, hub_repo_id, clean_hub_cache):
+    from dakter_hf.commands.generate import main
+
+    output_dir = tmp_path / "generated"
+    assert main(cli_args(pipeline_dir, output_dir, "--push_to_hub", "--hub_dataset_id", hub_repo_id)) == 0
+    files = hub_server.repo_files(hub_repo_id, repo_type="dataset")
+    assert "preview.png" in files or not os.path.exists(output_dir / "preview.png")
+    card = files["README.md"].decode()
+    assert "These samples are synthetic" in card and "dataset_info" in card and "dakter:" in card
+
+    remote = datasets.load_dataset(hub_repo_id, split="train")
+    local = datasets.load_from_disk(str(output_dir))
+    assert remote.features == local.features
+    assert get_generated_id2label(remote) == ID2LABEL
+    for column in ("seed", "soft_label"):
+        assert remote[column] == local[column]
+    np.testing.assert_array_equal(np.stack(remote.with_format("numpy")["image"]),
+                                  np.stack(local.with_format("numpy")["image"]))
+    probs = decode_soft_labels(remote.with_format("torch")[:]["soft_label"], dtype=remote.features)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(3, 16, 16))
+
+
+@pytest.mark.parametrize("failure", ["refused", "down"])
+def test_failed_push_keeps_the_local_copy(pipeline_dir, tmp_path, hub_server, hub_repo_id, failure, caplog):
+    from dakter_hf.commands.generate import main
+    from dakter_hf.generation import HubPushError, push_dataset_to_hub
+
+    output_dir = tmp_path / "generated"
+    if failure == "refused":
+        hub_server.refuse_writes = True
+    else:
+        hub_server.stop()
+    assert main(cli_args(pipeline_dir, output_dir, "--push_to_hub", "--hub_dataset_id", hub_repo_id)) == 1
+    assert "local copy" in caplog.text and hub_repo_id in caplog.text
+    ds = datasets.load_from_disk(str(output_dir))
+    assert len(ds) == 3 and (output_dir / "README.md").is_file()
+    assert not os.path.exists(work_dir_for(output_dir))
+    with pytest.raises(HubPushError, match=f"{hub_repo_id}.*local copy in {output_dir} is complete"):
+        push_dataset_to_hub(output_dir, hub_repo_id)
+
+
+def test_pipeline_hub_round_trip(hub_server, hub_repo_id, clean_hub_cache):
+    from dakter_hf.generation import push_pipeline_to_hub
+
+    pipe = make_pipeline(seed=3)
+    push_pipeline_to_hub(pipe, hub_repo_id, id2label=ID2LABEL)
+    files = hub_server.repo_files(hub_repo_id)
+    assert {"model_index.json", "README.md", "dakter_config.json", "unet/config.json"} <= set(files)
+    assert "id2label" in files["README.md"].decode()
+
+    loaded = DAKTerPipeline.from_pretrained(hub_repo_id)
+    assert resolve_id2label(loaded) == ID2LABEL
+    assert_same_rows(generate_dataset(loaded, 2, batch_size=2, **SETTINGS),
+                     generate_dataset(pipe, 2, batch_size=2, **SETTINGS))
+
+
+def test_failed_pipeline_push_is_reported(hub_server, hub_repo_id):
+    from dakter_hf.generation import HubPushError, push_pipeline_to_hub
+
+    hub_server.refuse_writes = True
+    with pytest.raises(HubPushError, match=hub_repo_id):
+        push_pipeline_to_hub(make_pipeline(), hub_repo_id, id2label=ID2LABEL)

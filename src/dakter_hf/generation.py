@@ -790,7 +790,7 @@ def generate_to_disk(
 
 def save_preview(dataset: Dataset, path: str, id2label: Mapping[int, str] | None = None, max_rows: int = 8) -> str | None:
     """Draw the first `max_rows` rows of a generated dataset as a grid (image | soft label colour map | argmax)
-    with `dakter_hf.visualization.save_sample_grid`. Returns the path, or None if the plotting module is missing."""
+    with [`dakter_hf.visualization.save_sample_grid`]. Returns the path, or None if that module is missing."""
     try:
         from .visualization import save_sample_grid
     except ImportError as error:
@@ -799,8 +799,9 @@ def save_preview(dataset: Dataset, path: str, id2label: Mapping[int, str] | None
     rows = dataset.select(range(min(max_rows, len(dataset)))).with_format("numpy")
     images = np.stack([np.asarray(image, dtype=np.float32) / 255.0 for image in rows["image"]])
     soft_labels = decode_soft_labels(rows["soft_label"], dtype=dataset.features)
-    labels = np.stack([np.asarray(label, dtype=np.int64) for label in rows["label"]])
-    save_sample_grid(images, soft_labels, labels, path, id2label=dict(id2label or {}) or None, max_rows=max_rows)
+    # `labels=None`: the stored label is the argmax of the soft label, which the grid draws already
+    save_sample_grid(images, soft_labels, None, path, id2label=dict(id2label or {}) or None, max_rows=max_rows,
+                     title="DAKTer generated pairs (synthetic)")
     return path
 
 
@@ -964,8 +965,9 @@ class HubPushError(RuntimeError):
 
 
 def _push_failed(what: str, local: str, repo_id: str, error: Exception) -> HubPushError:
+    reason = " ".join(str(error).split())  # HTTP errors span several lines
     return HubPushError(
-        f"Pushing {what} to the Hub repository {repo_id!r} failed ({type(error).__name__}: {error}). The local copy "
+        f"Pushing {what} to the Hub repository {repo_id!r} failed ({type(error).__name__}: {reason}). The local copy "
         f"in {local} is complete and unchanged; retry the push later (check the network, the token and the "
         f"repository's permissions)."
     )
@@ -1017,8 +1019,10 @@ def push_pipeline_to_hub(
 ) -> str:
     """Push a [`DAKTerPipeline`] with its model card and `dakter_config.json` (class names) in one commit.
 
-    The same files as `DiffusionPipeline.push_to_hub` (`save_pretrained` output, safetensors), plus a card written by
-    [`make_pipeline_card`]. Load it back with `DAKTerPipeline.from_pretrained(repo_id)`.
+    The same files as `DiffusionPipeline.push_to_hub` (`save_pretrained` output, safetensors), plus the model card:
+    the `README.md` of the directory the pipeline was loaded from if it has one (e.g. the training card), else
+    [`make_pipeline_card`]; either way `id2label` is added to the card's metadata. Load it back with
+    `DAKTerPipeline.from_pretrained(repo_id)`.
 
     Returns:
         `str`: the repository URL.
@@ -1030,12 +1034,21 @@ def push_pipeline_to_hub(
 
     from huggingface_hub import HfApi
 
+    from huggingface_hub import ModelCard
+
     id2label = resolve_id2label(pipe, id2label)
+    source = getattr(pipe, "name_or_path", None)
+    source_card = os.path.join(source, CARD_NAME) if source and os.path.isdir(source) else None
+    if source_card and os.path.isfile(source_card):
+        card = ModelCard.load(source_card)
+        card.data.id2label = {str(k): v for k, v in id2label.items()}
+    else:
+        card = make_pipeline_card(pipe, id2label, repo_id)
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as folder:
         pipe.save_pretrained(folder)
         save_pipeline_id2label(folder, id2label)
-        make_pipeline_card(pipe, id2label, repo_id).save(os.path.join(folder, CARD_NAME))
+        card.save(os.path.join(folder, CARD_NAME))
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             api.upload_folder(folder_path=folder, repo_id=url.repo_id,

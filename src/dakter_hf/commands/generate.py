@@ -1,0 +1,127 @@
+"""`dakter-generate`: turn a trained DAKTer pipeline into a `datasets` dataset of synthetic (image, soft label) pairs.
+
+Single process:
+
+    dakter-generate --pipeline outputs/joint --num_samples 4000 --output_dir outputs/generated
+
+Several processes (each generates its own block of indices; the main process assembles the dataset):
+
+    accelerate launch -m dakter_hf.commands.generate --pipeline outputs/joint --num_samples 4000 \\
+        --output_dir outputs/generated
+
+Rerunning an interrupted command resumes at the first missing index. See `dakter_hf.generation` for the format.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from ..generation import (
+    SCHEDULERS,
+    SOFT_LABEL_DTYPES,
+    HubPushError,
+    generate_to_disk,
+    push_dataset_to_hub,
+    set_scheduler,
+)
+
+logger = logging.getLogger("dakter_hf.generate")
+
+
+def _id2label_arg(value: str) -> dict:
+    """`--id2label`: a JSON object (`'{"0": "sea", "1": "oil_spill"}'`) or the path of a JSON file holding one."""
+    text = open(value, encoding="utf-8").read() if os.path.isfile(value) else value
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--id2label must be a JSON object or a JSON file: {error}") from error
+    if not isinstance(mapping, dict):
+        raise argparse.ArgumentTypeError(f"--id2label must be a JSON object, got {type(mapping).__name__}.")
+    return mapping
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line of `dakter-generate`."""
+    parser = argparse.ArgumentParser(
+        prog="dakter-generate",
+        description="Generate synthetic SAR image / soft-label pairs with a trained DAKTer pipeline and save them as "
+                    "a `datasets` dataset (resumable; shareable on the Hub).",
+    )
+    parser.add_argument("--pipeline", required=True, help="Pipeline directory or Hub repository id.")
+    parser.add_argument("--num_samples", type=_positive_int, required=True, help="Number of pairs to generate.")
+    parser.add_argument("--output_dir", required=True,
+                        help="Dataset directory (read it with datasets.load_from_disk); shards of an unfinished run "
+                             "live in <output_dir>.partial until the dataset is complete.")
+    parser.add_argument("--batch_size", type=_positive_int, default=8, help="Pairs per pipeline call (default 8).")
+    parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
+                        help="Sampler; default: the pipeline's own scheduler. dpmsolver is DPM-Solver++.")
+    parser.add_argument("--num_inference_steps", type=_positive_int, default=50, help="Denoising steps (default 50).")
+    parser.add_argument("--seed", type=int, default=0, help="Row i is generated from seed + i (default 0).")
+    parser.add_argument("--soft_label_temperature", type=float, default=1.0,
+                        help="Softmax temperature of the soft labels (default 1.0; > 1 softens).")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0.0).")
+    parser.add_argument("--soft_label_dtype", choices=SOFT_LABEL_DTYPES, default="uint8",
+                        help="Storage of the soft labels (default uint8: 4x smaller than float32, error < 1/255).")
+    parser.add_argument("--id2label", type=_id2label_arg, default=None,
+                        help="Class names as JSON or a JSON file; default: those stored with the pipeline "
+                             "(dakter_config.json or model card), else class_0..class_{K-1}.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace an existing output_dir and discard an interrupted run with other settings.")
+    parser.add_argument("--push_to_hub", action="store_true", help="Push the dataset, its card and preview.")
+    parser.add_argument("--hub_dataset_id", default=None,
+                        help="Dataset repository id for --push_to_hub (default: the name of output_dir).")
+    parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN).")
+    parser.add_argument("--private", action="store_true", help="Create the dataset repository as private.")
+    args = parser.parse_args(argv)
+    if args.soft_label_temperature <= 0:
+        parser.error(f"--soft_label_temperature must be > 0, got {args.soft_label_temperature}")
+    if (args.hub_dataset_id or args.private) and not args.push_to_hub:
+        parser.error("--hub_dataset_id and --private need --push_to_hub")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `dakter-generate`; returns the process exit code (0: success, 1: the Hub push failed)."""
+    args = parse_args(argv)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+
+    from accelerate import PartialState
+
+    from ..pipelines import DAKTerPipeline
+
+    state = PartialState()
+    pipe = DAKTerPipeline.from_pretrained(args.pipeline, token=args.hub_token).to(state.device)
+    if args.scheduler is not None:
+        set_scheduler(pipe, args.scheduler)
+    output = generate_to_disk(
+        pipe, args.output_dir, args.num_samples, batch_size=args.batch_size, seed=args.seed,
+        num_inference_steps=args.num_inference_steps, soft_label_temperature=args.soft_label_temperature,
+        eta=args.eta, soft_label_dtype=args.soft_label_dtype, id2label=args.id2label, overwrite=args.overwrite,
+        pipeline_name=args.pipeline, distributed_state=state,
+    )
+    if not state.is_main_process:
+        return 0
+    logger.info("Saved %d pairs to %s (generated now: %d, resumed: %d).", len(output.dataset), output.output_dir,
+                output.num_generated, output.num_resumed)
+    if args.push_to_hub:
+        repo_id = args.hub_dataset_id or os.path.basename(os.path.normpath(args.output_dir))
+        try:
+            url = push_dataset_to_hub(output.output_dir, repo_id, token=args.hub_token, private=args.private or None)
+        except HubPushError as error:
+            logger.error("%s", error)
+            return 1
+        logger.info("Pushed the dataset to %s", url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
