@@ -91,7 +91,8 @@ def _tiny_rgb_checkpoint(path, num_labels=5):
 
 def test_pretrained_rgb_checkpoint_adapts_to_one_channel(tmp_path):
     rgb = _tiny_rgb_checkpoint(tmp_path / "rgb")
-    student = create_student(str(tmp_path / "rgb"), id2label=ID2LABEL, num_channels=1).eval()
+    student = create_student(str(tmp_path / "rgb"), id2label=ID2LABEL, num_channels=1, image_size=32).eval()
+    assert student.config.image_size == 32 and student.config.semantic_loss_ignore_index == 255
 
     rgb_state, state = rgb.state_dict(), student.state_dict()
     (first_conv,) = [k for k in state if k.endswith("patch_embeddings.proj.weight") and state[k].shape[1] == 1]

@@ -56,13 +56,13 @@ def _save_figure(fig: Figure, path: str | os.PathLike, dpi: int) -> Path:
     return path
 
 
-def _to_numpy(array: Any, name: str) -> np.ndarray | None:
+def _to_numpy(array: Any) -> np.ndarray | None:
     if array is None:
         return None
     if isinstance(array, torch.Tensor):
         array = array.detach().float().cpu().numpy() if array.is_floating_point() else array.detach().cpu().numpy()
     elif isinstance(array, Sequence) and array and not np.isscalar(array[0]):
-        array = np.stack([_to_numpy(a, name) for a in array])
+        array = np.stack([_to_numpy(a) for a in array])
     return np.asarray(array)
 
 
@@ -117,9 +117,9 @@ def save_sample_grid(
     Returns:
         `pathlib.Path`: the written file.
     """
-    images = _to_numpy(images, "images")
-    soft_labels = _to_numpy(soft_labels, "soft_labels")
-    labels = _to_numpy(labels, "labels")
+    images = _to_numpy(images)
+    soft_labels = _to_numpy(soft_labels)
+    labels = _to_numpy(labels)
     if max_rows < 1:
         raise ValueError(f"`max_rows` must be >= 1, got {max_rows}.")
     if images.ndim == 4:

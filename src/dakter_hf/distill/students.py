@@ -154,7 +154,9 @@ def _first_patch_embedding(model: SegformerForSemanticSegmentation) -> Segformer
 
 
 @torch.no_grad()
-def adapt_input_channels(model: SegformerForSemanticSegmentation, num_channels: int) -> SegformerForSemanticSegmentation:
+def adapt_input_channels(
+    model: SegformerForSemanticSegmentation, num_channels: int
+) -> SegformerForSemanticSegmentation:
     """Change the number of input channels of a (pretrained) SegFormer in place, keeping its first-layer weights.
 
     Rule (see the module docstring): each of the `N` new input channels gets the **sum** of the old kernels
@@ -235,7 +237,9 @@ def create_student(
     ```
     """
     if student in SEGFORMER_PRESETS:
-        config = segformer_config(student, num_labels, id2label, image_size, num_channels, ignore_index, **config_kwargs)
+        config = segformer_config(
+            student, num_labels, id2label, image_size, num_channels, ignore_index, **config_kwargs
+        )
         return SegformerForSemanticSegmentation(config)
 
     if not os.path.isdir(student) and "/" not in student:
@@ -245,7 +249,6 @@ def create_student(
             "pretrained directory or an `org/name` Hub id)."
         )
     id2label, label2id = _resolve_labels(num_labels, id2label)
-    extra = {"image_size": image_size} if image_size is not None else {}
     try:
         model = SegformerForSemanticSegmentation.from_pretrained(
             student,
@@ -253,7 +256,6 @@ def create_student(
             label2id=label2id,
             semantic_loss_ignore_index=ignore_index,
             ignore_mismatched_sizes=True,
-            **extra,
             **config_kwargs,
             **dict(pretrained_kwargs or {}),
         )
@@ -263,6 +265,8 @@ def create_student(
             f"pretrained directory / Hub id: {error}"
         ) from error
     _check_image_size(image_size, model.config)
+    if image_size is not None:  # not a SegformerConfig field, so from_pretrained would not route it to the config
+        model.config.image_size = image_size
     return adapt_input_channels(model, num_channels)
 
 
