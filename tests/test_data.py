@@ -245,6 +245,10 @@ def test_osd_split_folder_names_are_robust(tmp_path):
     assert len(load_osd(tmp_path / "release", "test")) == 1
     with pytest.raises(DataError, match="validation"):
         load_osd(tmp_path / "release", "validation")
+    # data_dir may point at the split folder itself, but a folder without split folders is never reused
+    assert len(load_osd(tmp_path / "release/oil-spill/Training", "train")) == 2
+    with pytest.raises(DataError, match="no folder for split 'test'"):
+        load_osd(tmp_path / "release/oil-spill/Training", "test")
 
 
 def test_osd_tiling(tmp_path):

@@ -26,6 +26,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -201,7 +202,7 @@ def resolve_split_dir(data_dir: PathLike, split: str, required: Sequence[str] = 
     Looks for a child of ``data_dir`` (case-insensitively) named after the split or one of its aliases
     (``train``/``training``/``trainset``; ``test``/``testing``/``testset``; ``val``/``valid``/``validation``),
     also one directory level deeper (for archives that unpack to ``<name>/train``). If ``data_dir`` itself
-    contains the ``required`` sub-folders and has no split folders, it is taken as the split folder.
+    is itself named after the split and contains the ``required`` sub-folders, it is the split folder.
 
     Args:
         data_dir (`str` or `os.PathLike`): root of the release.
@@ -233,8 +234,8 @@ def resolve_split_dir(data_dir: PathLike, split: str, required: Sequence[str] = 
         for child in sorted(base.iterdir()):
             if child.is_dir() and child.name.lower() in wanted and has_required(child):
                 return child
-    if has_required(root):
-        return root
+    if root.name.lower() in wanted and has_required(root):
+        return root  # data_dir already points at the split folder
     raise DataError(
         f"no folder for split {split!r} in {root}: expected a sub-folder named one of {list(wanted)} "
         f"containing {' or '.join(repr(r) + '/' for r in required)}",
@@ -448,13 +449,22 @@ def decode_index_mask(image: PIL.Image.Image, path: str, threshold: Optional[int
     return grey
 
 
+@lru_cache(maxsize=4)
+def _exact_colour_table(palette: Tuple[Tuple[int, Tuple[int, int, int]], ...]) -> np.ndarray:
+    """Lookup table packed RGB → class index (255 = not an exact palette colour); 16 MiB, cached."""
+    table = np.full(1 << 24, 255, dtype=np.uint8)
+    for index, (r, g, b) in palette:
+        table[(r << 16) | (g << 8) | b] = index
+    return table
+
+
 def decode_color_mask(
     image: PIL.Image.Image, path: str, colormap: Dict[int, Tuple[int, int, int]], tolerance: float
 ) -> np.ndarray:
     """Map a colour-coded mask to class indices.
 
     Every pixel takes the class of the nearest colour in ``colormap`` (Euclidean RGB distance), provided that
-    distance is at most ``tolerance``; exact palette colours always match.
+    distance is at most ``tolerance``; exact palette colours always match (fast table lookup).
 
     Args:
         image (`PIL.Image.Image`): the decoded mask file (any mode; converted to RGB).
@@ -469,25 +479,33 @@ def decode_color_mask(
         `DataError`: naming the file and the first off-palette colours if some pixel is farther than
             ``tolerance`` from every palette colour.
     """
-    rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image).astype(np.int64)
+    rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image).astype(np.int32)
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    colours, inverse = np.unique(packed.ravel(), return_inverse=True)
-    unique_rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float64)
     indices = np.array(sorted(colormap), dtype=np.int64)
+    if len(indices) < 255:
+        out = _exact_colour_table(tuple((int(i), tuple(colormap[int(i)])) for i in indices))[packed].astype(np.int64)
+        inexact = out == 255
+    else:
+        out, inexact = np.zeros(packed.shape, dtype=np.int64), np.ones(packed.shape, dtype=bool)
+    if not inexact.any():
+        return out
+    colours, inverse = np.unique(packed[inexact], return_inverse=True)
+    unique_rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float64)
     palette = np.array([colormap[int(i)] for i in indices], dtype=np.float64)
     distance = np.linalg.norm(unique_rgb[:, None, :] - palette[None, :, :], axis=2)
     nearest = distance.argmin(axis=1)
     off = distance[np.arange(len(colours)), nearest] > tolerance
     if off.any():
         bad = [tuple(int(c) for c in unique_rgb[i]) for i in np.flatnonzero(off)]
-        count = int(np.isin(inverse, np.flatnonzero(off)).sum())
+        count = int(off[inverse].sum())
         shown = ", ".join(str(c) for c in bad[:5]) + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
         raise DataError(
             f"mask {path} has {count} pixel(s) with colour(s) {shown} farther than tolerance={tolerance} from "
             f"every class colour; expected colours {dict((int(i), tuple(colormap[int(i)])) for i in indices)}",
             (path,),
         )
-    return indices[nearest][inverse].reshape(packed.shape)
+    out[inexact] = indices[nearest][inverse.ravel()]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
