@@ -1,7 +1,6 @@
 """One entry point for every dataset, shared by the training and distillation scripts' CLI flags."""
 
 import argparse
-from pathlib import Path
 from typing import Optional
 
 from datasets import Dataset

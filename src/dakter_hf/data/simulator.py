@@ -7,7 +7,7 @@ exercised without downloading anything; numbers measured on them say nothing abo
 """
 
 import zlib
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple
 
 import numpy as np
 from datasets import Dataset
