@@ -15,17 +15,37 @@ from .students import (
     create_student,
     segformer_config,
 )
+from .training import (
+    DistillationDataset,
+    MixedBatchSampler,
+    build_distillation_dataloader,
+    build_evaluation_dataloader,
+    distillation_training_step,
+    evaluate_student,
+    load_generated_dataset,
+    push_student_to_hub,
+    save_student,
+)
 
 
 __all__ = [
     "DISTILLATION_MODES",
+    "DistillationDataset",
     "DistillationLossOutput",
+    "MixedBatchSampler",
     "SEGFORMER_PRESETS",
     "adapt_input_channels",
+    "build_distillation_dataloader",
+    "build_evaluation_dataloader",
     "create_image_processor",
     "create_student",
     "distillation_loss",
+    "distillation_training_step",
+    "evaluate_student",
     "knowledge_distillation_loss",
+    "load_generated_dataset",
+    "push_student_to_hub",
+    "save_student",
     "segformer_config",
     "upsample_logits",
 ]

@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Score a SegFormer checkpoint (local directory or Hub id) on a dataset split and print its metrics table.
+
+    python examples/evaluate.py --model_name_or_path outputs/student-soft/best \
+        --dataset sos --data_dir ../shared/data/sos --sensor palsar --split test
+
+Images are resized and normalised with the checkpoint's own image processor (`preprocessor_config.json`, PIL backend)
+when it has one -- exactly what `AutoImageProcessor` + `AutoModelForSemanticSegmentation` do; otherwise with
+`dakter_hf.distill.create_image_processor(--resolution or config.image_size)` (a warning says so). Masks are read at
+their native size, logits are upsampled to it (bilinear) and arg-maxed; the metrics come from one confusion matrix
+over the whole split (summed across processes under `accelerate launch` / `torchrun`). The table (mIoU, per-class IoU,
+F1, precision, recall, pixel accuracy) is printed and written to `--output_json`.
+"""
+
+import os
+import sys
+
+
+# `python examples/evaluate.py` puts examples/ first on sys.path, where this file would shadow the `evaluate` library.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+
+from accelerate import Accelerator  # noqa: E402
+
+from dakter_hf.data import add_data_args, dataset_from_args, get_id2label  # noqa: E402
+from dakter_hf.distill import create_image_processor  # noqa: E402
+from dakter_hf.distill.training import (  # noqa: E402
+    build_evaluation_dataloader,
+    check_world_size,
+    evaluate_student,
+    format_metrics_table,
+)
+
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Evaluate a SegFormer checkpoint on a SAR segmentation split.")
+    parser.add_argument("--model_name_or_path", required=True, help="Checkpoint directory or Hub model id.")
+    parser.add_argument("--revision", default=None, help="Hub revision.")
+    parser.add_argument("--hub_token", default=None)
+    add_data_args(parser)
+    parser.add_argument("--split", default="test", help="Dataset split to score.")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="Only used without a preprocessor_config.json (input size; default config.image_size) "
+                             "and as the scene size of --dataset simulated (default: the processor's size).")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Score only the first N pairs.")
+    parser.add_argument("--output_json", default=None,
+                        help="Where to write the metrics (default: <checkpoint dir>/eval_<dataset>_<split>.json for a "
+                             "local checkpoint, ./eval_<dataset>_<split>.json otherwise).")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "max_eval_samples", "resolution"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be a positive integer, got {value}.")
+    if args.dataset != "simulated" and args.data_dir is None:
+        parser.error(f"--dataset {args.dataset} needs --data_dir.")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        parser.error(f"--data_dir {args.data_dir!r} is not a directory.")
+    if args.dataset == "sos" and args.sensor is None:
+        parser.error("--dataset sos needs --sensor (palsar or sentinel).")
+    if args.output_json is None:
+        name = f"eval_{args.dataset}{'_' + args.sensor if args.sensor else ''}_{args.split}.json"
+        base = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else os.curdir
+        args.output_json = os.path.join(base, name)
+    return args
+
+
+def load_checkpoint(args):
+    """The model and the image processor of the checkpoint (fallback processor when it has none)."""
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    options = {"revision": args.revision, "token": args.hub_token}
+    try:
+        model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path, **options)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--model_name_or_path {args.model_name_or_path!r} could not be loaded as a segmentation "
+                         f"model: {error}") from error
+    try:  # the PIL backend is bit-exact with the training resize (torchvision may differ by one grey level)
+        image_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path, backend="pil", **options)
+    except (OSError, ValueError):
+        size = args.resolution or getattr(model.config, "image_size", None)
+        logger.warning(f"{args.model_name_or_path} has no preprocessor_config.json: resizing to {size}x{size} and "
+                       "normalising to [-1, 1] (dakter_hf.distill.create_image_processor).")
+        image_processor = create_image_processor(size, num_channels=model.config.num_channels)
+    return model, image_processor
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    accelerator = Accelerator()
+    check_world_size(accelerator)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    model, image_processor = load_checkpoint(args)
+    size = dict(getattr(image_processor, "size", None) or {})
+    scene_size = args.resolution or size.get("height") or getattr(model.config, "image_size", None)
+    dataset = dataset_from_args(args, split=args.split,
+                                resolution=scene_size if args.dataset == "simulated" else None)
+    id2label = get_id2label(dataset)
+    if model.config.num_labels != len(id2label):
+        raise SystemExit(f"--model_name_or_path predicts {model.config.num_labels} classes "
+                         f"({model.config.id2label}) but --dataset {args.dataset} has {len(id2label)} ({id2label}).")
+    if {int(k): v for k, v in model.config.id2label.items()} != id2label:
+        logger.warning(f"Class names differ: model {model.config.id2label}, data {id2label}; matched by index.")
+    model.to(accelerator.device)
+    dataloader = build_evaluation_dataloader(dataset, image_processor, args.batch_size, accelerator.process_index,
+                                             accelerator.num_processes, args.max_eval_samples)
+    metrics = evaluate_student(model, dataloader, id2label, accelerator)
+    num_samples = len(dataset) if args.max_eval_samples is None else min(args.max_eval_samples, len(dataset))
+    result = {
+        "model_name_or_path": args.model_name_or_path,
+        "dataset": args.dataset,
+        "sensor": args.sensor,
+        "split": args.split,
+        "num_samples": num_samples,
+        "num_processes": accelerator.num_processes,
+        "image_processor_size": {k: v for k, v in size.items() if v is not None},
+        "metrics": metrics,
+    }
+    if accelerator.is_main_process:
+        print(format_metrics_table(metrics, id2label, title=f"{args.model_name_or_path} on {args.dataset} "
+                                                            f"{args.split} ({num_samples} images)"))
+        os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
+        with open(args.output_json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"Metrics written to {args.output_json}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
