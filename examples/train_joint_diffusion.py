@@ -15,6 +15,7 @@ import math
 import os
 import sys
 
+import accelerate.utils
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -124,6 +125,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--data_dir {args.data_dir!r} is not a directory.")
     if args.dataset == "sos" and args.sensor is None:
         parser.error("--dataset sos needs --sensor (palsar or sentinel).")
+    if args.report_to not in ("none", "all"):
+        available = getattr(accelerate.utils, f"is_{args.report_to}_available", None)
+        if available is not None and not available():
+            parser.error(f"--report_to {args.report_to}: the package is not installed (use 'none' to log only to "
+                         "logs/train_log.jsonl).")
     if args.crop_size is not None and args.crop_size > args.resolution:
         parser.error(f"--crop_size={args.crop_size} must not exceed --resolution={args.resolution}.")
     return args
@@ -213,6 +219,13 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
                                  num_inference_steps=args.validation_inference_steps, seed=args.seed,
                                  id2label=id2label, title=f"step {step}")
 
+    def save_checkpoint(step: int) -> None:
+        if accelerator.is_main_process:
+            for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
+                logger.info(f"Removed old checkpoint {removed}")
+        accelerator.wait_for_everyone()
+        accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{step}"))
+
     num_params = sum(p.numel() for p in unwrapped.parameters())
     logger.info(f"***** Training: {len(train_dataset)} examples, {num_params / 1e6:.2f}M parameters, "
                 f"{args.max_train_steps} steps of {args.train_batch_size} x {accelerator.num_processes} x "
@@ -242,12 +255,8 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
             accelerator.log(logs, step=global_step)
             if accelerator.is_main_process:
                 loss_log.append(global_step, **logs)
-            if global_step % args.checkpointing_steps == 0:
-                if accelerator.is_main_process:
-                    for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
-                        logger.info(f"Removed old checkpoint {removed}")
-                accelerator.wait_for_everyone()
-                accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+            if global_step % args.checkpointing_steps == 0 or global_step >= args.max_train_steps:
+                save_checkpoint(global_step)  # also at the end, so that training can be continued
             if accelerator.is_main_process and global_step % args.validation_steps == 0:
                 validate(global_step)
             if global_step >= args.max_train_steps:

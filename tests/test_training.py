@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate.utils import is_tensorboard_available
 from safetensors.torch import load_file
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel, estimate_balancing_factor
@@ -156,6 +157,8 @@ def test_generator_state_and_augmentation():
         (["--dataset", "sos"], "--dataset sos needs --data_dir"),
         (["--dataset", "sos", "--data_dir", "/nonexistent/sos", "--sensor", "palsar"], "is not a directory"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be a positive integer"),
+        pytest.param(["--report_to", "tensorboard"], "--report_to tensorboard: the package is not installed",
+                     marks=pytest.mark.skipif(bool(is_tensorboard_available()), reason="tensorboard is installed")),
     ],
 )
 def test_bad_arguments(script, tmp_path, capsys, extra, message):
@@ -197,6 +200,7 @@ def test_auto_label_scale_is_stored(trained):
 
 def test_checkpoints_pruned(trained):
     assert [os.path.basename(p) for p in list_checkpoints(trained)] == ["checkpoint-30", "checkpoint-40"]
+    assert not (trained / "checkpoint-10").exists() and not (trained / "checkpoint-20").exists()
 
 
 def test_outputs_and_card(trained):
@@ -245,6 +249,21 @@ def test_resume_is_exact(script, tmp_path):
     assert any(not torch.equal(raw[k], saved[k]) for k in raw)
     assert [r["step"] for r in read_log(resumed)] == [5, 6, 7, 8]
     assert [r["loss"] for r in read_log(resumed)] == pytest.approx([r["loss"] for r in read_log(full)][4:], abs=1e-6)
+
+
+def test_stop_and_continue_is_exact(script, tmp_path):
+    """A finished 4-step run continued to 8 steps (constant learning rate after warm-up) == 8 steps at once."""
+    extra = ["--checkpointing_steps", 100, "--validation_steps", 100, "--lr_scheduler", "constant_with_warmup",
+             "--lr_warmup_steps", 2, "--learning_rate", 1e-3, "--augment"]
+    full, continued = tmp_path / "full", tmp_path / "continued"
+    run(script, full, "--max_train_steps", 8, *extra)
+    run(script, continued, "--max_train_steps", 4, *extra)
+    assert [os.path.basename(p) for p in list_checkpoints(continued)] == ["checkpoint-4"]  # saved at the end
+    run(script, continued, "--max_train_steps", 8, "--resume_from_checkpoint", "latest", *extra)
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(full / weights), load_file(continued / weights)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert [r["step"] for r in read_log(continued)] == list(range(1, 9))
 
 
 def test_push_to_hub(script, tmp_path, hub_server, hub_repo_id):
