@@ -48,10 +48,10 @@ from dakter_hf.distill.training import (
     push_student_to_hub,
     resolve_generated_ratio,
     save_student,
+    step_generator,
     write_metrics_report,
 )
 from dakter_hf.training import (
-    CheckpointableGenerator,
     JsonlLossLog,
     checkpoint_step,
     prune_checkpoints,
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     generated = None
     if args.mode != "real":
         generated = load_generated_dataset(args.generated_dataset, token=args.hub_token)
-        check_generated_dataset(generated, id2label)
+        check_generated_dataset(generated, id2label, args.resolution)
         if args.num_generated_samples is not None:
             generated = generated.select(range(min(args.num_generated_samples, len(generated))))
     generated_ratio = resolve_generated_ratio(args.generated_ratio, args.mode, len(train_dataset),
@@ -234,8 +234,6 @@ def main(argv: list[str] | None = None) -> dict:
     eval_dataloader = build_evaluation_dataloader(eval_dataset, image_processor, args.eval_batch_size,
                                                   accelerator.process_index, accelerator.num_processes,
                                                   args.max_eval_samples, args.dataloader_num_workers)
-    augment_rng = CheckpointableGenerator(args.seed + accelerator.process_index)
-    accelerator.register_for_checkpointing(augment_rng)
     if accelerator.is_main_process and args.report_to != "none":
         accelerator.init_trackers("distill", config={
             k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()})
@@ -286,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
         losses = distillation_training_step(
             accelerator, model, optimizer, lr_scheduler, batch, mode=args.mode, kd_temperature=args.kd_temperature,
             real_weight=args.real_loss_weight, generated_weight=args.generated_loss_weight,
-            max_grad_norm=args.max_grad_norm, augment=args.augment, generator=augment_rng.generator)
+            max_grad_norm=args.max_grad_norm, augment=args.augment,
+            generator=step_generator(args.seed, global_step, accelerator.process_index) if args.augment else None)
         global_step += 1
         progress_bar.update(1)
         logs = {**losses, "lr": lr_scheduler.get_last_lr()[0]}

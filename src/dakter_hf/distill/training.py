@@ -26,9 +26,9 @@ generated one. The sequence is a pure function of `(seed, j)`, which gives
   so the global batch of step `t` contains exactly the samples of step `t` of a one-process run with `P` times the
   batch size (when `generated_ratio * B` is an integer).
 
-The sampler, the loader's base seed and the augmentation draw from their own generators, never from torch's global
-RNG, so a resumed run sees the same data and (through the global RNG restored by `accelerator.load_state`) the same
-dropout as an uninterrupted one.
+The sampler, the loader's base seed and the augmentation ([`step_generator`]) draw from their own generators, never
+from torch's global RNG, so a resumed run sees the same data and augmentations and (through the per-process global
+RNG states restored by `accelerator.load_state`) the same dropout as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ __all__ = [
     "learning_curve_history",
     "load_generated_dataset",
     "push_student_to_hub",
+    "step_generator",
     "resolve_generated_ratio",
     "save_student",
     "write_metrics_report",
@@ -139,10 +140,11 @@ def _soft_label_shape(generated) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def check_generated_dataset(generated, id2label: Mapping[int, str]) -> None:
+def check_generated_dataset(generated, id2label: Mapping[int, str], resolution: int | None = None) -> None:
     """Check that a generated dataset's soft labels have the real data's number of classes.
 
-    Logs a warning (no error) when both carry class names that differ.
+    Logs a warning (no error) when both carry class names that differ, or when the generated size differs from the
+    training `resolution` (the pairs are then resized by [`DistillationDataset`]).
 
     Raises:
         `ValueError`: when the soft labels are not `(K, H, W)` with the real data's K.
@@ -156,11 +158,13 @@ def check_generated_dataset(generated, id2label: Mapping[int, str]) -> None:
             f"--generated_dataset has soft labels over K={shape[0]} classes but the real data has K={num_classes} "
             f"classes {dict(id2label)}: generate with a pipeline trained on this dataset."
         )
-    try:
-        from ..data.common import get_id2label
-        from datasets import Features
+    if resolution is not None and tuple(shape[1:]) != (resolution, resolution):
+        logger.warning(f"--generated_dataset pairs are {shape[1]}x{shape[2]}: images are resized (PIL bilinear) and "
+                       f"soft labels interpolated (bilinear, anti-aliased, renormalised) to {resolution}x{resolution}.")
+    from ..generation import get_generated_id2label
 
-        generated_names = get_id2label(Features({"mask": generated.features["label"]}))
+    try:
+        generated_names = get_generated_id2label(generated)
     except Exception:  # no `label` column or no names stored: nothing to compare
         return
     if {int(k): v for k, v in generated_names.items()} != {int(k): v for k, v in id2label.items()}:
@@ -463,6 +467,16 @@ def augment_distillation_batch(batch: Mapping[str, torch.Tensor], generator: tor
     if soft_labels is not None:
         out["soft_labels"] = torch.stack(out_q)
     return out
+
+
+def step_generator(seed: int, step: int, process_index: int = 0) -> torch.Generator:
+    """The augmentation generator of one training step of one process, derived from `(seed, step, process_index)`.
+
+    Deriving it (instead of carrying one generator through the run) leaves no state to checkpoint, so a resumed run
+    draws exactly the augmentations of an uninterrupted one on every process (Accelerate saves custom checkpoint
+    objects from the main process only).
+    """
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + process_index * 104_729) % (2**63 - 1))
 
 
 def distillation_training_step(
