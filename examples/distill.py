@@ -43,6 +43,7 @@ from dakter_hf.distill.training import (
     check_world_size,
     distillation_training_step,
     evaluate_student,
+    evaluation_dataset_from_args,
     learning_curve_history,
     load_generated_dataset,
     push_student_to_hub,
@@ -203,8 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Data: real pairs, evaluation split (native mask size; simulated scenes at --resolution), generated pairs.
     train_dataset = dataset_from_args(args, split="train")
     id2label = get_id2label(train_dataset)
-    eval_dataset = dataset_from_args(args, split=args.eval_split,
-                                     resolution=args.resolution if args.dataset == "simulated" else None)
+    eval_dataset = evaluation_dataset_from_args(args, args.eval_split, simulated_resolution=args.resolution)
     generated = None
     if args.mode != "real":
         generated = load_generated_dataset(args.generated_dataset, token=args.hub_token)

@@ -26,12 +26,13 @@ import logging  # noqa: E402
 
 from accelerate import Accelerator  # noqa: E402
 
-from dakter_hf.data import add_data_args, dataset_from_args, get_id2label  # noqa: E402
+from dakter_hf.data import add_data_args, get_id2label  # noqa: E402
 from dakter_hf.distill import create_image_processor  # noqa: E402
 from dakter_hf.distill.training import (  # noqa: E402
     build_evaluation_dataloader,
     check_world_size,
     evaluate_student,
+    evaluation_dataset_from_args,
     format_metrics_table,
 )
 
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, image_processor = load_checkpoint(args)
     size = dict(getattr(image_processor, "size", None) or {})
     scene_size = args.resolution or size.get("height") or getattr(model.config, "image_size", None)
-    dataset = dataset_from_args(args, split=args.split,
-                                resolution=scene_size if args.dataset == "simulated" else None)
+    dataset = evaluation_dataset_from_args(args, args.split, simulated_resolution=scene_size)
     id2label = get_id2label(dataset)
     if model.config.num_labels != len(id2label):
         raise SystemExit(f"--model_name_or_path predicts {model.config.num_labels} classes "

@@ -367,3 +367,22 @@ def test_failed_push_reports_error_and_keeps_local_output(tmp_path, generated_di
     for name in ("best/model.safetensors", "best/preprocessor_config.json", "final/config.json", "metrics.json",
                  "learning_curves.png"):
         assert (output_dir / name).is_file(), name
+
+
+SOS_DIR = REPO.parent / "shared" / "data" / "sos"
+
+
+@pytest.mark.skipif(not (SOS_DIR / "test").is_dir(), reason=f"real SOS data not found at {SOS_DIR}")
+def test_real_sos_is_scored_at_native_mask_size_by_both_scripts(tmp_path):
+    """Training at 32x32, the 256x256 SOS masks are scored at 256x256 (logits upsampled), in distill.py and
+    evaluate.py alike, even when --resolution is given."""
+    data = ["--dataset", "sos", "--data_dir", str(SOS_DIR), "--sensor", "palsar"]
+    report = distill_script.main([*data, "--num_train_samples", "8", "--resolution", str(RESOLUTION), "--student",
+                                  "tiny", "--mode", "real", "--train_batch_size", "4", "--max_train_steps", "2",
+                                  "--eval_steps", "2", "--max_eval_samples", "4", "--output_dir", str(tmp_path)])
+    assert report["final"]["num_pixels"] == 4 * 256 * 256
+    result = evaluate_script.main(["--model_name_or_path", str(tmp_path / "final"), *data, "--resolution",
+                                   str(RESOLUTION), "--max_eval_samples", "4", "--output_json",
+                                   str(tmp_path / "eval.json")])
+    for key, value in result["metrics"].items():
+        assert value == pytest.approx(report["final"][key], nan_ok=True), key

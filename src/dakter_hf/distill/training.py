@@ -69,6 +69,7 @@ __all__ = [
     "distillation_collate_fn",
     "distillation_training_step",
     "evaluate_student",
+    "evaluation_dataset_from_args",
     "format_metrics_table",
     "learning_curve_history",
     "load_generated_dataset",
@@ -603,6 +604,31 @@ def build_evaluation_dataloader(
     return DataLoader(dataset.with_transform(EvaluationTransform(image_processor)), batch_size=batch_size,
                       shuffle=False, collate_fn=_evaluation_collate_fn, num_workers=num_workers,
                       generator=torch.Generator().manual_seed(0))  # keeps torch's global RNG untouched
+
+
+def evaluation_dataset_from_args(args, split: str, simulated_resolution: int | None = None):
+    """An evaluation split selected by the shared data flags (`dakter_hf.data.add_data_args`), at its **native** size.
+
+    Masks are scored at their native size (logits are upsampled to it), so file-based datasets are loaded without
+    load-time resizing even when the script has a `--resolution` flag (which `dataset_from_args` would otherwise
+    apply). Simulated scenes have no native size: they are drawn at `simulated_resolution`.
+
+    Args:
+        args (`argparse.Namespace`): parsed arguments of a script using `add_data_args`.
+        split (`str`): the split to load.
+        simulated_resolution (`int`, *optional*): scene size of `--dataset simulated`.
+
+    Returns:
+        `datasets.Dataset`.
+    """
+    import argparse
+
+    from ..data import dataset_from_args
+
+    if args.dataset == "simulated":
+        return dataset_from_args(args, split=split, resolution=simulated_resolution)
+    native = argparse.Namespace(**{**vars(args), "resolution": None})  # `resolution=None` would fall back to it
+    return dataset_from_args(native, split=split, resolution=None)
 
 
 @torch.no_grad()
