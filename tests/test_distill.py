@@ -337,10 +337,14 @@ def test_generated_dataset_with_other_classes_is_rejected_before_training(tmp_pa
 
 
 def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generated_dir, hub_server, hub_repo_id):
+    """Generated pairs read from a Hub dataset id, best student pushed with its image processor."""
+    import datasets
     from transformers import AutoImageProcessor, SegformerForSemanticSegmentation
 
+    generated_repo = f"{hub_repo_id}-generated"
+    datasets.load_from_disk(generated_dir).push_to_hub(generated_repo)
     output_dir = tmp_path / "pushed"
-    distill_script.main(base_args(output_dir, "--mode", "soft", "--generated_dataset", generated_dir,
+    distill_script.main(base_args(output_dir, "--mode", "soft", "--generated_dataset", generated_repo,
                                   "--max_train_steps", "2", "--eval_steps", "2", "--push_to_hub",
                                   "--hub_model_id", hub_repo_id))
     files = set(hub_server.repo_files(hub_repo_id, "model"))
