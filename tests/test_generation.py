@@ -373,3 +373,21 @@ def test_failed_pipeline_push_is_reported(hub_server, hub_repo_id):
     hub_server.refuse_writes = True
     with pytest.raises(HubPushError, match=hub_repo_id):
         push_pipeline_to_hub(make_pipeline(), hub_repo_id, id2label=ID2LABEL)
+
+
+def test_two_processes_split_the_indices(pipeline_dir, reference, tmp_path):
+    """`accelerate launch` with 2 CPU processes: each generates its block, the main process assembles the same
+    dataset as one process."""
+    import subprocess
+    import sys
+
+    output_dir = tmp_path / "generated"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "dakter_hf.commands.generate", *cli_args(pipeline_dir, output_dir)]
+    command[command.index("--num_samples") + 1] = str(NUM_SAMPLES)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "generated now: 3" in result.stderr  # the main process's block: indices 0..2 of 0..4
+    assert_same_rows(datasets.load_from_disk(str(output_dir)), reference.dataset)

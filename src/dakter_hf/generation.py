@@ -646,7 +646,7 @@ def _assemble(work_dir: str, num_samples: int, seed: int) -> Dataset:
     if next_index != num_samples:
         raise RuntimeError(f"Cannot assemble {work_dir}: indices {next_index}..{num_samples - 1} are missing.")
     dataset = datasets.concatenate_datasets(parts)
-    if dataset["seed"] != list(range(seed, seed + num_samples)):
+    if list(dataset["seed"]) != list(range(seed, seed + num_samples)):
         raise RuntimeError(f"Cannot assemble {work_dir}: the shards' seeds do not match seed {seed} + index.")
     return dataset
 
@@ -736,8 +736,8 @@ def generate_to_disk(
                               f"replace it, or choose another directory.")
     work_dir = work_dir_for(output_dir)
     id2label = resolve_id2label(pipe, id2label)
-    settings = generation_settings(pipe, batch_size, seed, num_inference_steps, soft_label_temperature, eta, soft_label_dtype,
-                                   id2label)
+    settings = generation_settings(pipe, batch_size, seed, num_inference_steps, soft_label_temperature, eta,
+                                   soft_label_dtype, id2label)
     features = _features_for(pipe, id2label, soft_label_dtype)
 
     if state.is_main_process:
@@ -752,13 +752,15 @@ def generate_to_disk(
         logger.info("Resuming %s: %d of %d pairs already generated.", work_dir, num_resumed, len(own))
     with _quiet_pipeline(pipe), tqdm(total=len(own), initial=num_resumed, desc="Generating pairs", unit="pair",
                                      disable=not state.is_main_process) as bar:
+        num_done = num_resumed
         for batch_index, batch in enumerate(_batches(todo, batch_size)):
             rows = generate_rows(pipe, batch, seed, num_inference_steps, soft_label_temperature, eta,
                                  soft_label_dtype, pad_to=batch_size)
             _write_shard(work_dir, rows, features, batch)
+            num_done += len(batch)
             bar.update(len(batch))
             if callback is not None:
-                callback(GenerationProgress(batch_index, batch, bar.n, len(own)))
+                callback(GenerationProgress(batch_index, batch, num_done, len(own)))
     state.wait_for_everyone()
 
     card_path, preview_path = os.path.join(output_dir, CARD_NAME), None
@@ -788,7 +790,9 @@ def generate_to_disk(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def save_preview(dataset: Dataset, path: str, id2label: Mapping[int, str] | None = None, max_rows: int = 8) -> str | None:
+def save_preview(
+    dataset: Dataset, path: str, id2label: Mapping[int, str] | None = None, max_rows: int = 8
+) -> str | None:
     """Draw the first `max_rows` rows of a generated dataset as a grid (image | soft label colour map | argmax)
     with [`dakter_hf.visualization.save_sample_grid`]. Returns the path, or None if that module is missing."""
     try:

@@ -4,10 +4,11 @@ Single process:
 
     dakter-generate --pipeline outputs/joint --num_samples 4000 --output_dir outputs/generated
 
-Several processes (each generates its own block of indices; the main process assembles the dataset):
+Several processes (each generates its own block of indices; the main process assembles the dataset), on GPUs or,
+with gloo, on CPU cores:
 
-    accelerate launch -m dakter_hf.commands.generate --pipeline outputs/joint --num_samples 4000 \\
-        --output_dir outputs/generated
+    accelerate launch --multi_gpu --num_processes 2 -m dakter_hf.commands.generate --pipeline outputs/joint \\
+        --num_samples 4000 --output_dir outputs/generated
 
 Rerunning an interrupted command resumes at the first missing index. See `dakter_hf.generation` for the format.
 """
@@ -89,16 +90,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def distributed_state():
+    """The `accelerate.PartialState` of this process.
+
+    accelerate sets up a multi-process group on CPUs only when asked to use the CPU; without it, every process of
+    a CPU-only `accelerate launch --multi_gpu` / `torchrun` would believe it is alone and generate everything. So
+    the CPU is requested when several processes run on a machine without CUDA (or with `ACCELERATE_USE_CPU=1`), and
+    a launch whose processes still do not see each other is an error.
+    """
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (world_size > 1 and not torch.cuda.is_available())
+    state = PartialState(cpu=cpu)
+    if state.num_processes != world_size:
+        raise RuntimeError(
+            f"Launched with WORLD_SIZE={world_size} but accelerate set up {state.num_processes} process(es) "
+            f"({state.distributed_type}): the processes would generate overlapping data. Check the launch command."
+        )
+    return state
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `dakter-generate`; returns the process exit code (0: success, 1: the Hub push failed)."""
     args = parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
-    from accelerate import PartialState
-
     from ..pipelines import DAKTerPipeline
 
-    state = PartialState()
+    state = distributed_state()
     pipe = DAKTerPipeline.from_pretrained(args.pipeline, token=args.hub_token).to(state.device)
     if args.scheduler is not None:
         set_scheduler(pipe, args.scheduler)
