@@ -82,10 +82,15 @@ def base_args(output_dir, *extra) -> list[str]:
 def soft_run(tmp_path_factory, generated_dir):
     """A 4-step soft run with evaluations at steps 2 and 4."""
     output_dir = tmp_path_factory.mktemp("soft-run")
+    previous = torch.get_num_threads()  # module fixtures run before the function-scoped `_one_thread`
     torch.set_num_threads(1)
-    report = distill_script.main(base_args(
-        output_dir, "--mode", "soft", "--generated_dataset", generated_dir, "--generated_ratio", "0.5",
-        "--max_train_steps", "4", "--eval_steps", "2", "--checkpointing_steps", "2", "--checkpoints_total_limit", "1"))
+    try:
+        report = distill_script.main(base_args(
+            output_dir, "--mode", "soft", "--generated_dataset", generated_dir, "--generated_ratio", "0.5",
+            "--max_train_steps", "4", "--eval_steps", "2", "--checkpointing_steps", "2",
+            "--checkpoints_total_limit", "1"))
+    finally:
+        torch.set_num_threads(previous)
     return output_dir, report
 
 
