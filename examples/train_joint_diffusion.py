@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from diffusers.optimization import get_scheduler
+from diffusers.optimization import SchedulerType, get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
@@ -72,8 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--max_train_steps", type=int, default=2000)
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument("--learning_rate", type=float, default=2e-4)
-    train.add_argument("--lr_scheduler", default="cosine",
-                       help='"constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", ...')
+    train.add_argument("--lr_scheduler", default="cosine", choices=[t.value for t in SchedulerType])
     train.add_argument("--lr_warmup_steps", type=int, default=100)
     train.add_argument("--adam_beta1", type=float, default=0.9)
     train.add_argument("--adam_beta2", type=float, default=0.999)
@@ -195,7 +194,8 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
         accelerator.register_for_checkpointing(ema_model)
     if accelerator.is_main_process and args.report_to != "none":
         accelerator.init_trackers("train_joint_diffusion", config={
-            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()})
+            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()
+            if k != "hub_token"})
 
     steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     num_epochs = math.ceil(args.max_train_steps / steps_per_epoch)

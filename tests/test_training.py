@@ -225,11 +225,13 @@ def test_saved_pipeline_generates(trained):
     assert torch.allclose(torch.from_numpy(out.soft_labels).sum(-1), torch.ones(2, 16, 16), atol=1e-5)
 
 
-def test_resume_is_exact(script, tmp_path):
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_resume_is_exact(script, tmp_path, accumulation):
     """8 steps uninterrupted == 4 steps, interruption, resume from checkpoint-4 to 8 (EMA, crops, augmentation,
-    warm-up + cosine learning rate, a resume in the middle of an epoch)."""
+    warm-up + cosine learning rate, a resume in the middle of an epoch, gradient accumulation)."""
     extra = ["--max_train_steps", 8, "--checkpointing_steps", 4, "--validation_steps", 100, "--use_ema",
-             "--augment", "--crop_size", 8, "--lr_warmup_steps", 2, "--learning_rate", 1e-3]
+             "--augment", "--crop_size", 8, "--lr_warmup_steps", 2, "--learning_rate", 1e-3,
+             "--gradient_accumulation_steps", accumulation]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     run(script, full, *extra)
     resumed.mkdir()

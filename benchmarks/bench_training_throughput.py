@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Training throughput (images/s) of the joint diffusion model, "dual" vs "concat", measured side by side.
+
+Both models are built from the same preset and trained with the library's training step
+(`dakter_hf.training.joint_diffusion_training_step`: augmentation off, loss, backward, gradient clipping, AdamW step)
+on a fixed batch of simulated scenes, so data loading is excluded. Repetitions are interleaved (dual, concat,
+concat, dual, ...) with the shared `benchmarks/timing_utils.py`; medians over repetitions are reported.
+
+    python benchmarks/bench_training_throughput.py --output benchmarks/results/training_throughput.json
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+
+from dakter_hf import JointUNet2DModel
+from dakter_hf.data import dataset_to_tensors, simulate_sar_scenes
+from dakter_hf.training import (
+    JOINT_UNET_PRESETS,
+    CheckpointableGenerator,
+    build_noise_scheduler,
+    joint_diffusion_training_step,
+    joint_unet_config,
+)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing_utils import add_common_args, apply_common_args, machine_info, time_interleaved, write_result  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--architectures", nargs="+", choices=["dual", "concat"], default=["dual", "concat"])
+    parser.add_argument("--model_size", choices=list(JOINT_UNET_PRESETS), default="small")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--num_classes", type=int, choices=[2, 5], default=2)
+    parser.add_argument("--steps", type=int, default=3, help="Training steps per timed repetition.")
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    for name in ("resolution", "batch_size", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer.")
+    return args
+
+
+def make_trainer(architecture: str, args, accelerator, batch, noise_scheduler):
+    """A closure running `args.steps` training steps of a fresh model of `architecture`, and its parameter count."""
+    torch.manual_seed(args.seed)
+    model = JointUNet2DModel(**joint_unet_config(
+        args.model_size, resolution=args.resolution, num_classes=args.num_classes, label_scale=0.5,
+        architecture=architecture))
+    num_parameters = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    lr_scheduler = get_scheduler("constant", optimizer=optimizer)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    model.train()
+    rng = CheckpointableGenerator(args.seed)
+
+    def train():
+        for _ in range(args.steps):
+            joint_diffusion_training_step(accelerator, model, noise_scheduler, optimizer, lr_scheduler, batch,
+                                          generator=rng.generator)
+
+    return train, num_parameters
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    apply_common_args(args)
+    accelerator = Accelerator(mixed_precision="no")
+    scenes = simulate_sar_scenes(args.batch_size, size=args.resolution, seed=args.seed, num_classes=args.num_classes)
+    images, masks = dataset_to_tensors(scenes, args.resolution)
+    batch = {"pixel_values": images.to(accelerator.device), "labels": masks.to(accelerator.device)}
+    noise_scheduler = build_noise_scheduler(1000, "sample")
+
+    trainers, num_parameters = {}, {}
+    for architecture in args.architectures:
+        trainers[architecture], num_parameters[architecture] = make_trainer(architecture, args, accelerator, batch,
+                                                                            noise_scheduler)
+    times = time_interleaved(trainers, repeats=args.repeats, warmup=args.warmup)
+    images_per_s = {a: [args.steps * args.batch_size / t for t in values] for a, values in times.items()}
+    result = {
+        "benchmark": "joint diffusion training throughput (images/s), dual vs concat",
+        "command": " ".join(["python", *sys.argv]),
+        "machine": machine_info(),
+        "settings": {k: v for k, v in vars(args).items() if k != "output"},
+        "results": {
+            a: {"num_parameters": num_parameters[a], "median_images_per_s": statistics.median(values),
+                "images_per_s": [round(v, 3) for v in values]}
+            for a, values in images_per_s.items()
+        },
+    }
+    if {"dual", "concat"} <= set(images_per_s):
+        # Within-repetition ratios (the two run back to back), then their median: cancels drifts of machine load.
+        dual, concat = images_per_s["dual"], images_per_s["concat"]
+        ratios = [c / d for c, d in zip(concat, dual)]
+        result["concat_over_dual_throughput"] = {"median_of_paired_ratios": statistics.median(ratios),
+                                                 "range": [min(ratios), max(ratios)]}
+    write_result(result, args.output)
+    return result
+
+
+if __name__ == "__main__":
+    main()
