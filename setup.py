@@ -38,7 +38,7 @@ setup(
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["dakter-generate=dakter_hf.commands.generate:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

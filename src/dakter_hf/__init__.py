@@ -2,7 +2,13 @@
 
 One diffusion model jointly generates SAR images and per-pixel soft labels; any student segmentation model then
 learns from real pairs (cross-entropy) and generated pairs (knowledge distillation on the soft labels).
+
+Where each concept lives: `labels` (label codec, balancing factor), `models` (`JointUNet2DModel`), `pipelines`
+(`DAKTerPipeline`), `training` (generator loss and training step), `data` (datasets and transforms), `generation`
+(generated datasets), `distill` (students and distillation), `metrics`, `visualization`, `hub`.
 """
+
+import importlib
 
 __version__ = "0.1.0.dev0"
 
@@ -14,7 +20,32 @@ from .labels import (
 )
 from .models import JointUNet2DModel, JointUNet2DOutput
 from .pipelines import DAKTerPipeline, DAKTerPipelineOutput
-from .training import JointDiffusionLossOutput, joint_diffusion_loss
+from .training import JOINT_UNET_PRESETS, JointDiffusionLossOutput, joint_diffusion_loss, joint_unet_config
+
+# Public names of the modules that import `datasets`, `transformers` or `matplotlib`: loaded on first use, so that
+# `import dakter_hf` stays as light as diffusers itself.
+_LAZY_EXPORTS = {
+    "data": ["get_id2label", "load_dataset_by_name", "load_mask_folder", "load_osd", "load_sos",
+             "simulate_sar_scenes"],
+    "generation": ["GenerationOutput", "decode_soft_labels", "encode_soft_labels", "generate_dataset",
+                   "generate_to_disk"],
+    "distill": ["create_image_processor", "create_student", "distillation_loss"],
+    "metrics": ["SegmentationMetrics", "compute_segmentation_metrics"],
+}
+_LAZY_NAME_TO_MODULE = {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
+
+
+def __getattr__(name):
+    module_name = _LAZY_NAME_TO_MODULE.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_NAME_TO_MODULE))
 
 
 def _register_with_diffusers() -> None:
@@ -34,12 +65,15 @@ _register_with_diffusers()
 __all__ = [
     "DAKTerPipeline",
     "DAKTerPipelineOutput",
+    "JOINT_UNET_PRESETS",
+    "JointDiffusionLossOutput",
     "JointUNet2DModel",
     "JointUNet2DOutput",
-    "JointDiffusionLossOutput",
-    "joint_diffusion_loss",
     "estimate_balancing_factor",
+    "joint_diffusion_loss",
+    "joint_unet_config",
     "logits_to_clean_label",
     "logits_to_soft_labels",
     "masks_to_scaled_onehot",
+    *_LAZY_NAME_TO_MODULE,
 ]
