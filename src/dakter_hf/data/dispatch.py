@@ -99,7 +99,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     Flags: ``--dataset`` (simulated|sos|osd|folder, default simulated), ``--data_dir``, ``--sensor``,
     ``--num_train_samples`` (seeded subset of the training split / number of simulated training scenes),
-    ``--data_seed`` (default 0), ``--on_error`` (raise|skip, default raise).
+    ``--data_seed`` (default 0), ``--on_error`` (raise|skip, default raise), ``--simulated_num_classes`` (5 or 2).
 
     Args:
         parser (`argparse.ArgumentParser`): the parser to extend.
@@ -119,6 +119,13 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     group.add_argument("--data_seed", type=int, default=0, help="seed of the subset / simulator")
     group.add_argument("--on_error", choices=ON_ERROR_CHOICES, default="raise", help="bad pairs: raise or skip")
+    group.add_argument(
+        "--simulated_num_classes",
+        type=int,
+        choices=(2, 5),
+        default=5,
+        help="simulated scenes: 5 classes (OSD-like) or 2 (sea / oil spill, SOS-like)",
+    )
     return parser
 
 
@@ -142,6 +149,8 @@ def dataset_from_args(
     """
     if resolution is None:
         resolution = getattr(args, "resolution", None)
+    if args.dataset == "simulated":
+        kwargs.setdefault("num_classes", getattr(args, "simulated_num_classes", 5))
     return load_dataset_by_name(
         args.dataset,
         data_dir=args.data_dir,

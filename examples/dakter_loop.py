@@ -1,0 +1,136 @@
+"""The DAKTer loop as resumable stages: train the joint diffusion, generate pairs, distil students, compare.
+
+Shared by `examples/demo.py` (simulated scenes) and `benchmarks/sos_benchmark.py` (real SOS data). Each stage runs
+one of the example scripts in a subprocess, logs to a file, and is skipped when its output is complete; the
+scripts themselves resume from their latest checkpoint, so an interrupted loop continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+MODES = ("real", "hard", "soft")
+
+
+@dataclass
+class StageRunner:
+    """Runs stages as subprocesses, each with its own log, skipping the ones already complete.
+
+    Args:
+        work_dir (`Path`): where outputs and `logs/<stage>.log` go.
+        num_threads (`int`, *optional*): torch threads per subprocess (`OMP_NUM_THREADS`); one thread avoids the
+            large slow-downs of oversubscribed cores when the machine is busy.
+        verbose (`bool`): echo each stage's command.
+    """
+
+    work_dir: Path
+    num_threads: int | None = None
+    verbose: bool = True
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, script: str, arguments: Sequence[str], done: Path) -> float:
+        """Run `examples/<script>` with `arguments` unless `done` exists; return the stage's wall time (0 if skipped)."""
+        if done.exists():
+            print(f"[skip] {name}: {done} exists")
+            self.durations.setdefault(name, 0.0)
+            return 0.0
+        log_path = self.work_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(EXAMPLES_DIR / script), *map(str, arguments)]
+        env = dict(os.environ)
+        if self.num_threads:
+            env["OMP_NUM_THREADS"] = str(self.num_threads)
+        print(f"[run ] {name} (log: {log_path})" + (f"\n       {' '.join(command)}" if self.verbose else ""),
+              flush=True)
+        start = time.perf_counter()
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"\n$ {' '.join(command)}\n")
+            log.flush()
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        elapsed = time.perf_counter() - start
+        self.durations[name] = elapsed
+        if result.returncode != 0 or not done.exists():
+            tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"stage {name!r} failed (exit code {result.returncode}); last lines of {log_path}:\n"
+                               + "\n".join(tail))
+        print(f"[done] {name} in {elapsed:.0f} s", flush=True)
+        return elapsed
+
+
+def train_generator(runner: StageRunner, output_dir: Path, data_args: Sequence[str], **options) -> Path:
+    """Train the joint diffusion (`train_joint_diffusion.py`); resumes from its latest checkpoint."""
+    arguments = [*data_args, "--output_dir", output_dir, "--resume_from_checkpoint", "latest",
+                 *_flags(options)]
+    runner.run(f"generator-{output_dir.name}", "train_joint_diffusion.py", arguments, output_dir / "model_index.json")
+    return output_dir
+
+
+def generate_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, num_samples: int, **options) -> Path:
+    """Generate `num_samples` pairs (`generate.py`); resumes at the first missing index."""
+    arguments = ["--pipeline", pipeline_dir, "--num_samples", num_samples, "--output_dir", output_dir,
+                 *_flags(options)]
+    runner.run(f"generate-{output_dir.name}", "generate.py", arguments, output_dir / "dataset_info.json")
+    return output_dir
+
+
+def distill_student(runner: StageRunner, output_dir: Path, data_args: Sequence[str], mode: str,
+                    generated_dataset: Path | None, **options) -> dict:
+    """Train one student (`distill.py`) and return its metrics report."""
+    arguments = [*data_args, "--mode", mode, "--output_dir", output_dir, "--resume_from_checkpoint", "latest",
+                 *_flags(options)]
+    if mode != "real":
+        arguments += ["--generated_dataset", generated_dataset]
+    runner.run(f"student-{output_dir.name}", "distill.py", arguments, output_dir / "final" / "config.json")
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def _flags(options: Mapping[str, object]) -> list[str]:
+    flags = []
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flags.append(f"--{key}")
+        if value is not True:
+            flags.append(str(value))
+    return flags
+
+
+def summarize(reports: Mapping[str, Sequence[Mapping]], metrics: Sequence[str], which: str = "final") -> dict:
+    """Mean and standard deviation over seeds of each metric of each arm, from the `which` evaluation."""
+    summary = {}
+    for arm, arm_reports in reports.items():
+        summary[arm] = {}
+        for metric in metrics:
+            values = [r[which][metric] for r in arm_reports if r.get(which) and metric in r[which]]
+            values = [v for v in values if v is not None and math.isfinite(v)]
+            if values:
+                summary[arm][metric] = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "n": len(values),
+                    "values": values,
+                }
+    return summary
+
+
+def format_summary(summary: Mapping[str, Mapping], metrics: Sequence[str], labels: Mapping[str, str]) -> str:
+    """A Markdown table of `summarize` output, in percent (mean ± std over seeds)."""
+    header = "| arm | " + " | ".join(labels.get(m, m) for m in metrics) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 1)]
+    for arm, values in summary.items():
+        cells = []
+        for metric in metrics:
+            v = values.get(metric)
+            cells.append("n/a" if v is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
