@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
 
     def validate(step: int) -> None:
         with ema_weights(unwrapped, ema_model):
-            save_validation_grid(assemble_pipeline(unwrapped, noise_scheduler),
+            save_validation_grid(assemble_pipeline(unwrapped, noise_scheduler, id2label),
                                  os.path.join(args.output_dir, "validation", f"step-{step:06d}.png"),
                                  num_samples=args.num_validation_samples,
                                  num_inference_steps=args.validation_inference_steps, seed=args.seed,
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
         save_learning_curves(loss_log.history(), os.path.join(args.output_dir, "loss_curve.png"),
                              title="Joint diffusion training loss")
         with ema_weights(unwrapped, ema_model):
-            assemble_pipeline(unwrapped, noise_scheduler).save_pretrained(args.output_dir)
+            assemble_pipeline(unwrapped, noise_scheduler, id2label).save_pretrained(args.output_dir)
         save_joint_diffusion_model_card(
             args.output_dir, unet_config=dict(unwrapped.config), args=vars(args), num_train_examples=len(train_dataset),
             id2label=id2label, global_step=global_step, final_losses=loss_log.final_means(),

@@ -20,10 +20,8 @@ from dakter_hf.generation import (
     generate_dataset,
     generate_to_disk,
     get_generated_id2label,
-    load_pipeline_id2label,
     quantize_soft_labels,
     resolve_id2label,
-    save_pipeline_id2label,
     set_scheduler,
     split_indices,
     work_dir_for,
@@ -165,13 +163,14 @@ def test_every_scheduler_generates(name):
 
 def test_pipeline_id2label_is_stored_with_the_pipeline(tmp_path):
     pipe = make_pipeline()
-    pipe.save_pretrained(tmp_path)
-    save_pipeline_id2label(tmp_path, ID2LABEL)
-    assert json.loads((tmp_path / "dakter_config.json").read_text())["id2label"]["1"] == "oil_spill"
+    named = DAKTerPipeline(**pipe.components, id2label=ID2LABEL)
+    named.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["id2label"]["1"] == "oil_spill"
+    assert not (tmp_path / "dakter_config.json").exists()
     loaded = DAKTerPipeline.from_pretrained(str(tmp_path))
-    assert load_pipeline_id2label(tmp_path) == ID2LABEL
     assert resolve_id2label(loaded) == ID2LABEL
     assert resolve_id2label(pipe) == {0: "class_0", 1: "class_1", 2: "class_2"}  # nothing stored: placeholders
+    assert resolve_id2label(loaded, {"0": "a", "1": "b", "2": "c"}) == {0: "a", 1: "b", 2: "c"}  # explicit wins
     with pytest.raises(ValueError, match="num_classes=3"):
         resolve_id2label(loaded, {0: "sea", 1: "oil_spill"})
 
@@ -282,10 +281,9 @@ def test_float_soft_labels(pipe, reference, tmp_path, dtype):
 
 @pytest.fixture
 def pipeline_dir(tmp_path):
-    """A saved pipeline with its class names (dakter_config.json)."""
+    """A saved pipeline with its class names (in its model_index.json)."""
     path = tmp_path / "pipeline"
-    make_pipeline().save_pretrained(path)
-    save_pipeline_id2label(path, ID2LABEL)
+    DAKTerPipeline(**make_pipeline().components, id2label=ID2LABEL).save_pretrained(path)
     return path
 
 
@@ -300,7 +298,7 @@ def test_command_generates_the_library_dataset(pipeline_dir, reference, tmp_path
     output_dir = tmp_path / "generated"
     assert main(cli_args(pipeline_dir, output_dir)) == 0
     ds = datasets.load_from_disk(str(output_dir))
-    assert get_generated_id2label(ds) == ID2LABEL  # read from the pipeline's dakter_config.json
+    assert get_generated_id2label(ds) == ID2LABEL  # read from the pipeline's model_index.json
     assert_same_rows(ds, reference.dataset.select(range(3)).flatten_indices())
     with pytest.raises(FileExistsError):
         main(cli_args(pipeline_dir, output_dir))
@@ -358,11 +356,14 @@ def test_pipeline_hub_round_trip(hub_server, hub_repo_id, clean_hub_cache):
     pipe = make_pipeline(seed=3)
     push_pipeline_to_hub(pipe, hub_repo_id, id2label=ID2LABEL)
     files = hub_server.repo_files(hub_repo_id)
-    assert {"model_index.json", "README.md", "dakter_config.json", "unet/config.json"} <= set(files)
+    assert {"model_index.json", "README.md", "unet/config.json"} <= set(files)
+    assert "dakter_config.json" not in files
     assert "id2label" in files["README.md"].decode()
+    assert json.loads(files["model_index.json"])["id2label"] == {str(k): v for k, v in ID2LABEL.items()}
+    assert pipe.config.id2label is None  # the caller's pipeline is left unchanged
 
     loaded = DAKTerPipeline.from_pretrained(hub_repo_id)
-    assert resolve_id2label(loaded) == ID2LABEL
+    assert loaded.id2label == resolve_id2label(loaded) == ID2LABEL
     assert_same_rows(generate_dataset(loaded, 2, batch_size=2, **SETTINGS),
                      generate_dataset(pipe, 2, batch_size=2, **SETTINGS))
 

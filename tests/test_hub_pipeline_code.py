@@ -37,6 +37,9 @@ def _load_generator_script():
     return module
 
 
+ID2LABEL = {0: "sea", 1: "oil_spill", 2: "look_alike"}
+
+
 def make_tiny_pipeline() -> DAKTerPipeline:
     torch.manual_seed(0)
     unet = JointUNet2DModel(sample_size=16, num_classes=3, block_out_channels=(8, 16),
@@ -47,7 +50,7 @@ def make_tiny_pipeline() -> DAKTerPipeline:
         for name, param in unet.named_parameters():
             if "_to_" in name:
                 param.normal_(0, 0.1)
-    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
+    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50), id2label=ID2LABEL)
 
 
 def generate(pipe) -> dict[str, np.ndarray]:
@@ -84,7 +87,7 @@ out = pipe(batch_size=args["batch_size"], generator=torch.Generator().manual_see
            num_inference_steps=args["steps"], output_type="np")
 np.savez(args["output"], **{name: np.asarray(getattr(out, name)) for name in args["fields"]})
 with open(args["output"] + ".json", "w") as f:
-    json.dump({"pipeline": type(pipe).__module__, "unet": type(pipe.unet).__module__,
+    json.dump({"pipeline": type(pipe).__module__, "unet": type(pipe.unet).__module__, "id2label": pipe.id2label,
                "dakter_modules": sorted(m for m in sys.modules if m.split(".")[0] == "dakter_hf")}, f)
 """
 
@@ -119,6 +122,7 @@ def assert_same_outputs(actual: dict[str, np.ndarray], expected: dict[str, np.nd
 
 def assert_loaded_remote_code(loaded: dict) -> None:
     assert loaded["dakter_modules"] == []
+    assert loaded["id2label"] == {str(k): v for k, v in ID2LABEL.items()}  # through JSON
     assert loaded["pipeline"].startswith("diffusers_modules.")
     assert loaded["unet"].startswith("diffusers_modules.")
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -203,6 +205,25 @@ def test_save_and_load_returns_installed_classes_and_generates_identically(tmp_p
                      generator=torch.Generator().manual_seed(3))
         np.testing.assert_array_equal(out.images, reference.images)
         np.testing.assert_array_equal(out.soft_labels, reference.soft_labels)
+
+
+def test_id2label_is_part_of_the_pipeline_config(tmp_path):
+    pipe = tiny_pipeline()
+    assert pipe.config.id2label is None and pipe.id2label == {0: "class_0", 1: "class_1", 2: "class_2"}
+    id2label = {0: "sea", 1: "oil_spill", 2: "look_alike"}
+    named = DAKTerPipeline(unet=pipe.unet, scheduler=pipe.scheduler, id2label={str(k): v for k, v in id2label.items()})
+    assert named.id2label == id2label  # JSON-style string keys are normalised to int
+    named.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "model_index.json").read_text())["id2label"] == {"0": "sea", "1": "oil_spill",
+                                                                                 "2": "look_alike"}
+    for loader in (DAKTerPipeline, DiffusionPipeline):
+        loaded = loader.from_pretrained(tmp_path)
+        assert loaded.id2label == id2label
+        assert loaded.config.id2label == id2label
+    with pytest.raises(ValueError, match="2 classes but the unet has num_classes=3"):
+        DAKTerPipeline(unet=pipe.unet, scheduler=pipe.scheduler, id2label={0: "sea", 1: "oil_spill"})
+    with pytest.raises(ValueError, match="keys must be 0..K-1"):
+        DAKTerPipeline(unet=pipe.unet, scheduler=pipe.scheduler, id2label={0: "sea", 1: "oil_spill", 5: "x"})
 
 
 def test_loading_a_missing_path_is_a_clear_error(tmp_path):

@@ -225,6 +225,19 @@ def test_saved_pipeline_generates(trained):
     assert torch.allclose(torch.from_numpy(out.soft_labels).sum(-1), torch.ones(2, 16, 16), atol=1e-5)
 
 
+def test_saved_pipeline_carries_the_class_names(trained, tmp_path):
+    """The trainer saves the dataset's class names with the pipeline, so a generated dataset is named like it."""
+    from dakter_hf.data import SIMULATED_ID2LABEL_5
+    from dakter_hf.generation import generate_dataset, get_generated_id2label
+
+    index = json.loads((trained / "model_index.json").read_text())
+    assert index["id2label"] == {str(k): v for k, v in SIMULATED_ID2LABEL_5.items()}
+    pipe = DAKTerPipeline.from_pretrained(trained)
+    assert pipe.id2label == SIMULATED_ID2LABEL_5
+    generated = generate_dataset(pipe, 1, batch_size=1, num_inference_steps=2)
+    assert get_generated_id2label(generated) == SIMULATED_ID2LABEL_5
+
+
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_resume_is_exact(script, tmp_path, accumulation):
     """8 steps uninterrupted == 4 steps, interruption, resume from checkpoint-4 to 8 (EMA, crops, augmentation,

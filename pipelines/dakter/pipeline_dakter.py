@@ -101,6 +101,38 @@ def estimate_balancing_factor(images) -> float:
     return factor
 
 
+def default_id2label(num_classes: int) -> dict[int, str]:
+    """Placeholder class names `{0: "class_0", ..., K-1: "class_{K-1}"}`, used when no names are known."""
+    return {i: f"class_{i}" for i in range(num_classes)}
+
+
+def normalize_id2label(
+    id2label: Mapping, num_classes: int | None = None, source: str = "id2label"
+) -> dict[int, str]:
+    """Check and normalise class names to `{int: str}` sorted by index (JSON turns integer keys into strings).
+
+    Args:
+        id2label (`Mapping`): class index (an `int` or a string holding one) -> class name.
+        num_classes (`int`, *optional*): the number of classes the names must cover.
+        source (`str`, *optional*): how error messages name the mapping.
+
+    Returns:
+        `dict[int, str]`: the names, keys `0..K-1` in order.
+
+    Raises:
+        `ValueError`: if the keys are not `0..K-1`, or do not number `num_classes`.
+    """
+    try:
+        out = {int(k): str(v) for k, v in id2label.items()}
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"{source} must map class indices to names, got {id2label!r}.") from error
+    if sorted(out) != list(range(len(out))):
+        raise ValueError(f"{source} keys must be 0..K-1, got {sorted(out)}.")
+    if num_classes is not None and len(out) != num_classes:
+        raise ValueError(f"{source} names {len(out)} classes but the unet has num_classes={num_classes}.")
+    return dict(sorted(out.items()))
+
+
 # ---- dakter_hf/pipelines/pipeline_dakter.py ----------------------------------------
 
 JointUNet2DModel = ModelMixin  # stand-in: diffusers loads the class from its component's own file
@@ -145,13 +177,29 @@ class DAKTerPipeline(DiffusionPipeline):
     Parameters:
         unet ([`JointUNet2DModel`]): the joint image + label denoiser.
         scheduler ([`SchedulerMixin`]): a scheduler to step the joint state.
+        id2label (`dict[int, str]`, *optional*): the names of the `unet.config.num_classes` label classes. Saved in
+            `model_index.json` and passed back by `from_pretrained`; read them with [`~DAKTerPipeline.id2label`].
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: JointUNet2DModel, scheduler: SchedulerMixin):
+    def __init__(
+        self, unet: JointUNet2DModel, scheduler: SchedulerMixin, id2label: dict[int, str] | dict[str, str] | None = None
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        if id2label is not None:
+            num_classes = getattr(getattr(unet, "config", None), "num_classes", None)
+            id2label = normalize_id2label(id2label, num_classes, source="`id2label`")
+        self.register_to_config(id2label=id2label)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """The class names of the generated labels, `{index: name}`; `class_<i>` placeholders when none were given."""
+        stored = self.config.get("id2label")
+        if stored is None:
+            return default_id2label(self.unet.config.num_classes)
+        return {int(k): v for k, v in stored.items()}
 
 
     @torch.no_grad()

@@ -16,10 +16,8 @@ A generated dataset has one row per pair and four columns:
 `output_dir` in one atomic rename: `output_dir` never holds a half-written dataset.
 [`push_dataset_to_hub`] and [`push_pipeline_to_hub`] share a dataset or a pipeline on the Hub with their cards.
 
-**Where `id2label` lives for a pipeline.** A pipeline's class names are stored next to its components in
-`dakter_config.json` (`{"id2label": {"0": "sea", ...}}`) at the root of the pipeline directory
-([`save_pipeline_id2label`]), and mirrored into the `id2label` field of the model card's YAML metadata when the
-pipeline is pushed with [`push_pipeline_to_hub`]; [`load_pipeline_id2label`] reads either.
+**Where `id2label` lives for a pipeline.** A pipeline's class names are part of its config
+([`DAKTerPipeline.id2label`], saved in `model_index.json`); an explicit `id2label` argument overrides them.
 """
 
 import contextlib
@@ -52,6 +50,7 @@ from diffusers import (
 from diffusers.utils import BaseOutput
 
 from .data.common import get_id2label, make_features
+from .labels import default_id2label, normalize_id2label
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,6 @@ SOFT_LABEL_DTYPES = ("uint8", "float16", "float32")
 #: Quantised soft labels of one pixel are integers summing to this value; decoding divides by it.
 QUANTIZATION_LEVELS = 255
 
-DAKTER_CONFIG_NAME = "dakter_config.json"
 CARD_NAME = "README.md"
 PREVIEW_NAME = "preview.png"
 MANIFEST_NAME = "manifest.json"
@@ -226,72 +224,16 @@ def set_scheduler(pipe, name: str):
     return pipe
 
 
-def default_id2label(num_classes: int) -> dict[int, str]:
-    """Placeholder class names `class_0 .. class_{K-1}`, used when no names are known."""
-    return {i: f"class_{i}" for i in range(num_classes)}
-
-
-def _normalize_id2label(id2label: Mapping, num_classes: int | None = None, source: str = "id2label") -> dict[int, str]:
-    try:
-        out = {int(k): str(v) for k, v in id2label.items()}
-    except (AttributeError, TypeError, ValueError) as error:
-        raise ValueError(f"{source} must map class indices to names, got {id2label!r}.") from error
-    if sorted(out) != list(range(len(out))):
-        raise ValueError(f"{source} keys must be 0..K-1, got {sorted(out)}.")
-    if num_classes is not None and len(out) != num_classes:
-        raise ValueError(f"{source} names {len(out)} classes but the pipeline's unet has num_classes={num_classes}.")
-    return dict(sorted(out.items()))
-
-
-def save_pipeline_id2label(pipeline_dir: str | os.PathLike, id2label: Mapping[int, str]) -> str:
-    """Store a pipeline's class names in `<pipeline_dir>/dakter_config.json` (other keys of the file are kept).
-
-    Returns:
-        `str`: the path of the file.
-    """
-    path = Path(pipeline_dir) / DAKTER_CONFIG_NAME
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    config["id2label"] = {str(k): v for k, v in _normalize_id2label(id2label).items()}
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return str(path)
-
-
-def load_pipeline_id2label(pipeline_dir: str | os.PathLike | None) -> dict[int, str] | None:
-    """Read a pipeline's class names from `dakter_config.json`, else from the `id2label` field of its model card
-    (`README.md`) metadata. Returns None when the directory has neither."""
-    if not pipeline_dir or not os.path.isdir(pipeline_dir):
-        return None
-    config_path = Path(pipeline_dir) / DAKTER_CONFIG_NAME
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config_path} is not valid JSON: {error}") from error
-        if "id2label" in config:
-            return _normalize_id2label(config["id2label"], source=str(config_path))
-    card_path = Path(pipeline_dir) / CARD_NAME
-    if card_path.is_file():
-        from huggingface_hub import ModelCard
-
-        metadata = ModelCard.load(card_path).data.to_dict()
-        if metadata.get("id2label"):
-            return _normalize_id2label(metadata["id2label"], source=f"the id2label metadata of {card_path}")
-    return None
-
-
 def resolve_id2label(pipe, id2label: Mapping | None = None) -> dict[int, str]:
-    """The class names of a pipeline's generated labels: `id2label` if given, else the names stored with the
-    pipeline ([`load_pipeline_id2label`] on the directory it was loaded from), else [`default_id2label`].
-    Checked against `pipe.unet.config.num_classes`."""
-    num_classes = pipe.unet.config.num_classes
+    """The class names of a pipeline's generated labels: `id2label` if given (checked against
+    `pipe.unet.config.num_classes`), else the pipeline's own [`DAKTerPipeline.id2label`] (saved in its
+    `model_index.json`; `class_<i>` placeholders, with a warning, when it has none)."""
     if id2label is not None:
-        return _normalize_id2label(id2label, num_classes)
-    stored = load_pipeline_id2label(getattr(pipe, "name_or_path", None))
-    if stored is not None:
-        return _normalize_id2label(stored, num_classes, source=f"the id2label stored with {pipe.name_or_path}")
-    logger.warning("No class names stored with the pipeline: using %s. Pass `id2label` to name them.",
-                   default_id2label(num_classes))
-    return default_id2label(num_classes)
+        return normalize_id2label(id2label, pipe.unet.config.num_classes)
+    if pipe.config.get("id2label") is None:
+        logger.warning("No class names stored with the pipeline: using %s. Pass `id2label` to name them.",
+                       pipe.id2label)
+    return pipe.id2label
 
 
 def _sample_hw(unet_config) -> tuple[int, int]:
@@ -326,7 +268,7 @@ def generated_features(
         soft_label_dtype (`str`, *optional*, defaults to `"uint8"`): storage type of `soft_label`.
         image_channels (`int`, *optional*, defaults to 1): 1 (mode `"L"`) or 3 (mode `"RGB"`).
     """
-    id2label = _normalize_id2label(id2label or default_id2label(num_classes), num_classes)
+    id2label = normalize_id2label(id2label or default_id2label(num_classes), num_classes)
     return Features(
         {
             "image": ImageFeature(mode=_image_mode(image_channels)),
@@ -927,7 +869,7 @@ def make_pipeline_card(pipe, id2label: Mapping[int, str], repo_id: str | None = 
     from huggingface_hub import ModelCard, ModelCardData
 
     config = pipe.unet.config
-    id2label = _normalize_id2label(id2label, config.num_classes)
+    id2label = normalize_id2label(id2label, config.num_classes)
     name = repo_id or "path/to/pipeline"
     data = ModelCardData(
         library_name="diffusers",
@@ -1021,12 +963,18 @@ def push_pipeline_to_hub(
     private: bool | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Push a [`DAKTerPipeline`] with its model card and `dakter_config.json` (class names) in one commit.
+    """Push a [`DAKTerPipeline`] with its model card in one commit.
 
-    The same files as `DiffusionPipeline.push_to_hub` (`save_pretrained` output, safetensors), plus the model card:
-    the `README.md` of the directory the pipeline was loaded from if it has one (e.g. the training card), else
-    [`make_pipeline_card`]; either way `id2label` is added to the card's metadata. Load it back with
-    `DAKTerPipeline.from_pretrained(repo_id)`.
+    The same files as `DiffusionPipeline.push_to_hub` (`save_pretrained` output, safetensors, with the class names
+    in `model_index.json`), plus the model card: the `README.md` of the directory the pipeline was loaded from if it
+    has one (e.g. the training card), else [`make_pipeline_card`]; either way `id2label` is added to the card's
+    metadata. Load it back with `DAKTerPipeline.from_pretrained(repo_id)`.
+
+    Args:
+        pipe ([`DAKTerPipeline`]): the pipeline.
+        repo_id (`str`): the model repository.
+        id2label (`dict`, *optional*): class names pushed instead of `pipe.id2label` (`pipe` is left unchanged).
+        token (`str`, *optional*), private (`bool`, *optional*), commit_message (`str`, *optional*): Hub options.
 
     Returns:
         `str`: the repository URL.
@@ -1036,9 +984,7 @@ def push_pipeline_to_hub(
     """
     import tempfile
 
-    from huggingface_hub import HfApi
-
-    from huggingface_hub import ModelCard
+    from huggingface_hub import HfApi, ModelCard
 
     id2label = resolve_id2label(pipe, id2label)
     source = getattr(pipe, "name_or_path", None)
@@ -1048,16 +994,17 @@ def push_pipeline_to_hub(
         card.data.id2label = {str(k): v for k, v in id2label.items()}
     else:
         card = make_pipeline_card(pipe, id2label, repo_id)
+    local = str(source or "memory")
+    if pipe.config.get("id2label") != id2label:  # a copy sharing the components: the caller's pipeline is unchanged
+        pipe = type(pipe)(**pipe.components, id2label=id2label)
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as folder:
         pipe.save_pretrained(folder)
-        save_pipeline_id2label(folder, id2label)
         card.save(os.path.join(folder, CARD_NAME))
         try:
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             api.upload_folder(folder_path=folder, repo_id=url.repo_id,
                               commit_message=commit_message or "Upload DAKTer pipeline")
         except Exception as error:
-            raise _push_failed("the pipeline", str(getattr(pipe, "name_or_path", "") or "memory"), repo_id,
-                               error) from error
+            raise _push_failed("the pipeline", local, repo_id, error) from error
     return str(url)

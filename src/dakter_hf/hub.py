@@ -21,9 +21,7 @@ _HUB_OPTIONS = {
 }
 
 # What a DAKTer pipeline repository needs locally: configs and safetensors weights; never pickles or remote code.
-PIPELINE_FILE_PATTERNS = ["model_index.json", "dakter_config.json", "*/config.json", "*/scheduler_config.json",
-                          "*.safetensors",
-                          "README.md"]
+PIPELINE_FILE_PATTERNS = ["model_index.json", "*/config.json", "*/scheduler_config.json", "*.safetensors", "README.md"]
 
 
 def download_pipeline(repo_id: str, options: dict[str, Any]) -> str:

@@ -95,3 +95,35 @@ def estimate_balancing_factor(images) -> float:
     if factor == 0.0:
         raise ValueError("All images are zero: the balancing factor would be 0, which erases the label.")
     return factor
+
+
+def default_id2label(num_classes: int) -> dict[int, str]:
+    """Placeholder class names `{0: "class_0", ..., K-1: "class_{K-1}"}`, used when no names are known."""
+    return {i: f"class_{i}" for i in range(num_classes)}
+
+
+def normalize_id2label(
+    id2label: Mapping, num_classes: int | None = None, source: str = "id2label"
+) -> dict[int, str]:
+    """Check and normalise class names to `{int: str}` sorted by index (JSON turns integer keys into strings).
+
+    Args:
+        id2label (`Mapping`): class index (an `int` or a string holding one) -> class name.
+        num_classes (`int`, *optional*): the number of classes the names must cover.
+        source (`str`, *optional*): how error messages name the mapping.
+
+    Returns:
+        `dict[int, str]`: the names, keys `0..K-1` in order.
+
+    Raises:
+        `ValueError`: if the keys are not `0..K-1`, or do not number `num_classes`.
+    """
+    try:
+        out = {int(k): str(v) for k, v in id2label.items()}
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"{source} must map class indices to names, got {id2label!r}.") from error
+    if sorted(out) != list(range(len(out))):
+        raise ValueError(f"{source} keys must be 0..K-1, got {sorted(out)}.")
+    if num_classes is not None and len(out) != num_classes:
+        raise ValueError(f"{source} names {len(out)} classes but the unet has num_classes={num_classes}.")
+    return dict(sorted(out.items()))

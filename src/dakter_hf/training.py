@@ -519,7 +519,9 @@ def ema_weights(model: torch.nn.Module, ema_model: EMAModel | None):
         ema_model.restore(model.parameters())
 
 
-def assemble_pipeline(unet: JointUNet2DModel, noise_scheduler) -> DAKTerPipeline:
+def assemble_pipeline(
+    unet: JointUNet2DModel, noise_scheduler, id2label: Mapping[int, str] | None = None
+) -> DAKTerPipeline:
     """
     A [`DAKTerPipeline`] of a trained model, sampling with a DDPM scheduler of the training configuration.
 
@@ -527,9 +529,11 @@ def assemble_pipeline(unet: JointUNet2DModel, noise_scheduler) -> DAKTerPipeline
         unet ([`JointUNet2DModel`]): the (unwrapped) trained model.
         noise_scheduler ([`SchedulerMixin`]): the training noise scheduler; its `num_train_timesteps` is kept and its
             `prediction_type` is set to the model's.
+        id2label (`Mapping[int, str]`, *optional*): the training data's class names, saved with the pipeline (so
+            that generated datasets carry them).
     """
     scheduler = DDPMScheduler.from_config(noise_scheduler.config, prediction_type=unet.config.prediction_type)
-    pipeline = DAKTerPipeline(unet=unet, scheduler=scheduler)
+    pipeline = DAKTerPipeline(unet=unet, scheduler=scheduler, id2label=dict(id2label) if id2label else None)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Storage of the soft labels (default uint8: 4x smaller than float32, error < 1/255).")
     parser.add_argument("--id2label", type=_id2label_arg, default=None,
                         help="Class names as JSON or a JSON file; default: those stored with the pipeline "
-                             "(dakter_config.json or model card), else class_0..class_{K-1}.")
+                             "(`id2label` in its model_index.json), else class_0..class_{K-1}.")
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace an existing output_dir and discard an interrupted run with other settings.")
     parser.add_argument("--push_to_hub", action="store_true", help="Push the dataset, its card and preview.")

@@ -40,6 +40,7 @@ try:  # datasets >= 4
 except ImportError:  # pragma: no cover - older datasets
     from datasets import Sequence as ListFeature
 
+from ..labels import normalize_id2label
 from .errors import DataError, LoadingInfo, SkippedPair
 
 
@@ -70,13 +71,6 @@ _MAX_LISTED = 10
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _normalise_id2label(id2label: Dict) -> Dict[int, str]:
-    out = {int(k): str(v) for k, v in id2label.items()}
-    if sorted(out) != list(range(len(out))):
-        raise ValueError(f"id2label keys must be 0..K-1, got {sorted(out)}")
-    return dict(sorted(out.items()))
-
-
 def make_features(id2label: Dict[int, str]) -> Features:
     """The features (schema) shared by every loader, with ``id2label`` stored on the ``mask`` feature.
 
@@ -86,7 +80,7 @@ def make_features(id2label: Dict[int, str]) -> Features:
     Returns:
         `datasets.Features`: ``image``, ``mask`` and the :data:`METADATA_COLUMNS`.
     """
-    id2label = _normalise_id2label(id2label)
+    id2label = normalize_id2label(id2label)
     mask_meta = json.dumps({_ID2LABEL_KEY: {str(k): v for k, v in id2label.items()}}, sort_keys=True)
     return Features(
         {
@@ -133,7 +127,7 @@ def get_id2label(dataset: Union[Dataset, IterableDataset, DatasetDict, Features]
     meta = getattr(mask_feature, "id", None)
     if meta:
         try:
-            return _normalise_id2label(json.loads(meta)[_ID2LABEL_KEY])
+            return normalize_id2label(json.loads(meta)[_ID2LABEL_KEY])
         except (ValueError, KeyError, TypeError, AttributeError):
             pass
     raise DataError(

@@ -13,7 +13,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..labels import logits_to_clean_label, logits_to_soft_labels
+from ..labels import default_id2label, logits_to_clean_label, logits_to_soft_labels, normalize_id2label
 from ..models.joint_unet_2d import JointUNet2DModel
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -55,13 +55,29 @@ class DAKTerPipeline(DiffusionPipeline):
     Parameters:
         unet ([`JointUNet2DModel`]): the joint image + label denoiser.
         scheduler ([`SchedulerMixin`]): a scheduler to step the joint state.
+        id2label (`dict[int, str]`, *optional*): the names of the `unet.config.num_classes` label classes. Saved in
+            `model_index.json` and passed back by `from_pretrained`; read them with [`~DAKTerPipeline.id2label`].
     """
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: JointUNet2DModel, scheduler: SchedulerMixin):
+    def __init__(
+        self, unet: JointUNet2DModel, scheduler: SchedulerMixin, id2label: dict[int, str] | dict[str, str] | None = None
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        if id2label is not None:
+            num_classes = getattr(getattr(unet, "config", None), "num_classes", None)
+            id2label = normalize_id2label(id2label, num_classes, source="`id2label`")
+        self.register_to_config(id2label=id2label)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """The class names of the generated labels, `{index: name}`; `class_<i>` placeholders when none were given."""
+        stored = self.config.get("id2label")
+        if stored is None:
+            return default_id2label(self.unet.config.num_classes)
+        return {int(k): v for k, v in stored.items()}
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
