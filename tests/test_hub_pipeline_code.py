@@ -206,9 +206,6 @@ def test_load_without_dakter_hf_generates_identically(saved_with_remote_code, tm
     assert_same_outputs(outputs, expected)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="DAKTerPipeline.from_pretrained lets diffusers pick up unet/<library>.py, which needs "
-                          "trust_remote_code; it should load the installed JointUNet2DModel (src change pending)")
 def test_installed_pipeline_ignores_remote_code(saved_with_remote_code):
     directory, expected = saved_with_remote_code
     pipe = DAKTerPipeline.from_pretrained(directory)

@@ -60,10 +60,6 @@ def test_installed_pipeline_ignores_remote_code_on_the_hub(pushed, clean_hub_cac
     assert_same_outputs(generate(pipe), expected)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="once diffusers has cached the remote code in the same snapshot, DAKTerPipeline."
-                          "from_pretrained lets diffusers pick up unet/<library>.py, which needs trust_remote_code; "
-                          "it should load the installed JointUNet2DModel (src change pending)")
 def test_installed_pipeline_after_a_remote_code_download(pushed, clean_hub_cache):
     repo_id, expected = pushed
     upload_remote_code(repo_id)

@@ -106,8 +106,9 @@ def remote_code_specs() -> tuple[RemoteCodeFile, ...]:
             path="pipeline_dakter.py",
             module=f"{PACKAGE}.pipelines.pipeline_dakter",
             stand_ins={model_module: ("diffusers", "ModelMixin")},
-            # It downloads with the package's own Hub helper; the generic diffusers loader does that job here.
-            drop=("DAKTerPipeline.from_pretrained",),
+            # Package-only loading (its own Hub download, the installed model class); the generic diffusers loader
+            # does that job in a repository without dakter_hf.
+            drop=("DAKTerPipeline.from_pretrained", "DAKTerPipeline._load_installed_unet"),
         ),
         RemoteCodeFile(path=f"unet/{model_module}.py", module=model_module),
     )

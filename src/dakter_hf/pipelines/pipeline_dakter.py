@@ -88,12 +88,34 @@ class DAKTerPipeline(DiffusionPipeline):
         (safetensors only, no remote code) and loaded as a local directory. Hub options (`revision`, `token`,
         `cache_dir`, `force_download`, `local_files_only`, `proxies`) are honoured; every other keyword goes to
         [`DiffusionPipeline.from_pretrained`].
+
+        The installed [`JointUNet2DModel`] is always used, also when the directory carries the remote-code copy of
+        the model (`unet/dakter_hf.models.joint_unet_2d.py`, written by `dakter_hf.hub.add_remote_code` or left in
+        a Hub snapshot by a `trust_remote_code` download), which diffusers would otherwise load (or refuse to load
+        without `trust_remote_code`). `dtype` (or `torch_dtype`), also in its `{"unet": ..., "default": ...}`
+        form, applies to it as to every component.
         """
         if not os.path.isdir(pretrained_model_name_or_path):
             from ..hub import download_pipeline
 
             pretrained_model_name_or_path = download_pipeline(str(pretrained_model_name_or_path), kwargs)
+        remote_model_file = os.path.join(pretrained_model_name_or_path, "unet", f"{JointUNet2DModel.__module__}.py")
+        if "unet" not in kwargs and os.path.isfile(remote_model_file):
+            kwargs["unet"] = cls._load_installed_unet(pretrained_model_name_or_path, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @staticmethod
+    def _load_installed_unet(directory: str | os.PathLike, kwargs: dict) -> JointUNet2DModel:
+        """Load `directory/unet` with the installed class, with the `dtype` and `variant` of `from_pretrained`."""
+        dtype = kwargs.get("dtype")
+        if dtype is None:
+            dtype = kwargs.get("torch_dtype")
+        if isinstance(dtype, dict):
+            dtype = dtype.get("unet", dtype.get("default", torch.float32))
+        options = {"dtype": dtype} if dtype is not None else {}
+        if kwargs.get("variant") is not None:
+            options["variant"] = kwargs["variant"]
+        return JointUNet2DModel.from_pretrained(directory, subfolder="unet", **options)
 
     @torch.no_grad()
     def __call__(

@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""The SOS benchmark: does DAKTer help a SegFormer student on real SAR oil-spill data?
+
+For one SOS sensor, per real-data regime (the full train split and/or a scarce seeded subset):
+
+1. train the joint diffusion on that regime's real pairs only (`dual`, b estimated from the data);
+2. generate k x as many pairs (soft labels stored as uint8);
+3. distil students with identical budgets in the `real`, `hard` and `soft` modes, one per student seed;
+4. score everything on the real test split (final step of a fixed budget: no model selection on the test split).
+
+Optional ablations on one regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead of
+`dual` (`--ablate_architecture`), each with its own generator and `soft` students. Generator diagnostics, offline
+(no Inception weights here, so no FID): train-on-synthetic / test-on-real (a student trained only on generated
+pairs), the generated vs real oil-pixel fraction and the intensity-histogram distance.
+
+Every stage is resumable: rerun the same command after an interruption and finished stages are skipped.
+
+    python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
+        --output_dir outputs/sos-benchmark
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples"))
+
+from dakter_loop import (  # noqa: E402
+    MODES,
+    StageRunner,
+    distill_student,
+    format_summary,
+    generate_pairs,
+    summarize,
+    train_generator,
+)
+
+METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
+LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True)
+    p.add_argument("--sensor", required=True, choices=("palsar", "sentinel"))
+    p.add_argument("--output_dir", type=Path, default=Path("outputs/sos-benchmark"))
+    p.add_argument("--regimes", nargs="+", default=["150", "full"],
+                   help="real-data regimes: 'full' (the whole train split) or a number of pairs (seeded subset)")
+    p.add_argument("--data_seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=64)
+    # Generator.
+    p.add_argument("--model_size", default="small")
+    p.add_argument("--generator_steps", type=int, default=1500)
+    p.add_argument("--generator_batch_size", type=int, default=16)
+    p.add_argument("--generator_lr", default="1e-3")
+    p.add_argument("--crop_size", type=int, default=None, help="patch-wise generator training on random crops")
+    p.add_argument("--ce_weight", type=float, default=1.0)
+    p.add_argument("--generated_multiple", type=float, default=4.0, help="k: generated pairs = k x real pairs")
+    p.add_argument("--scheduler", default="dpmsolver")
+    p.add_argument("--num_inference_steps", type=int, default=20)
+    p.add_argument("--soft_label_temperature", type=float, default=1.0)
+    # Students.
+    p.add_argument("--student", default="b0")
+    p.add_argument("--student_steps", type=int, default=600)
+    p.add_argument("--student_batch_size", type=int, default=16)
+    p.add_argument("--student_lr", default="6e-4")
+    p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    # Ablations and diagnostics.
+    p.add_argument("--ablate_label_scale", action="store_true", help="b = 1 vs estimated b (first regime)")
+    p.add_argument("--ablate_architecture", action="store_true", help="concat vs dual (first regime)")
+    p.add_argument("--train_on_synthetic", action="store_true", help="students trained only on generated pairs")
+    p.add_argument("--num_threads", type=int, default=None, help="torch threads per stage")
+    return p.parse_args(argv)
+
+
+def regime_args(args, regime):
+    data = ["--dataset", "sos", "--data_dir", args.data_dir, "--sensor", args.sensor, "--data_seed", args.data_seed]
+    if regime != "full":
+        data += ["--num_train_samples", int(regime)]
+    return data
+
+
+def num_real_pairs(args, regime):
+    if regime != "full":
+        return int(regime)
+    return len(list((Path(args.data_dir) / "train" / args.sensor).glob("*_sat.jpg")))
+
+
+def run_generator_arm(runner, args, root, data, n_real, name, **overrides):
+    options = dict(resolution=args.resolution, model_size=args.model_size, label_scale="auto",
+                   architecture="dual", train_batch_size=args.generator_batch_size,
+                   max_train_steps=args.generator_steps, learning_rate=args.generator_lr, lr_warmup_steps=100,
+                   use_ema=True, ce_weight=args.ce_weight, crop_size=args.crop_size, checkpointing_steps=250,
+                   checkpoints_total_limit=1, validation_steps=args.generator_steps, num_validation_samples=8,
+                   validation_inference_steps=args.num_inference_steps, seed=args.data_seed)
+    options.update(overrides)
+    generator = train_generator(runner, root / f"generator-{name}", data, **options)
+    generated = generate_pairs(runner, generator, root / f"generated-{name}", int(round(args.generated_multiple * n_real)),
+                               scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
+                               soft_label_temperature=args.soft_label_temperature, batch_size=32,
+                               seed=10_000 + args.data_seed)
+    return generated
+
+
+def run_students(runner, args, root, data, mode, generated, arm, **extra):
+    reports = []
+    for seed in args.student_seeds:
+        reports.append(distill_student(
+            runner, root / "students" / f"{arm}-seed{seed}", data, mode, generated, student=args.student,
+            resolution=args.resolution, train_batch_size=args.student_batch_size, learning_rate=args.student_lr,
+            max_train_steps=args.student_steps, eval_steps=max(args.student_steps // 6, 1),
+            checkpointing_steps=max(args.student_steps // 3, 1), checkpoints_total_limit=1, seed=seed, **extra))
+    return reports
+
+
+def generator_diagnostics(args, regime, generated_dir):
+    """Oil-pixel fraction and intensity-histogram distance of generated vs real training pairs (at --resolution)."""
+    from datasets import load_from_disk
+
+    from dakter_hf.data import load_sos
+
+    real = load_sos(args.data_dir, args.sensor, split="train", resolution=args.resolution,
+                    num_samples=None if regime == "full" else int(regime), seed=args.data_seed)
+    fake = load_from_disk(str(generated_dir))
+    real_images = np.stack([np.asarray(im, dtype=np.float64) for im in real["image"]])
+    fake_images = np.stack([np.asarray(im, dtype=np.float64) for im in fake["image"]])
+    real_oil = float(np.mean([np.asarray(m) == 1 for m in real["mask"]]))
+    fake_oil = float(np.mean([np.asarray(m) == 1 for m in fake["label"]]))
+    bins = np.linspace(0, 256, 65)
+    h_real = np.histogram(real_images, bins=bins)[0] / real_images.size
+    h_fake = np.histogram(fake_images, bins=bins)[0] / fake_images.size
+    # Wasserstein-1 distance between the two intensity distributions, in grey levels.
+    w1 = float(np.abs(np.cumsum(h_real) - np.cumsum(h_fake)).sum() * (bins[1] - bins[0]))
+    return {"real_oil_fraction": real_oil, "generated_oil_fraction": fake_oil,
+            "intensity_w1_grey_levels": w1, "intensity_histogram_l1": float(np.abs(h_real - h_fake).sum()),
+            "real_mean_intensity": float(real_images.mean()), "generated_mean_intensity": float(fake_images.mean())}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = args.output_dir / args.sensor
+    out.mkdir(parents=True, exist_ok=True)
+    runner = StageRunner(out, num_threads=args.num_threads)
+    start = time.perf_counter()
+    results = {"arguments": {k: str(v) for k, v in vars(args).items()}, "regimes": {}}
+    for index, regime in enumerate(args.regimes):
+        root = out / f"regime-{regime}"
+        data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
+        generated = run_generator_arm(runner, args, root, data, n_real, "dual-auto") if set(args.modes) - {"real"} else None
+        reports = {mode: run_students(runner, args, root, data, mode, generated, mode) for mode in args.modes}
+        diagnostics = {"dual-auto": generator_diagnostics(args, regime, generated)} if generated else {}
+        if args.train_on_synthetic and generated:
+            reports["synthetic only (soft)"] = run_students(runner, args, root, data, "soft", generated,
+                                                            "tstr-dual-auto", generated_ratio=1.0)
+        if index == 0 and args.ablate_label_scale:
+            ablation = run_generator_arm(runner, args, root, data, n_real, "dual-b1", label_scale=1.0)
+            reports["soft, b = 1"] = run_students(runner, args, root, data, "soft", ablation, "soft-b1")
+            diagnostics["dual-b1"] = generator_diagnostics(args, regime, ablation)
+        if index == 0 and args.ablate_architecture:
+            ablation = run_generator_arm(runner, args, root, data, n_real, "concat-auto", architecture="concat")
+            reports["soft, concat"] = run_students(runner, args, root, data, "soft", ablation, "soft-concat")
+            diagnostics["concat-auto"] = generator_diagnostics(args, regime, ablation)
+        summary = summarize(reports, METRICS)
+        table = format_summary(summary, METRICS, LABELS)
+        results["regimes"][regime] = {"num_real_pairs": n_real, "summary": summary, "diagnostics": diagnostics,
+                                      "table": table}
+        print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n{table}")
+        if diagnostics:
+            print(json.dumps(diagnostics, indent=2))
+    results["stage_seconds"] = runner.durations
+    results["total_seconds_this_run"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nResults: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
