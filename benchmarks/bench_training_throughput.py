@@ -20,9 +20,9 @@ from diffusers.optimization import get_scheduler
 
 from dakter_hf import JointUNet2DModel
 from dakter_hf.data import dataset_to_tensors, simulate_sar_scenes
+from dakter_hf.seeding import step_generator
 from dakter_hf.training import (
     JOINT_UNET_PRESETS,
-    CheckpointableGenerator,
     build_noise_scheduler,
     joint_diffusion_training_step,
     joint_unet_config,
@@ -59,12 +59,11 @@ def make_trainer(architecture: str, args, accelerator, batch, noise_scheduler):
     lr_scheduler = get_scheduler("constant", optimizer=optimizer)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     model.train()
-    rng = CheckpointableGenerator(args.seed)
 
     def train():
-        for _ in range(args.steps):
+        for step in range(args.steps):
             joint_diffusion_training_step(accelerator, model, noise_scheduler, optimizer, lr_scheduler, batch,
-                                          generator=rng.generator)
+                                          generator=step_generator(args.seed, step))
 
     return train, num_parameters
 

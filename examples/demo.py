@@ -32,6 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--num_train_scenes", type=int, default=96, help="the scarce real training set")
     parser.add_argument("--generated_multiple", type=int, default=4, help="k: generated pairs = k x real pairs")
+    parser.add_argument("--model_size", default="small", help="generator preset (dakter_hf.JOINT_UNET_PRESETS)")
     parser.add_argument("--generator_steps", type=int, default=500)
     parser.add_argument("--generator_batch_size", type=int, default=16)
     parser.add_argument("--student", default="tiny")
@@ -53,7 +54,7 @@ def main(argv=None):
                  args.num_train_scenes, "--data_seed", args.seed]
 
     generator = train_generator(
-        runner, out / "generator", data_args, resolution=args.resolution, model_size="small", label_scale="auto",
+        runner, out / "generator", data_args, resolution=args.resolution, model_size=args.model_size, label_scale="auto",
         train_batch_size=args.generator_batch_size, max_train_steps=args.generator_steps, learning_rate="1e-3",
         lr_warmup_steps=50, use_ema=True, checkpointing_steps=100, checkpoints_total_limit=1,
         validation_steps=args.generator_steps, num_validation_samples=8, seed=args.seed)

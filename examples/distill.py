@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from dakter_hf.data import add_data_args, dataset_from_args, get_id2label
+from dakter_hf.distributed import check_world_size
 from dakter_hf.distill import SEGFORMER_PRESETS, create_image_processor, create_student, segformer_config
 from dakter_hf.distill.training import (
     DEFAULT_GENERATED_RATIO,
@@ -40,18 +41,17 @@ from dakter_hf.distill.training import (
     build_distillation_dataloader,
     build_evaluation_dataloader,
     check_generated_dataset,
-    check_world_size,
     distillation_training_step,
     evaluate_student,
     evaluation_dataset_from_args,
     learning_curve_history,
     load_generated_dataset,
-    push_student_to_hub,
     resolve_generated_ratio,
     save_student,
-    step_generator,
     write_metrics_report,
 )
+from dakter_hf.hub import push_student_to_hub
+from dakter_hf.seeding import step_generator
 from dakter_hf.training import (
     JsonlLossLog,
     checkpoint_step,

@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 
 from dakter_hf import JointUNet2DModel
 from dakter_hf.data import add_data_args, dataset_from_args, get_id2label
+from dakter_hf.distributed import check_world_size
+from dakter_hf.hub import HubPushError, create_hub_repo, push_folder_to_hub
 from dakter_hf.model_cards import save_joint_diffusion_model_card
+from dakter_hf.seeding import step_generator
 from dakter_hf.training import (
     JOINT_UNET_PRESETS,
-    CheckpointableGenerator,
     JsonlLossLog,
     assemble_pipeline,
     build_noise_scheduler,
@@ -144,16 +146,15 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/logs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    check_world_size(accelerator)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)  # model initialisation
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
-        if args.push_to_hub:
-            from huggingface_hub import create_repo
-
-            hub_repo_id = create_repo(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
-                                      exist_ok=True, token=args.hub_token).repo_id
+        if args.push_to_hub:  # fail before training, not after it
+            hub_repo_id = create_hub_repo(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
+                                          token=args.hub_token)
 
     # Data and balancing factor.
     train_dataset = dataset_from_args(args, split="train")
@@ -186,9 +187,6 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
                                  num_training_steps=args.max_train_steps * accelerator.num_processes)
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, lr_scheduler)
-    # Timesteps, noise, crops and augmentations come from one generator saved in every checkpoint.
-    rng = CheckpointableGenerator(args.seed + accelerator.process_index)
-    accelerator.register_for_checkpointing(rng)
     if ema_model is not None:
         ema_model.to(accelerator.device)
         accelerator.register_for_checkpointing(ema_model)
@@ -237,9 +235,14 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
         train_dataloader.set_epoch(epoch)
         consumed = (global_step - epoch * steps_per_epoch) * args.gradient_accumulation_steps
         loader = accelerator.skip_first_batches(train_dataloader, consumed) if consumed > 0 else train_dataloader
+        # Timesteps, noise, crops and augmentations of each micro-batch come from a generator derived from
+        # (seed, micro-batch, process): nothing to checkpoint, exact resumes on every process.
+        micro_batch = global_step * args.gradient_accumulation_steps
         for batch in loader:
+            generator = step_generator(args.seed, micro_batch, accelerator.process_index)
+            micro_batch += 1
             losses = joint_diffusion_training_step(
-                accelerator, model, noise_scheduler, optimizer, lr_scheduler, batch, generator=rng.generator,
+                accelerator, model, noise_scheduler, optimizer, lr_scheduler, batch, generator=generator,
                 ce_weight=args.ce_weight, max_grad_norm=args.max_grad_norm, crop_size=args.crop_size,
                 augment=args.augment)
             if not accelerator.sync_gradients:
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
     progress_bar.close()
 
     accelerator.wait_for_everyone()
+    push_error = None
     if accelerator.is_main_process:
         if global_step % args.validation_steps != 0:
             validate(global_step)
@@ -278,11 +282,16 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
             id2label=id2label, global_step=global_step, final_losses=loss_log.final_means(),
             num_parameters=num_params, repo_id=hub_repo_id if args.push_to_hub else None)
         if args.push_to_hub:
-            from huggingface_hub import upload_folder
-
-            upload_folder(repo_id=hub_repo_id, folder_path=args.output_dir, commit_message=f"Step {global_step}",
-                          ignore_patterns=["checkpoint-*", "step_*", "epoch_*"], token=args.hub_token)
+            try:
+                push_folder_to_hub(args.output_dir, hub_repo_id, what="the trained pipeline", token=args.hub_token,
+                                   commit_message=f"Step {global_step}",
+                                   ignore_patterns=["checkpoint-*", "step_*", "epoch_*"])
+            except HubPushError as error:
+                logger.error(str(error))
+                push_error = error
     accelerator.end_training()
+    if push_error is not None:
+        raise push_error
     return unwrapped
 
 

@@ -366,7 +366,7 @@ def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generat
 
 
 def test_failed_push_reports_error_and_keeps_local_output(tmp_path, generated_dir, hub_server, hub_repo_id):
-    from dakter_hf.generation import HubPushError
+    from dakter_hf.hub import HubPushError
 
     hub_server.refuse_writes = True
     output_dir = tmp_path / "refused"

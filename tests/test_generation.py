@@ -325,8 +325,9 @@ def test_dataset_hub_round_trip(pipeline_dir, reference, tmp_path, hub_server, h
     assert get_generated_id2label(remote) == ID2LABEL
     for column in ("seed", "soft_label"):
         assert remote[column] == local[column]
-    np.testing.assert_array_equal(np.stack(remote.with_format("numpy")["image"]),
-                                  np.stack(local.with_format("numpy")["image"]))
+    for column in ("image", "label"):
+        np.testing.assert_array_equal(np.stack(remote.with_format("numpy")[column]),
+                                      np.stack(local.with_format("numpy")[column]))
     probs = decode_soft_labels(remote.with_format("torch")[:]["soft_label"], dtype=remote.features)
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(3, 16, 16))
 
@@ -334,7 +335,7 @@ def test_dataset_hub_round_trip(pipeline_dir, reference, tmp_path, hub_server, h
 @pytest.mark.parametrize("failure", ["refused", "down"])
 def test_failed_push_keeps_the_local_copy(pipeline_dir, tmp_path, hub_server, hub_repo_id, failure, caplog):
     from dakter_hf.commands.generate import main
-    from dakter_hf.generation import HubPushError, push_dataset_to_hub
+    from dakter_hf.hub import HubPushError, push_dataset_to_hub
 
     output_dir = tmp_path / "generated"
     if failure == "refused":
@@ -351,7 +352,7 @@ def test_failed_push_keeps_the_local_copy(pipeline_dir, tmp_path, hub_server, hu
 
 
 def test_pipeline_hub_round_trip(hub_server, hub_repo_id, clean_hub_cache):
-    from dakter_hf.generation import push_pipeline_to_hub
+    from dakter_hf.hub import push_pipeline_to_hub
 
     pipe = make_pipeline(seed=3)
     push_pipeline_to_hub(pipe, hub_repo_id, id2label=ID2LABEL)
@@ -368,10 +369,14 @@ def test_pipeline_hub_round_trip(hub_server, hub_repo_id, clean_hub_cache):
                      generate_dataset(pipe, 2, batch_size=2, **SETTINGS))
 
 
-def test_failed_pipeline_push_is_reported(hub_server, hub_repo_id):
-    from dakter_hf.generation import HubPushError, push_pipeline_to_hub
+@pytest.mark.parametrize("failure", ["refused", "down"])
+def test_failed_pipeline_push_is_reported(hub_server, hub_repo_id, failure):
+    from dakter_hf.hub import HubPushError, push_pipeline_to_hub
 
-    hub_server.refuse_writes = True
+    if failure == "refused":
+        hub_server.refuse_writes = True
+    else:
+        hub_server.stop()
     with pytest.raises(HubPushError, match=hub_repo_id):
         push_pipeline_to_hub(make_pipeline(), hub_repo_id, id2label=ID2LABEL)
 

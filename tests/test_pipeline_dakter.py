@@ -15,7 +15,7 @@ from diffusers import (
 )
 
 import dakter_hf
-from dakter_hf import DAKTerPipeline, DAKTerPipelineOutput, JointUNet2DModel, JointUNet2DOutput
+from dakter_hf import DAKTerPipeline, DAKTerPipelineOutput, JointUNet2DModel, JointUNet2DOutput, logits_to_clean_label
 
 TINY = dict(
     sample_size=16,
@@ -102,10 +102,23 @@ def test_constant_clean_pair_is_reproduced_by_every_scheduler(scheduler_cls, pre
     pipe = DAKTerPipeline(unet=unet, scheduler=scheduler_cls(num_train_timesteps=1000,
                                                              prediction_type=prediction_type))
     pipe.set_progress_bar_config(disable=True)
+    states = []  # the joint state after every scheduler step: the label half must converge too
+    step = pipe.scheduler.step
+
+    def recording_step(*args, **kwargs):
+        output = step(*args, **kwargs)
+        states.append(output.prev_sample)
+        return output
+
+    pipe.scheduler.step = recording_step
     out = pipe(batch_size=2, num_inference_steps=10, output_type="pt", generator=torch.Generator().manual_seed(0))
     expected_image = (image / 2 + 0.5).expand(2, -1, -1, -1)
     torch.testing.assert_close(out.images, expected_image, atol=2e-4, rtol=0)
     torch.testing.assert_close(out.soft_labels, torch.softmax(logits, dim=1).expand(2, -1, -1, -1))
+    expected_label = logits_to_clean_label(logits, unet.config.label_scale).expand(2, -1, -1, -1)
+    assert len(states) == 10
+    torch.testing.assert_close(states[-1][:, 1:], expected_label, atol=2e-4, rtol=0)
+    torch.testing.assert_close(states[-1][:, :1], image.expand(2, -1, -1, -1), atol=4e-4, rtol=0)
 
 
 def test_epsilon_predicting_model_is_converted():
@@ -172,11 +185,22 @@ def test_soft_label_temperature():
         (dict(num_inference_steps=0), "num_inference_steps"),
         (dict(soft_label_temperature=0.0), "soft_label_temperature"),
         (dict(output_type="latent"), "output_type"),
+        (dict(eta="np"), "eta"),
+        (dict(eta=1.5), "eta"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tiny_pipeline()(**kwargs)
+
+
+def test_positional_arguments_follow_the_documented_order():
+    """`pipe(batch_size, generator, num_inference_steps, soft_label_temperature, output_type, return_dict)`."""
+    pipe = tiny_pipeline()
+    images, soft_labels, labels = pipe(2, torch.Generator().manual_seed(0), 2, 1.0, "np", False)
+    expected = pipe(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=2, output_type="np")
+    np.testing.assert_array_equal(images, expected.images)
+    np.testing.assert_array_equal(soft_labels, expected.soft_labels)
 
 
 def test_progress_bar_is_used(capsys):

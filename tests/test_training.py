@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel, estimate_balancing_factor
 from dakter_hf.data import dataset_to_tensors, load_dataset_by_name
+from dakter_hf.seeding import step_generator
 from dakter_hf.training import (
     JOINT_UNET_PRESETS,
-    CheckpointableGenerator,
     JsonlLossLog,
     augment_batch,
     joint_unet_config,
@@ -127,14 +127,14 @@ def test_loss_log_truncates_on_resume(tmp_path):
     assert resumed.final_means(last=2) == {"loss": 2.5, "image_loss": 1.0, "label_loss": 1.5, "num_steps_averaged": 2}
 
 
-def test_generator_state_and_augmentation():
-    rng = CheckpointableGenerator(seed=3)
-    state = rng.state_dict()
+def test_step_generator_and_augmentation():
     images = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(2, 1, 16, 16)
     masks = torch.arange(2 * 16 * 16).reshape(2, 16, 16)
-    first = augment_batch(images, masks, rng.generator, crop_size=8, dihedral=True)
-    rng.load_state_dict(state)
-    second = augment_batch(images, masks, rng.generator, crop_size=8, dihedral=True)
+    first = augment_batch(images, masks, step_generator(3, 5, 1), crop_size=8, dihedral=True)
+    second = augment_batch(images, masks, step_generator(3, 5, 1), crop_size=8, dihedral=True)
+    others = [augment_batch(images, masks, g, crop_size=8, dihedral=True)[0]
+              for g in (step_generator(3, 6, 1), step_generator(3, 5, 0), step_generator(4, 5, 1))]
+    assert all(not torch.equal(first[0], other) for other in others)  # steps, processes and seeds draw apart
     assert first[0].shape == (2, 1, 8, 8) and first[1].shape == (2, 8, 8)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert torch.equal(first[0][:, 0].long(), first[1])  # image and mask cropped / transformed identically
@@ -254,8 +254,8 @@ def test_resume_is_exact(script, tmp_path, accumulation):
         a, b = load_file(full / weights), load_file(resumed / weights)
         assert a.keys() == b.keys()
         assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6, weights
-    ema_full = torch.load(full / "checkpoint-8" / "custom_checkpoint_1.pkl", weights_only=True)
-    ema_resumed = torch.load(resumed / "checkpoint-8" / "custom_checkpoint_1.pkl", weights_only=True)
+    ema_full = torch.load(full / "checkpoint-8" / "custom_checkpoint_0.pkl", weights_only=True)
+    ema_resumed = torch.load(resumed / "checkpoint-8" / "custom_checkpoint_0.pkl", weights_only=True)
     assert ema_full["optimization_step"] == ema_resumed["optimization_step"] == 8
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(ema_full["shadow_params"], ema_resumed["shadow_params"]))
     # The EMA weights (not the raw ones) were saved in the pipeline.
@@ -289,6 +289,39 @@ def test_push_to_hub(script, tmp_path, hub_server, hub_repo_id):
             "scheduler/scheduler_config.json", "README.md"} <= files
     assert not any(f.startswith("checkpoint-") for f in files)
     assert hub_repo_id in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize("failure", ["refused", "down"])
+def test_unreachable_hub_fails_before_training(script, tmp_path, hub_server, hub_repo_id, failure):
+    from dakter_hf.hub import HubPushError
+
+    if failure == "refused":
+        hub_server.refuse_writes = True
+    else:
+        hub_server.stop()
+    with pytest.raises(HubPushError, match=rf"{hub_repo_id}.*nothing was run"):
+        run(script, tmp_path, "--max_train_steps", 2, "--push_to_hub", "--hub_model_id", hub_repo_id)
+    assert not list_checkpoints(tmp_path) and not (tmp_path / "model_index.json").exists()
+
+
+def test_failed_final_push_keeps_the_local_output(script, tmp_path, hub_server, hub_repo_id, monkeypatch):
+    """The repository exists, the upload at the end is refused: a clear error, and the saved pipeline is complete."""
+    from dakter_hf.hub import HubPushError
+
+    original = script.create_hub_repo
+
+    def create_then_refuse(*args, **kwargs):
+        repo_id = original(*args, **kwargs)
+        hub_server.refuse_writes = True
+        return repo_id
+
+    monkeypatch.setattr(script, "create_hub_repo", create_then_refuse)
+    with pytest.raises(HubPushError, match=rf"{hub_repo_id}.*local copy in {tmp_path} is complete"):
+        run(script, tmp_path, "--max_train_steps", 2, "--validation_steps", 100, "--push_to_hub",
+            "--hub_model_id", hub_repo_id)
+    pipe = DAKTerPipeline.from_pretrained(tmp_path)
+    assert pipe(batch_size=1, num_inference_steps=2, output_type="np").images.shape == (1, 16, 16, 1)
+    assert (tmp_path / "README.md").is_file() and list_checkpoints(tmp_path)
 
 
 @pytest.mark.skipif(not SOS_DIR.is_dir(), reason=f"SOS data not found at {SOS_DIR}")

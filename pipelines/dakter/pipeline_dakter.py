@@ -209,9 +209,9 @@ class DAKTerPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 50,
         soft_label_temperature: float = 1.0,
-        eta: float = 0.0,
         output_type: str = "pil",
         return_dict: bool = True,
+        eta: float = 0.0,
     ) -> DAKTerPipelineOutput | tuple:
         r"""
         Generate image / soft-label pairs.
@@ -224,9 +224,10 @@ class DAKTerPipeline(DiffusionPipeline):
             num_inference_steps (`int`, *optional*, defaults to 50): number of denoising steps.
             soft_label_temperature (`float`, *optional*, defaults to 1.0): temperature of the softmax turning
                 label logits into soft labels (> 1 softens them).
-            eta (`float`, *optional*, defaults to 0.0): DDIM's eta, passed only to schedulers that accept it.
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, *optional*, defaults to `True`): return a [`DAKTerPipelineOutput`] or a tuple.
+            eta (`float`, *optional*, defaults to 0.0): DDIM's eta (0 = deterministic, 1 = DDPM-like), passed only
+                to schedulers that accept it.
 
         Example:
 
@@ -241,7 +242,7 @@ class DAKTerPipeline(DiffusionPipeline):
         Returns:
             [`DAKTerPipelineOutput`] or `tuple`: `(images, soft_labels, labels)`.
         """
-        self._check_inputs(batch_size, generator, num_inference_steps, soft_label_temperature, output_type)
+        self._check_inputs(batch_size, generator, num_inference_steps, soft_label_temperature, output_type, eta)
         config = self.unet.config
         height, width = (config.sample_size,) * 2 if isinstance(config.sample_size, int) else config.sample_size
         channels = config.image_channels
@@ -277,7 +278,7 @@ class DAKTerPipeline(DiffusionPipeline):
             return (images, soft_labels, labels)
         return DAKTerPipelineOutput(images=images, soft_labels=soft_labels, labels=labels)
 
-    def _check_inputs(self, batch_size, generator, num_inference_steps, soft_label_temperature, output_type):
+    def _check_inputs(self, batch_size, generator, num_inference_steps, soft_label_temperature, output_type, eta):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if isinstance(generator, list) and len(generator) != batch_size:
@@ -291,6 +292,8 @@ class DAKTerPipeline(DiffusionPipeline):
             raise ValueError(f"`soft_label_temperature` must be > 0, got {soft_label_temperature}.")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+            raise ValueError(f"`eta` must be a number in [0, 1], got {eta!r}.")
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(

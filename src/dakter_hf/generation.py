@@ -14,7 +14,7 @@ A generated dataset has one row per pair and four columns:
 `<output_dir>.partial/`; a restart skips completed indices), splits the index range between the processes of an
 `accelerate launch`, and moves the finished dataset, its card (`README.md`) and a preview grid (`preview.png`) into
 `output_dir` in one atomic rename: `output_dir` never holds a half-written dataset.
-[`push_dataset_to_hub`] and [`push_pipeline_to_hub`] share a dataset or a pipeline on the Hub with their cards.
+[`dakter_hf.hub.push_dataset_to_hub`] shares such a dataset on the Hub with its card.
 
 **Where `id2label` lives for a pipeline.** A pipeline's class names are part of its config
 ([`DAKTerPipeline.id2label`], saved in `model_index.json`); an explicit `id2label` argument overrides them.
@@ -29,7 +29,6 @@ import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +50,7 @@ from diffusers.utils import BaseOutput
 
 from .data.common import get_id2label, make_features
 from .labels import default_id2label, normalize_id2label
+from .model_cards import CARD_NAME, make_dataset_card
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,6 @@ SOFT_LABEL_DTYPES = ("uint8", "float16", "float32")
 #: Quantised soft labels of one pixel are integers summing to this value; decoding divides by it.
 QUANTIZATION_LEVELS = 255
 
-CARD_NAME = "README.md"
 PREVIEW_NAME = "preview.png"
 MANIFEST_NAME = "manifest.json"
 WORK_DIR_SUFFIX = ".partial"
@@ -728,7 +727,7 @@ def generate_to_disk(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Preview and cards
+# Preview
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -749,262 +748,3 @@ def save_preview(
     save_sample_grid(images, soft_labels, None, path, id2label=dict(id2label or {}) or None, max_rows=max_rows,
                      title="DAKTer generated pairs (synthetic)")
     return path
-
-
-def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return name
-    return "1M<n<10M"
-
-
-def make_dataset_card(
-    settings: Mapping[str, Any],
-    num_samples: int,
-    pipeline_name: str | None = None,
-    soft_label_dtype: str = "uint8",
-    repo_id: str | None = None,
-):
-    """The card (`README.md`) of a generated dataset: YAML metadata with the generation settings, and a text saying
-    the samples are synthetic, how they were made, how to load them and how to regenerate any row.
-
-    Args:
-        settings (`dict`): from [`generation_settings`].
-        num_samples (`int`): number of rows.
-        pipeline_name (`str`, *optional*): the generator's directory or Hub id.
-        soft_label_dtype (`str`, *optional*): storage type of `soft_label`.
-        repo_id (`str`, *optional*): the Hub id the card is for (used in the loading example).
-
-    Returns:
-        `huggingface_hub.DatasetCard`
-    """
-    from huggingface_hub import DatasetCard, DatasetCardData
-
-    seed = settings["seed"]
-    id2label = {int(k): v for k, v in settings["id2label"].items()}
-    generator = pipeline_name or "an unnamed DAKTer pipeline"
-    dakter = {
-        "synthetic": True,
-        "generator": generator,
-        "label_scale": settings["label_scale"],
-        "scheduler": settings["scheduler"],
-        "num_inference_steps": settings["num_inference_steps"],
-        "batch_size": settings["batch_size"],
-        "soft_label_temperature": settings["soft_label_temperature"],
-        "eta": settings["eta"],
-        "seed": seed,
-        "seeds": f"row i uses seed {seed} + i ({seed}..{seed + num_samples - 1})",
-        "soft_label_dtype": soft_label_dtype,
-        "unet_fingerprint": settings["unet_fingerprint"],
-    }
-    data = DatasetCardData(
-        pretty_name="DAKTer synthetic SAR image / soft-label pairs",
-        task_categories=["image-segmentation"],
-        tags=["synthetic", "sar", "oil-spill", "dakter", "knowledge-distillation", "soft-labels"],
-        size_categories=[_size_category(num_samples)],
-        id2label={str(k): v for k, v in id2label.items()},
-        dakter=dakter,
-    )
-    load_line = (f'ds = load_dataset("{repo_id}", split="train")' if repo_id
-                 else 'ds = load_from_disk("path/to/this/directory")')
-    classes = ", ".join(f"{k} = {v}" for k, v in id2label.items())
-    decoding = ("quantised to uint8: the K values of a pixel sum to exactly 255 (largest-remainder rounding), "
-                "value / 255 is within 1/255 of the generated probability" if soft_label_dtype == "uint8"
-                else f"stored as {soft_label_dtype}")
-    text = f"""
-# DAKTer synthetic SAR image / soft-label pairs
-
-**These samples are synthetic.** Every row was generated by a DAKTer joint diffusion model ({generator}): a SAR
-image and, per pixel, a class-probability map (a soft label) sampled together. They are meant to augment real
-training data of a student segmentation model (cross-entropy on real pairs, knowledge distillation on these soft
-labels), not to stand for real observations.
-
-## Content
-
-{num_samples} rows, classes: {classes}.
-
-| column | content |
-|---|---|
-| `image` | generated image, 8-bit greyscale (`datasets.Image`, mode L) |
-| `soft_label` | per-pixel class probabilities, shape (K, H, W), {decoding} |
-| `label` | argmax of the soft label, class indices (`datasets.Image`, mode L); carries `id2label` |
-| `seed` | the seed of the row: row i was generated from seed {seed} + i |
-
-## Generation
-
-- generator: `{generator}` (unet weights sha256 `{settings["unet_fingerprint"][:16]}...`)
-- balancing factor b (`label_scale`): {settings["label_scale"]}
-- scheduler: `{settings["scheduler"]}`, {settings["num_inference_steps"]} inference steps, eta {settings["eta"]}
-- soft-label temperature: {settings["soft_label_temperature"]}
-- seeds: row i uses seed {seed} + i ({seed}..{seed + num_samples - 1}), each with its own `torch.Generator`;
-  batches of {settings["batch_size"]}
-
-## Loading
-
-```python
-from datasets import load_dataset, load_from_disk
-from dakter_hf.generation import decode_soft_labels
-
-{load_line}
-ds = ds.with_format("numpy")
-probs = decode_soft_labels(ds[0]["soft_label"], dtype=ds.features)  # float32 (K, H, W), sums to 1 per pixel
-```
-
-Any row can be regenerated with the same pipeline and settings:
-`dakter_hf.generation.generate_dataset(pipe, [i], seed={seed}, batch_size={settings["batch_size"]},
-num_inference_steps={settings["num_inference_steps"]}, soft_label_temperature={settings["soft_label_temperature"]},
-eta={settings["eta"]})` with the scheduler above.
-
-## Full generation settings
-
-```json
-{json.dumps({k: v for k, v in settings.items()}, indent=2, sort_keys=True)}
-```
-"""
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
-
-
-def make_pipeline_card(pipe, id2label: Mapping[int, str], repo_id: str | None = None):
-    """The model card (`README.md`) of a DAKTer pipeline: metadata (with `id2label` and `label_scale`) and usage."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    config = pipe.unet.config
-    id2label = normalize_id2label(id2label, config.num_classes)
-    name = repo_id or "path/to/pipeline"
-    data = ModelCardData(
-        library_name="diffusers",
-        pipeline_tag="unconditional-image-generation",
-        tags=["dakter", "sar", "oil-spill", "image-segmentation", "diffusers", "joint-diffusion"],
-        id2label={str(k): v for k, v in id2label.items()},
-        label_scale=float(config.label_scale),
-    )
-    height, width = _sample_hw(config)
-    text = f"""
-# DAKTer joint SAR image / soft-label generator
-
-A [DAKTer](https://arxiv.org/abs/2412.08116) joint diffusion model (`JointUNet2DModel`, architecture
-`{config.architecture}`): it generates {height}x{width} SAR images together with per-pixel soft labels over
-{config.num_classes} classes ({", ".join(f"{k} = {v}" for k, v in id2label.items())}). Balancing factor b
-(`label_scale`) = {config.label_scale}; scheduler `{type(pipe.scheduler).__name__}`.
-
-## Usage
-
-```python
-from dakter_hf import DAKTerPipeline
-
-pipe = DAKTerPipeline.from_pretrained("{name}")
-out = pipe(batch_size=4, num_inference_steps=50, output_type="np")
-```
-
-Generate a dataset for student training: `dakter-generate --pipeline {name} --num_samples 1000 --output_dir generated`.
-"""
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Hub
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class HubPushError(RuntimeError):
-    """A push to the Hub failed; the local copy is untouched."""
-
-
-def _push_failed(what: str, local: str, repo_id: str, error: Exception) -> HubPushError:
-    reason = " ".join(str(error).split())  # HTTP errors span several lines
-    return HubPushError(
-        f"Pushing {what} to the Hub repository {repo_id!r} failed ({type(error).__name__}: {reason}). The local copy "
-        f"in {local} is complete and unchanged; retry the push later (check the network, the token and the "
-        f"repository's permissions)."
-    )
-
-
-def push_dataset_to_hub(
-    output_dir: str | os.PathLike,
-    repo_id: str,
-    token: str | None = None,
-    private: bool | None = None,
-    commit_message: str | None = None,
-) -> str:
-    """Push a dataset written by [`generate_to_disk`] to the Hub: card and preview first, then the data with
-    `Dataset.push_to_hub` (which adds its `dataset_info` to the card's metadata). Read it back with
-    `datasets.load_dataset(repo_id, split="train")`.
-
-    Returns:
-        `str`: the repository URL.
-
-    Raises:
-        [`HubPushError`]: if the Hub cannot be reached or refuses the push (the local dataset is left intact).
-    """
-    from huggingface_hub import HfApi
-
-    output_dir = os.fspath(output_dir)
-    if not os.path.isfile(os.path.join(output_dir, "dataset_info.json")):
-        raise FileNotFoundError(f"{output_dir} is not a dataset written by generate_to_disk / dakter-generate.")
-    dataset = datasets.load_from_disk(output_dir)
-    api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=output_dir, repo_id=url.repo_id, repo_type="dataset",
-                          allow_patterns=[CARD_NAME, PREVIEW_NAME],
-                          commit_message=commit_message or "Add dataset card and preview")
-        dataset.push_to_hub(url.repo_id, token=token, private=private,
-                            commit_message=commit_message or "Upload generated DAKTer pairs")
-    except Exception as error:  # network, HTTP and permission errors all end the same way
-        raise _push_failed("the dataset", output_dir, repo_id, error) from error
-    return str(url)
-
-
-def push_pipeline_to_hub(
-    pipe,
-    repo_id: str,
-    id2label: Mapping[int, str] | None = None,
-    token: str | None = None,
-    private: bool | None = None,
-    commit_message: str | None = None,
-) -> str:
-    """Push a [`DAKTerPipeline`] with its model card in one commit.
-
-    The same files as `DiffusionPipeline.push_to_hub` (`save_pretrained` output, safetensors, with the class names
-    in `model_index.json`), plus the model card: the `README.md` of the directory the pipeline was loaded from if it
-    has one (e.g. the training card), else [`make_pipeline_card`]; either way `id2label` is added to the card's
-    metadata. Load it back with `DAKTerPipeline.from_pretrained(repo_id)`.
-
-    Args:
-        pipe ([`DAKTerPipeline`]): the pipeline.
-        repo_id (`str`): the model repository.
-        id2label (`dict`, *optional*): class names pushed instead of `pipe.id2label` (`pipe` is left unchanged).
-        token (`str`, *optional*), private (`bool`, *optional*), commit_message (`str`, *optional*): Hub options.
-
-    Returns:
-        `str`: the repository URL.
-
-    Raises:
-        [`HubPushError`]: if the Hub cannot be reached or refuses the push.
-    """
-    import tempfile
-
-    from huggingface_hub import HfApi, ModelCard
-
-    id2label = resolve_id2label(pipe, id2label)
-    source = getattr(pipe, "name_or_path", None)
-    source_card = os.path.join(source, CARD_NAME) if source and os.path.isdir(source) else None
-    if source_card and os.path.isfile(source_card):
-        card = ModelCard.load(source_card)
-        card.data.id2label = {str(k): v for k, v in id2label.items()}
-    else:
-        card = make_pipeline_card(pipe, id2label, repo_id)
-    local = str(source or "memory")
-    if pipe.config.get("id2label") != id2label:  # a copy sharing the components: the caller's pipeline is unchanged
-        pipe = type(pipe)(**pipe.components, id2label=id2label)
-    api = HfApi(token=token)
-    with tempfile.TemporaryDirectory() as folder:
-        pipe.save_pretrained(folder)
-        card.save(os.path.join(folder, CARD_NAME))
-        try:
-            url = api.create_repo(repo_id, private=private, exist_ok=True)
-            api.upload_folder(folder_path=folder, repo_id=url.repo_id,
-                              commit_message=commit_message or "Upload DAKTer pipeline")
-        except Exception as error:
-            raise _push_failed("the pipeline", local, repo_id, error) from error
-    return str(url)

@@ -1,4 +1,9 @@
-"""Hugging Face Hub helpers: fetching pipelines whose components live outside diffusers."""
+"""Hugging Face Hub helpers: fetching pipelines whose components live outside diffusers, the remote-code files that
+let a repository load without `dakter_hf`, and pushing pipelines, generated datasets and students with their cards.
+
+Every push raises [`HubPushError`] with a clear message when the Hub cannot be reached or refuses it; the local copy
+is never touched by a failed push.
+"""
 
 import ast
 import importlib
@@ -6,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,3 +288,193 @@ def upload_remote_code(repo_id: str, *, revision: str | None = None, token: str 
                   for path, text in remote_code_files().items()]
     commit = HfApi(token=token).create_commit(repo_id, operations, commit_message=commit_message, revision=revision)
     return commit.commit_url
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pushing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class HubPushError(RuntimeError):
+    """A push to the Hub failed; the local copy is untouched."""
+
+
+def _push_failed(what: str, local: str, repo_id: str, error: Exception) -> HubPushError:
+    reason = " ".join(str(error).split())  # HTTP errors span several lines
+    return HubPushError(
+        f"Pushing {what} to the Hub repository {repo_id!r} failed ({type(error).__name__}: {reason}). The local copy "
+        f"in {local} is complete and unchanged; retry the push later (check the network, the token and the "
+        f"repository's permissions)."
+    )
+
+
+def create_hub_repo(repo_id: str, token: str | None = None, private: bool | None = None,
+                    repo_type: str | None = None) -> str:
+    """Create `repo_id` on the Hub if needed (at the start of a run, so that a bad token fails before any work) and
+    return its full id.
+
+    Raises:
+        [`HubPushError`]: if the Hub cannot be reached or refuses.
+    """
+    from huggingface_hub import create_repo
+
+    try:
+        return create_repo(repo_id, token=token, private=private, repo_type=repo_type, exist_ok=True).repo_id
+    except Exception as error:
+        reason = " ".join(str(error).split())
+        raise HubPushError(f"Creating the Hub repository {repo_id!r} failed ({type(error).__name__}: {reason}); "
+                           "nothing was run. Check the network, the token and the repository name.") from error
+
+
+def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, what: str = "the output", token: str | None = None,
+                       commit_message: str | None = None, ignore_patterns: Sequence[str] | None = None) -> str:
+    """Upload a local folder (e.g. a training run's output directory) to the model repository `repo_id` in one commit.
+
+    Returns:
+        `str`: the commit URL.
+
+    Raises:
+        [`HubPushError`]: if the Hub cannot be reached or refuses the push (the local folder is left intact).
+    """
+    from huggingface_hub import upload_folder
+
+    folder = os.fspath(folder)
+    try:
+        return str(upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                 ignore_patterns=list(ignore_patterns or []), token=token))
+    except Exception as error:
+        raise _push_failed(what, folder, repo_id, error) from error
+
+
+def push_dataset_to_hub(
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Push a dataset written by [`~dakter_hf.generation.generate_to_disk`] to the Hub: card and preview first, then the data with
+    `Dataset.push_to_hub` (which adds its `dataset_info` to the card's metadata). Read it back with
+    `datasets.load_dataset(repo_id, split="train")`.
+
+    Returns:
+        `str`: the repository URL.
+
+    Raises:
+        [`HubPushError`]: if the Hub cannot be reached or refuses the push (the local dataset is left intact).
+    """
+    import datasets
+    from huggingface_hub import HfApi
+
+    from .generation import PREVIEW_NAME
+    from .model_cards import CARD_NAME
+
+    output_dir = os.fspath(output_dir)
+    if not os.path.isfile(os.path.join(output_dir, "dataset_info.json")):
+        raise FileNotFoundError(f"{output_dir} is not a dataset written by generate_to_disk / dakter-generate.")
+    dataset = datasets.load_from_disk(output_dir)
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=output_dir, repo_id=url.repo_id, repo_type="dataset",
+                          allow_patterns=[CARD_NAME, PREVIEW_NAME],
+                          commit_message=commit_message or "Add dataset card and preview")
+        dataset.push_to_hub(url.repo_id, token=token, private=private,
+                            commit_message=commit_message or "Upload generated DAKTer pairs")
+    except Exception as error:  # network, HTTP and permission errors all end the same way
+        raise _push_failed("the dataset", output_dir, repo_id, error) from error
+    return str(url)
+
+
+def push_pipeline_to_hub(
+    pipe,
+    repo_id: str,
+    id2label: Mapping[int, str] | None = None,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Push a [`DAKTerPipeline`] with its model card in one commit.
+
+    The same files as `DiffusionPipeline.push_to_hub` (`save_pretrained` output, safetensors, with the class names
+    in `model_index.json`), plus the model card: the `README.md` of the directory the pipeline was loaded from if it
+    has one (e.g. the training card), else [`~dakter_hf.model_cards.make_pipeline_card`]; either way `id2label` is added to the card's
+    metadata. Load it back with `DAKTerPipeline.from_pretrained(repo_id)`.
+
+    Args:
+        pipe ([`DAKTerPipeline`]): the pipeline.
+        repo_id (`str`): the model repository.
+        id2label (`dict`, *optional*): class names pushed instead of `pipe.id2label` (`pipe` is left unchanged).
+        token (`str`, *optional*), private (`bool`, *optional*), commit_message (`str`, *optional*): Hub options.
+
+    Returns:
+        `str`: the repository URL.
+
+    Raises:
+        [`HubPushError`]: if the Hub cannot be reached or refuses the push.
+    """
+    import tempfile
+
+    from huggingface_hub import HfApi, ModelCard
+
+    from .generation import resolve_id2label
+    from .model_cards import CARD_NAME, make_pipeline_card
+
+    id2label = resolve_id2label(pipe, id2label)
+    source = getattr(pipe, "name_or_path", None)
+    source_card = os.path.join(source, CARD_NAME) if source and os.path.isdir(source) else None
+    if source_card and os.path.isfile(source_card):
+        card = ModelCard.load(source_card)
+        card.data.id2label = {str(k): v for k, v in id2label.items()}
+    else:
+        card = make_pipeline_card(pipe, id2label, repo_id)
+    local = str(source or "memory")
+    if pipe.config.get("id2label") != id2label:  # a copy sharing the components: the caller's pipeline is unchanged
+        pipe = type(pipe)(**pipe.components, id2label=id2label)
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as folder:
+        pipe.save_pretrained(folder)
+        card.save(os.path.join(folder, CARD_NAME))
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(folder_path=folder, repo_id=url.repo_id,
+                              commit_message=commit_message or "Upload DAKTer pipeline")
+        except Exception as error:
+            raise _push_failed("the pipeline", local, repo_id, error) from error
+    return str(url)
+
+
+def push_student_to_hub(save_directory: str | os.PathLike, repo_id: str, token: str | None = None,
+                        commit_message: str = "Upload DAKTer student", extra_files: Sequence[str] = ()) -> str:
+    """Push a student saved by [`~dakter_hf.distill.save_student`] with transformers' `push_to_hub` (model, then image processor), and
+    optionally extra files of the run (metrics JSON, learning curves).
+
+    Returns:
+        `str`: the repository id.
+
+    Raises:
+        [`HubPushError`]: if the Hub cannot be reached or refuses the push; the local directory
+            is untouched.
+    """
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    save_directory = os.fspath(save_directory)
+    model = AutoModelForSemanticSegmentation.from_pretrained(save_directory)
+    image_processor = AutoImageProcessor.from_pretrained(save_directory)
+    try:
+        model.push_to_hub(repo_id, token=token, commit_message=commit_message)
+        image_processor.push_to_hub(repo_id, token=token, commit_message=f"{commit_message}: image processor")
+        if extra_files:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=token)
+            for path in extra_files:
+                api.upload_file(path_or_fileobj=path, path_in_repo=os.path.basename(path), repo_id=repo_id,
+                                commit_message=f"{commit_message}: {os.path.basename(path)}")
+    except Exception as error:  # network, HTTP, permission errors
+        raise HubPushError(
+            f"Pushing the student {save_directory} to the Hub repository {repo_id!r} failed ({type(error).__name__}: "
+            f"{error}). The local output is complete; retry later with `push_student_to_hub` or "
+            "`huggingface-cli upload` (check the network, the token and the repository's permissions)."
+        ) from error
+    return repo_id

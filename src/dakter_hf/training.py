@@ -1,7 +1,7 @@
 """Training of the joint image + label diffusion (DAKTer's generator).
 
 The library side of `examples/train_joint_diffusion.py`: model-size presets, the balancing factor over a training
-split, the loss and one training step, reproducible randomness, checkpoint helpers, the loss log and the assembly of
+split, the loss and one training step, checkpoint helpers, the loss log and the assembly of
 the trained [`DAKTerPipeline`].
 """
 
@@ -223,32 +223,6 @@ def estimate_label_scale(train_dataset, resolution: int) -> float:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class CheckpointableGenerator:
-    """
-    A `torch.Generator` whose state is saved and restored with Accelerate's checkpoints.
-
-    Register it with `accelerator.register_for_checkpointing(rng)`; the training step draws timesteps, noise, crops
-    and augmentations from `rng.generator`, so a resumed run draws exactly what an uninterrupted run would.
-
-    Args:
-        seed (`int`, *optional*): the seed; a random one when `None`.
-        device (`str` or `torch.device`, *optional*, defaults to `"cpu"`): the generator's device.
-    """
-
-    def __init__(self, seed: int | None = None, device: str | torch.device = "cpu"):
-        self.generator = torch.Generator(device=device)
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"generator_state": self.generator.get_state()}
-
-    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(state_dict["generator_state"].cpu())
-
-
 def augment_batch(
     images: torch.Tensor,
     masks: torch.Tensor,
@@ -259,8 +233,8 @@ def augment_batch(
     """
     Per-sample random crop and/or random symmetry of a training batch, drawn from `generator`.
 
-    Augmenting in the training step (instead of in the data loader) keeps every random draw on one checkpointed
-    generator, so resuming is exact.
+    Augmenting in the training step (instead of in the data loader) keeps every random draw on the step's own
+    generator ([`~dakter_hf.seeding.step_generator`]), so resuming is exact.
 
     Args:
         images (`torch.Tensor`): `(B, C, H, W)` images.
@@ -305,7 +279,7 @@ def build_train_dataloader(
     """
     A shuffling `DataLoader` of `{"pixel_values", "labels"}` batches at the training resolution, without augmentation.
 
-    Random augmentation is applied in the training step ([`augment_batch`]) from a checkpointed generator. The data
+    Random augmentation is applied in the training step ([`augment_batch`]) from a per-step generator. The data
     order is made reproducible by Accelerate's seedable sampler (`DataLoaderConfiguration(use_seedable_sampler=True)`).
 
     Args:

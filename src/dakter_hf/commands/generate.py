@@ -19,14 +19,8 @@ import logging
 import os
 import sys
 
-from ..generation import (
-    SCHEDULERS,
-    SOFT_LABEL_DTYPES,
-    HubPushError,
-    generate_to_disk,
-    push_dataset_to_hub,
-    set_scheduler,
-)
+from ..generation import SCHEDULERS, SOFT_LABEL_DTYPES, generate_to_disk, set_scheduler
+from ..hub import HubPushError, push_dataset_to_hub
 
 logger = logging.getLogger("dakter_hf.generate")
 
@@ -102,14 +96,12 @@ def distributed_state():
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
+    from ..distributed import check_world_size
+
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (world_size > 1 and not torch.cuda.is_available())
     state = PartialState(cpu=cpu)
-    if state.num_processes != world_size:
-        raise RuntimeError(
-            f"Launched with WORLD_SIZE={world_size} but accelerate set up {state.num_processes} process(es) "
-            f"({state.distributed_type}): the processes would generate overlapping data. Check the launch command."
-        )
+    check_world_size(state)
     return state
 
 

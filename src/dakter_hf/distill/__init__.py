@@ -23,7 +23,6 @@ from .training import (
     distillation_training_step,
     evaluate_student,
     load_generated_dataset,
-    push_student_to_hub,
     save_student,
 )
 
@@ -44,7 +43,6 @@ __all__ = [
     "evaluate_student",
     "knowledge_distillation_loss",
     "load_generated_dataset",
-    "push_student_to_hub",
     "save_student",
     "segformer_config",
     "upsample_logits",

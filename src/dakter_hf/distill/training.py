@@ -26,7 +26,7 @@ generated one. The sequence is a pure function of `(seed, j)`, which gives
   so the global batch of step `t` contains exactly the samples of step `t` of a one-process run with `P` times the
   batch size (when `generated_ratio * B` is an integer).
 
-The sampler, the loader's base seed and the augmentation ([`step_generator`]) draw from their own generators, never
+The sampler, the loader's base seed and the augmentation ([`~dakter_hf.seeding.step_generator`]) draw from their own generators, never
 from torch's global RNG, so a resumed run sees the same data and augmentations and (through the per-process global
 RNG states restored by `accelerator.load_state`) the same dropout as an uninterrupted one.
 """
@@ -65,7 +65,6 @@ __all__ = [
     "build_distillation_dataloader",
     "build_evaluation_dataloader",
     "check_generated_dataset",
-    "check_world_size",
     "distillation_collate_fn",
     "distillation_training_step",
     "evaluate_student",
@@ -73,8 +72,6 @@ __all__ = [
     "format_metrics_table",
     "learning_curve_history",
     "load_generated_dataset",
-    "push_student_to_hub",
-    "step_generator",
     "resolve_generated_ratio",
     "save_student",
     "write_metrics_report",
@@ -470,16 +467,6 @@ def augment_distillation_batch(batch: Mapping[str, torch.Tensor], generator: tor
     return out
 
 
-def step_generator(seed: int, step: int, process_index: int = 0) -> torch.Generator:
-    """The augmentation generator of one training step of one process, derived from `(seed, step, process_index)`.
-
-    Deriving it (instead of carrying one generator through the run) leaves no state to checkpoint, so a resumed run
-    draws exactly the augmentations of an uninterrupted one on every process (Accelerate saves custom checkpoint
-    objects from the main process only).
-    """
-    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + process_index * 104_729) % (2**63 - 1))
-
-
 def distillation_training_step(
     accelerator,
     model,
@@ -704,44 +691,6 @@ def save_student(model, image_processor, save_directory: str | os.PathLike, acce
     return save_directory
 
 
-def push_student_to_hub(save_directory: str | os.PathLike, repo_id: str, token: str | None = None,
-                        commit_message: str = "Upload DAKTer student", extra_files: Sequence[str] = ()) -> str:
-    """Push a student saved by [`save_student`] with transformers' `push_to_hub` (model, then image processor), and
-    optionally extra files of the run (metrics JSON, learning curves).
-
-    Returns:
-        `str`: the repository id.
-
-    Raises:
-        `dakter_hf.generation.HubPushError`: if the Hub cannot be reached or refuses the push; the local directory
-            is untouched.
-    """
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
-
-    from ..generation import HubPushError
-
-    save_directory = os.fspath(save_directory)
-    model = AutoModelForSemanticSegmentation.from_pretrained(save_directory)
-    image_processor = AutoImageProcessor.from_pretrained(save_directory)
-    try:
-        model.push_to_hub(repo_id, token=token, commit_message=commit_message)
-        image_processor.push_to_hub(repo_id, token=token, commit_message=f"{commit_message}: image processor")
-        if extra_files:
-            from huggingface_hub import HfApi
-
-            api = HfApi(token=token)
-            for path in extra_files:
-                api.upload_file(path_or_fileobj=path, path_in_repo=os.path.basename(path), repo_id=repo_id,
-                                commit_message=f"{commit_message}: {os.path.basename(path)}")
-    except Exception as error:  # network, HTTP, permission errors
-        raise HubPushError(
-            f"Pushing the student {save_directory} to the Hub repository {repo_id!r} failed ({type(error).__name__}: "
-            f"{error}). The local output is complete; retry later with `push_student_to_hub` or "
-            "`huggingface-cli upload` (check the network, the token and the repository's permissions)."
-        ) from error
-    return repo_id
-
-
 def write_metrics_report(path: str | os.PathLike, evaluations: Sequence[Mapping[str, Any]], best_step: int | None,
                          final_step: int | None, **extra: Any) -> dict[str, Any]:
     """Write the run's metrics JSON: every evaluation point, the best (by `mean_iou`) and the final one.
@@ -797,26 +746,6 @@ def learning_curve_history(train_records: Sequence[Mapping[str, Any]], evaluatio
     for name in eval_names:
         history[f"eval/{name}"] = [(int(r["step"]), float(r[name])) for r in evaluations if name in r]
     return history
-
-
-def check_world_size(accelerator) -> None:
-    """Refuse to run when the launcher started more processes than Accelerate sees.
-
-    `torchrun` on a machine without GPU starts `WORLD_SIZE` processes, but Accelerate only sets up a CPU process group
-    when told to use the CPU (`ACCELERATE_USE_CPU=1`, or `Accelerator(cpu=True)`); otherwise every process believes
-    it is the only one and they all train and write the same files. (`accelerate launch --cpu --num_processes N`
-    starts a single process unless MPI is used.)
-
-    Raises:
-        `RuntimeError`: when `WORLD_SIZE` differs from `accelerator.num_processes`.
-    """
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:
-        raise RuntimeError(
-            f"The launcher started {launched} processes (WORLD_SIZE) but Accelerate runs {accelerator.num_processes} "
-            f"({accelerator.distributed_type}). On CPU, launch with `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node "
-            f"{launched} ...`."
-        )
 
 
 def format_metrics_table(metrics: Mapping[str, float], id2label: Mapping[int, str], title: str | None = None) -> str:
