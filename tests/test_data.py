@@ -5,6 +5,7 @@ folder fixtures are generated in tmp_path. No data file is ever written into the
 """
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -529,3 +530,44 @@ def test_dispatcher_and_cli_flags(tmp_path, sos_fixture, folder_fixture):
     make_osd(tmp_path / "osd", "train", n=1)
     osd = load_dataset_by_name("osd", data_dir=tmp_path / "osd", patch_size=64, stride=61)
     assert len(osd) == 4  # x in {0, 61}, y in {0, 1}
+
+
+def test_tiling_and_mask_flags(tmp_path):
+    parser = add_data_args(argparse.ArgumentParser())
+    make_osd(tmp_path / "osd", "train", n=1)
+    args = parser.parse_args(["--dataset", "osd", "--data_dir", str(tmp_path / "osd"), "--patch_size", "64",
+                              "--patch_stride", "61"])
+    tiles = dataset_from_args(args, "train")
+    assert len(tiles) == 4 and tiles[0]["image"].size == (64, 64)
+
+    (tmp_path / "f/train/images").mkdir(parents=True)
+    (tmp_path / "f/train/masks").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    index = rng.integers(0, 2, size=(16, 16))
+    Image.fromarray(speckle(rng, 16, 16)).save(tmp_path / "f/train/images/a.png")
+    Image.fromarray((index * 255).astype(np.uint8)).save(tmp_path / "f/train/masks/a.png")
+    binary = dataset_from_args(parser.parse_args(["--dataset", "folder", "--data_dir", str(tmp_path / "f"),
+                                                  "--mask_threshold", "127"]), "train")
+    np.testing.assert_array_equal(arr(binary[0]["mask"]), index)
+    assert get_id2label(binary) == {0: "class_0", 1: "class_1"}
+
+    colours = {0: (0, 0, 0), 1: (255, 255, 0)}
+    Image.fromarray(np.array([colours[0], colours[1]], np.uint8)[index]).save(tmp_path / "f/train/masks/a.png")
+    (tmp_path / "colors.json").write_text(json.dumps({"0": [0, 0, 0], "1": [255, 255, 0]}))
+    for colormap in ('{"0": [0, 0, 0], "1": [255, 255, 0]}', str(tmp_path / "colors.json")):
+        coloured = dataset_from_args(parser.parse_args(["--dataset", "folder", "--data_dir", str(tmp_path / "f"),
+                                                        "--colormap", colormap]), "train")
+        np.testing.assert_array_equal(arr(coloured[0]["mask"]), index)
+
+    with pytest.raises(ValueError, match="--colormap: expected a JSON object"):
+        dataset_from_args(parser.parse_args(["--dataset", "folder", "--data_dir", str(tmp_path / "f"),
+                                             "--colormap", "red"]), "train")
+    with pytest.raises(ValueError, match="three values in 0..255"):
+        dataset_from_args(parser.parse_args(["--dataset", "folder", "--data_dir", str(tmp_path / "f"),
+                                             "--colormap", '{"0": [0, 0, 300]}']), "train")
+    with pytest.raises(ValueError, match="--mask_threshold applies to --dataset folder, not 'osd'"):
+        dataset_from_args(parser.parse_args(["--dataset", "osd", "--data_dir", str(tmp_path / "osd"),
+                                             "--mask_threshold", "127"]), "train")
+    with pytest.raises(ValueError, match="--patch_stride needs --patch_size"):
+        dataset_from_args(parser.parse_args(["--dataset", "osd", "--data_dir", str(tmp_path / "osd"),
+                                             "--patch_stride", "8"]), "train")

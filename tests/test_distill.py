@@ -17,6 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dakter_hf.distill import create_student
+
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = 32
@@ -363,6 +365,14 @@ def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generat
         torch.testing.assert_close(remote(pixel_values=pixel_values).logits, local(pixel_values=pixel_values).logits,
                                    rtol=0, atol=0)
     assert remote.config.id2label == local.config.id2label
+
+    # A pushed student is a starting point (`--student <Hub id>`) and can be scored by its Hub id.
+    student = create_student(hub_repo_id, id2label=local.config.id2label, image_size=RESOLUTION)
+    assert all(torch.equal(p, q) for p, q in zip(student.state_dict().values(), local.state_dict().values()))
+    data = ["--dataset", "simulated", "--split", "test", "--max_eval_samples", "4", "--resolution", str(RESOLUTION)]
+    by_id = evaluate_script.main(["--model_name_or_path", hub_repo_id, *data])
+    by_path = evaluate_script.main(["--model_name_or_path", str(output_dir / "best"), *data])
+    assert by_id["metrics"] == pytest.approx(by_path["metrics"], nan_ok=True)
 
 
 def test_failed_push_reports_error_and_keeps_local_output(tmp_path, generated_dir, hub_server, hub_repo_id):

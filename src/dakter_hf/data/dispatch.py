@@ -1,7 +1,9 @@
 """One entry point for every dataset, shared by the training and distillation scripts' CLI flags."""
 
 import argparse
-from typing import Optional
+import json
+import os
+from typing import Dict, Optional, Tuple
 
 from datasets import Dataset
 
@@ -99,7 +101,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     Flags: ``--dataset`` (simulated|sos|osd|folder, default simulated), ``--data_dir``, ``--sensor``,
     ``--num_train_samples`` (seeded subset of the training split / number of simulated training scenes),
-    ``--data_seed`` (default 0), ``--on_error`` (raise|skip, default raise), ``--simulated_num_classes`` (5 or 2).
+    ``--data_seed`` (default 0), ``--on_error`` (raise|skip, default raise), ``--simulated_num_classes`` (5 or 2);
+    for file datasets whose scenes are large or whose masks are not index masks: ``--patch_size`` /
+    ``--patch_stride`` (osd, folder: tile each scene into patches), ``--mask_threshold`` and ``--colormap``
+    (folder: 0/255 masks, or RGB masks with a JSON colour map).
 
     Args:
         parser (`argparse.ArgumentParser`): the parser to extend.
@@ -126,7 +131,55 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=5,
         help="simulated scenes: 5 classes (OSD-like) or 2 (sea / oil spill, SOS-like)",
     )
+    group.add_argument("--patch_size", type=int, default=None,
+                       help="osd / folder: tile every scene into square patches of this size (OSD scenes are 1250x650)")
+    group.add_argument("--patch_stride", type=int, default=None, help="osd / folder: step between patches "
+                       "(default: --patch_size, i.e. no overlap)")
+    group.add_argument("--mask_threshold", type=int, default=None,
+                       help="folder: binary masks, class 1 where the mask value is > this (e.g. 127 for 0/255 masks)")
+    group.add_argument("--colormap", type=str, default=None,
+                       help='folder: RGB masks; JSON file or string mapping class index to colour, e.g. '
+                            '\'{"0": [0, 0, 0], "1": [255, 255, 255]}\'')
     return parser
+
+
+def parse_colormap(value: str) -> Dict[int, Tuple[int, int, int]]:
+    """Parse ``--colormap``: a JSON object (or the path of a JSON file) mapping class index to an RGB triple."""
+    source = "--colormap"
+    if os.path.isfile(value):
+        source = value
+        with open(value, encoding="utf-8") as f:
+            value = f.read()
+    try:
+        raw = json.loads(value)
+        colormap = {int(k): tuple(int(c) for c in v) for k, v in raw.items()}
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{source}: expected a JSON object mapping class index to an RGB triple, e.g. "
+                         f'{{"0": [0, 0, 0], "1": [255, 255, 255]}}; got {value!r} ({error})') from None
+    bad = {k: v for k, v in colormap.items() if len(v) != 3 or not all(0 <= c <= 255 for c in v)}
+    if bad or not colormap:
+        raise ValueError(f"{source}: every colour must be three values in 0..255, got {bad or raw!r}")
+    return colormap
+
+
+def _loader_options(args: argparse.Namespace) -> dict:
+    """Loader keyword arguments from the osd / folder flags; a flag given for a dataset that has no use for it is an
+    error rather than silently ignored."""
+    flags = {"patch_size": ("osd", "folder"), "patch_stride": ("osd", "folder"), "mask_threshold": ("folder",),
+             "colormap": ("folder",)}
+    options = {}
+    for flag, datasets in flags.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if args.dataset not in datasets:
+            raise ValueError(f"--{flag} applies to --dataset {' / '.join(datasets)}, not {args.dataset!r}.")
+        if flag == "colormap":
+            value = parse_colormap(value)
+        options["stride" if flag == "patch_stride" else flag] = value
+    if "stride" in options and "patch_size" not in options:
+        raise ValueError("--patch_stride needs --patch_size.")
+    return options
 
 
 def dataset_from_args(
@@ -151,6 +204,7 @@ def dataset_from_args(
         resolution = getattr(args, "resolution", None)
     if args.dataset == "simulated":
         kwargs.setdefault("num_classes", getattr(args, "simulated_num_classes", 5))
+    kwargs = {**_loader_options(args), **kwargs}
     return load_dataset_by_name(
         args.dataset,
         data_dir=args.data_dir,
