@@ -87,9 +87,11 @@ class UNetBranch(nn.Module):
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
 
     def embed_time(self, timesteps: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The branch's timestep embedding `(B, time_embed_dim)` of `timesteps` `(B,)`."""
         return self.time_embedding(self.time_proj(timesteps).to(dtype))
 
     def head(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The output head: group norm, SiLU and a 3x3 convolution to the branch's output channels."""
         return self.conv_out(self.conv_act(self.conv_norm_out(hidden_states)))
 
 

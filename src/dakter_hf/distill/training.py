@@ -316,10 +316,12 @@ class DistillationDataset(torch.utils.data.Dataset):
 
     @property
     def num_real(self) -> int:
+        """Number of real rows (indices `0 .. num_real - 1`)."""
         return len(self.real)
 
     @property
     def num_generated(self) -> int:
+        """Number of generated rows (indices `num_real .. num_real + num_generated - 1`)."""
         return 0 if self.generated is None else len(self.generated)
 
     def __len__(self) -> int:
