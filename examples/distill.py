@@ -31,7 +31,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from dakter_hf.data import add_data_args, dataset_from_args, get_id2label
+from dakter_hf.data import add_data_args, check_data_args, dataset_from_args, get_id2label
 from dakter_hf.distributed import check_world_size
 from dakter_hf.distill import SEGFORMER_PRESETS, create_image_processor, create_student, segformer_config
 from dakter_hf.distill.training import (
@@ -148,12 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("real_loss_weight", "generated_loss_weight", "lr_warmup_steps", "dataloader_num_workers"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
-    if args.dataset != "simulated" and args.data_dir is None:
-        parser.error(f"--dataset {args.dataset} needs --data_dir.")
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        parser.error(f"--data_dir {args.data_dir!r} is not a directory.")
-    if args.dataset == "sos" and args.sensor is None:
-        parser.error("--dataset sos needs --sensor (palsar or sentinel).")
+    check_data_args(parser, args)
 
     # Student and resolution: presets are checked here, pretrained students when loaded (create_student).
     if args.student in SEGFORMER_PRESETS:

@@ -26,7 +26,7 @@ import logging  # noqa: E402
 
 from accelerate import Accelerator  # noqa: E402
 
-from dakter_hf.data import add_data_args, get_id2label  # noqa: E402
+from dakter_hf.data import add_data_args, check_data_args, get_id2label  # noqa: E402
 from dakter_hf.distill import create_image_processor  # noqa: E402
 from dakter_hf.distributed import check_world_size  # noqa: E402
 from dakter_hf.distill.training import (  # noqa: E402
@@ -60,12 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be a positive integer, got {value}.")
-    if args.dataset != "simulated" and args.data_dir is None:
-        parser.error(f"--dataset {args.dataset} needs --data_dir.")
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        parser.error(f"--data_dir {args.data_dir!r} is not a directory.")
-    if args.dataset == "sos" and args.sensor is None:
-        parser.error("--dataset sos needs --sensor (palsar or sentinel).")
+    check_data_args(parser, args)
     if args.output_json is None:
         name = f"eval_{args.dataset}{'_' + args.sensor if args.sensor else ''}_{args.split}.json"
         base = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else os.curdir

@@ -25,7 +25,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from dakter_hf import JointUNet2DModel
-from dakter_hf.data import add_data_args, dataset_from_args, get_id2label
+from dakter_hf.data import add_data_args, check_data_args, dataset_from_args, get_id2label
 from dakter_hf.distributed import check_world_size
 from dakter_hf.hub import HubPushError, create_hub_repo, push_folder_to_hub
 from dakter_hf.model_cards import save_joint_diffusion_model_card
@@ -120,12 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             check_training_resolution(args.crop_size, num_levels, name="--crop_size")
     except ValueError as error:
         parser.error(str(error))
-    if args.dataset != "simulated" and args.data_dir is None:
-        parser.error(f"--dataset {args.dataset} needs --data_dir.")
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        parser.error(f"--data_dir {args.data_dir!r} is not a directory.")
-    if args.dataset == "sos" and args.sensor is None:
-        parser.error("--dataset sos needs --sensor (palsar or sentinel).")
+    check_data_args(parser, args)
     if args.report_to not in ("none", "all"):
         available = getattr(accelerate.utils, f"is_{args.report_to}_available", None)
         if available is not None and not available():

@@ -21,6 +21,7 @@ from dakter_hf.data import (
     OSD_ID2LABEL,
     DataError,
     add_data_args,
+    check_data_args,
     build_transform,
     collate_fn,
     dataset_from_args,
@@ -532,7 +533,7 @@ def test_dispatcher_and_cli_flags(tmp_path, sos_fixture, folder_fixture):
     assert len(osd) == 4  # x in {0, 61}, y in {0, 1}
 
 
-def test_tiling_and_mask_flags(tmp_path):
+def test_tiling_and_mask_flags(tmp_path, capsys):
     parser = add_data_args(argparse.ArgumentParser())
     make_osd(tmp_path / "osd", "train", n=1)
     args = parser.parse_args(["--dataset", "osd", "--data_dir", str(tmp_path / "osd"), "--patch_size", "64",
@@ -568,6 +569,13 @@ def test_tiling_and_mask_flags(tmp_path):
     with pytest.raises(ValueError, match="--mask_threshold applies to --dataset folder, not 'osd'"):
         dataset_from_args(parser.parse_args(["--dataset", "osd", "--data_dir", str(tmp_path / "osd"),
                                              "--mask_threshold", "127"]), "train")
+    for flags, message in [(["--dataset", "sos", "--data_dir", str(tmp_path)], "--dataset sos needs --sensor"),
+                           (["--dataset", "folder"], "--dataset folder needs --data_dir"),
+                           (["--dataset", "osd", "--data_dir", str(tmp_path / "nowhere")], "is not a directory"),
+                           (["--dataset", "folder", "--data_dir", str(tmp_path), "--colormap", "[1]"], "--colormap")]:
+        with pytest.raises(SystemExit):
+            check_data_args(parser, parser.parse_args(flags))
+        assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="--patch_stride needs --patch_size"):
         dataset_from_args(parser.parse_args(["--dataset", "osd", "--data_dir", str(tmp_path / "osd"),
                                              "--patch_stride", "8"]), "train")

@@ -15,7 +15,7 @@ from .common import (
     set_id2label,
     tile_boxes,
 )
-from .dispatch import DATASET_NAMES, add_data_args, dataset_from_args, load_dataset_by_name
+from .dispatch import DATASET_NAMES, add_data_args, check_data_args, dataset_from_args, load_dataset_by_name
 from .errors import DataError, LoadingInfo, SkippedPair
 from .folder import DEFAULT_COLOR_TOLERANCE, load_mask_folder
 from .osd import OSD_COLORMAP, OSD_ID2LABEL, load_osd
@@ -51,6 +51,7 @@ __all__ = [
     "SegmentationTransform",
     "SkippedPair",
     "add_data_args",
+    "check_data_args",
     "build_pair_dataset",
     "build_transform",
     "collate_fn",

@@ -162,6 +162,25 @@ def parse_colormap(value: str) -> Dict[int, Tuple[int, int, int]]:
     return colormap
 
 
+def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Validate the flags of :func:`add_data_args` before any work starts; a problem ends the script through
+    ``parser.error`` (usage and a one-line message naming the flag), not a traceback.
+
+    Checks: ``--data_dir`` given (and a directory) for file datasets, ``--sensor`` for SOS, and the osd / folder
+    options (applicable to the dataset, a valid ``--colormap``).
+    """
+    if args.dataset != "simulated" and args.data_dir is None:
+        parser.error(f"--dataset {args.dataset} needs --data_dir.")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        parser.error(f"--data_dir {args.data_dir!r} is not a directory.")
+    if args.dataset == "sos" and args.sensor is None:
+        parser.error(f"--dataset sos needs --sensor (one of {', '.join(SOS_SENSORS)}).")
+    try:
+        _loader_options(args)
+    except ValueError as error:
+        parser.error(str(error))
+
+
 def _loader_options(args: argparse.Namespace) -> dict:
     """Loader keyword arguments from the osd / folder flags; a flag given for a dataset that has no use for it is an
     error rather than silently ignored."""
