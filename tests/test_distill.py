@@ -370,8 +370,10 @@ def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generat
     student = create_student(hub_repo_id, id2label=local.config.id2label, image_size=RESOLUTION)
     assert all(torch.equal(p, q) for p, q in zip(student.state_dict().values(), local.state_dict().values()))
     data = ["--dataset", "simulated", "--split", "test", "--max_eval_samples", "4", "--resolution", str(RESOLUTION)]
-    by_id = evaluate_script.main(["--model_name_or_path", hub_repo_id, *data])
-    by_path = evaluate_script.main(["--model_name_or_path", str(output_dir / "best"), *data])
+    by_id = evaluate_script.main(["--model_name_or_path", hub_repo_id, *data,
+                                  "--output_json", str(tmp_path / "by_id.json")])
+    by_path = evaluate_script.main(["--model_name_or_path", str(output_dir / "best"), *data,
+                                    "--output_json", str(tmp_path / "by_path.json")])
     assert by_id["metrics"] == pytest.approx(by_path["metrics"], nan_ok=True)
 
 
