@@ -61,6 +61,13 @@ def reference(pipe, tmp_path_factory):
     return generate_to_disk(pipe, output_dir, NUM_SAMPLES, batch_size=2, **SETTINGS)
 
 
+def test_top_level_exports():
+    import dakter_hf
+    from dakter_hf import decode_soft_labels as top_level
+
+    assert top_level is decode_soft_labels and "decode_soft_labels" in dir(dakter_hf)
+
+
 def assert_same_rows(a: datasets.Dataset, b: datasets.Dataset) -> None:
     assert a.features == b.features
     assert a.data.table.equals(b.data.table)

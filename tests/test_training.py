@@ -208,7 +208,8 @@ def test_outputs_and_card(trained):
     assert (trained / "loss_curve.png").stat().st_size > 0
     card = (trained / "README.md").read_text()
     for needle in ("Resolution: 16x16", "`concat`", "Steps: 40", "mean over the last 40 steps",
-                   "DAKTerPipeline.from_pretrained", "No generation quality"):
+                   "DAKTerPipeline.from_pretrained", "No generation quality",
+                   "- Data: `simulated`, training split: 12 examples (synthetic scenes"):
         assert needle in card
     final = sum(r["loss"] for r in read_log(trained)) / 40
     assert f"total {final:.4f}" in card
