@@ -55,10 +55,11 @@ def parse_args(argv=None):
     p.add_argument("--resolution", type=int, default=64)
     # Generator.
     p.add_argument("--model_size", default="small")
-    p.add_argument("--generator_steps", type=int, default=1500)
+    p.add_argument("--generator_steps", type=int, default=2000)
     p.add_argument("--generator_batch_size", type=int, default=16)
     p.add_argument("--generator_lr", default="1e-3")
-    p.add_argument("--crop_size", type=int, default=None, help="patch-wise generator training on random crops")
+    p.add_argument("--crop_size", type=int, default=32,
+                   help="patch-wise generator training on random crops (sampling stays at --resolution)")
     p.add_argument("--ce_weight", type=float, default=1.0)
     p.add_argument("--generated_multiple", type=float, default=4.0, help="k: generated pairs = k x real pairs")
     p.add_argument("--scheduler", default="dpmsolver")
