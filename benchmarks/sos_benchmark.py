@@ -6,14 +6,18 @@ For one SOS sensor, per real-data regime (the full train split and/or a scarce s
 1. train the joint diffusion on that regime's real pairs only (`dual`, b estimated from the data);
 2. generate k x as many pairs (soft labels stored as uint8);
 3. distil students with identical budgets in the `real`, `hard` and `soft` modes, one per student seed;
-4. score everything on the real test split (final step of a fixed budget: no model selection on the test split).
+4. score everything on the real test split (final step of a fixed budget: no model selection on the test split)
+   and, in a scarce regime, on the training pairs outside the subset (`train_heldout`): the validation score on
+   which settings such as `--generated_ratio` or `--soft_label_temperature` are compared.
 
 Optional ablations on one regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead of
 `dual` (`--ablate_architecture`), each with its own generator and `soft` students. Generator diagnostics, offline
 (no Inception weights here, so no FID): train-on-synthetic / test-on-real (a student trained only on generated
 pairs), the generated vs real oil-pixel fraction and the intensity-histogram distance.
 
-Every stage is resumable: rerun the same command after an interruption and finished stages are skipped.
+Every stage is resumable: rerun the same command after an interruption and finished stages are skipped. A
+non-default `--generated_ratio` / `--soft_label_temperature` names its own generated set and students (and
+`results-<variant>.json`), reusing the generator and the `real` students.
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
@@ -39,9 +43,20 @@ from dakter_loop import (  # noqa: E402
     summarize,
     train_generator,
 )
+from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
 
 METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
 LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
+
+
+def _ratio(value):
+    if value != "auto":
+        try:
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], got {value!r}") from None
+    return value
 
 
 def parse_args(argv=None):
@@ -64,13 +79,16 @@ def parse_args(argv=None):
     p.add_argument("--generated_multiple", type=float, default=4.0, help="k: generated pairs = k x real pairs")
     p.add_argument("--scheduler", default="dpmsolver")
     p.add_argument("--num_inference_steps", type=int, default=20)
-    p.add_argument("--soft_label_temperature", type=float, default=1.0)
+    p.add_argument("--soft_label_temperature", type=float, default=1.0,
+                   help="softens the generated soft labels, softmax(logits / T)")
     # Students.
     p.add_argument("--student", default="b0")
     p.add_argument("--student_steps", type=int, default=600)
     p.add_argument("--student_batch_size", type=int, default=16)
     p.add_argument("--student_lr", default="6e-4")
     p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--generated_ratio", type=_ratio, default="auto",
+                   help="share of generated pairs in every hard / soft student batch ('auto': |gen| / (|real| + |gen|))")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     # Ablations and diagnostics.
     p.add_argument("--ablate_label_scale", action="store_true", help="b = 1 vs estimated b (first regime)")
@@ -93,6 +111,22 @@ def num_real_pairs(args, regime):
     return len(list((Path(args.data_dir) / "train" / args.sensor).glob("*_sat.jpg")))
 
 
+def generation_variant(args):
+    """Name suffix of a generated set sampled with non-default settings ('' for the defaults)."""
+    return "" if args.soft_label_temperature == 1.0 else f"-T{args.soft_label_temperature:g}"
+
+
+def student_variant(args):
+    """Name suffix of hard / soft students trained with non-default settings ('' for the defaults)."""
+    return generation_variant(args) + ("" if args.generated_ratio == "auto" else f"-ratio{args.generated_ratio}")
+
+
+def variant_label(suffix):
+    """'-T2-ratio0.5' -> ' (T 2, ratio 0.5)'."""
+    parts = [part.replace("T", "T ", 1).replace("ratio", "ratio ", 1) for part in suffix.split("-") if part]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def run_generator_arm(runner, args, root, data, n_real, name, **overrides):
     options = dict(resolution=args.resolution, model_size=args.model_size, label_scale="auto",
                    architecture="dual", train_batch_size=args.generator_batch_size,
@@ -102,7 +136,8 @@ def run_generator_arm(runner, args, root, data, n_real, name, **overrides):
                    validation_inference_steps=args.num_inference_steps, seed=args.data_seed)
     options.update(overrides)
     generator = train_generator(runner, root / f"generator-{name}", data, **options)
-    generated = generate_pairs(runner, generator, root / f"generated-{name}", int(round(args.generated_multiple * n_real)),
+    generated = generate_pairs(runner, generator, root / f"generated-{name}{generation_variant(args)}",
+                               int(round(args.generated_multiple * n_real)),
                                scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
                                soft_label_temperature=args.soft_label_temperature, batch_size=32,
                                seed=10_000 + args.data_seed)
@@ -110,13 +145,24 @@ def run_generator_arm(runner, args, root, data, n_real, name, **overrides):
 
 
 def run_students(runner, args, root, data, mode, generated, arm, **extra):
+    """One student per seed (scored on the test split) plus, in a scarce regime, its `train_heldout` score."""
+    if mode != "real" and "generated_ratio" not in extra and args.generated_ratio != "auto":
+        extra["generated_ratio"] = args.generated_ratio
     reports = []
     for seed in args.student_seeds:
-        reports.append(distill_student(
-            runner, root / "students" / f"{arm}-seed{seed}", data, mode, generated, student=args.student,
+        output_dir = root / "students" / f"{arm}-seed{seed}"
+        report = distill_student(
+            runner, output_dir, data, mode, generated, student=args.student,
             resolution=args.resolution, train_batch_size=args.student_batch_size, learning_rate=args.student_lr,
             max_train_steps=args.student_steps, eval_steps=max(args.student_steps // 6, 1),
-            checkpointing_steps=max(args.student_steps // 3, 1), checkpoints_total_limit=1, seed=seed, **extra))
+            checkpointing_steps=max(args.student_steps // 3, 1), checkpoints_total_limit=1, seed=seed, **extra)
+        if "--num_train_samples" in data:
+            heldout = output_dir / f"eval_{HELDOUT_SPLIT}.json"
+            runner.run(f"validate-{output_dir.name}", "evaluate.py",
+                       [*data, "--model_name_or_path", output_dir / "final", "--split", HELDOUT_SPLIT,
+                        "--output_json", heldout], heldout)
+            report[HELDOUT_SPLIT] = json.loads(heldout.read_text())["metrics"]
+        reports.append(report)
     return reports
 
 
@@ -149,35 +195,47 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(out, num_threads=args.num_threads)
     start = time.perf_counter()
+    suffix, gen_suffix = student_variant(args), generation_variant(args)
     results = {"arguments": {k: str(v) for k, v in vars(args).items()}, "regimes": {}}
     for index, regime in enumerate(args.regimes):
         root = out / f"regime-{regime}"
         data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
         generated = run_generator_arm(runner, args, root, data, n_real, "dual-auto") if set(args.modes) - {"real"} else None
-        reports = {mode: run_students(runner, args, root, data, mode, generated, mode) for mode in args.modes}
-        diagnostics = {"dual-auto": generator_diagnostics(args, regime, generated)} if generated else {}
+        reports = {}
+        for mode in args.modes:
+            arm_suffix = "" if mode == "real" else suffix  # the real students do not depend on the variant
+            reports[mode + variant_label(arm_suffix)] = run_students(runner, args, root, data, mode, generated,
+                                                                     mode + arm_suffix)
+        diagnostics = {f"dual-auto{gen_suffix}": generator_diagnostics(args, regime, generated)} if generated else {}
         if args.train_on_synthetic and generated:
-            reports["synthetic only (soft)"] = run_students(runner, args, root, data, "soft", generated,
-                                                            "tstr-dual-auto", generated_ratio=1.0)
+            reports["synthetic only (soft)" + variant_label(gen_suffix)] = run_students(
+                runner, args, root, data, "soft", generated, f"tstr-dual-auto{gen_suffix}", generated_ratio=1.0)
         if index == 0 and args.ablate_label_scale:
             ablation = run_generator_arm(runner, args, root, data, n_real, "dual-b1", label_scale=1.0)
-            reports["soft, b = 1"] = run_students(runner, args, root, data, "soft", ablation, "soft-b1")
-            diagnostics["dual-b1"] = generator_diagnostics(args, regime, ablation)
+            reports["soft, b = 1" + variant_label(suffix)] = run_students(runner, args, root, data, "soft", ablation,
+                                                                          f"soft-b1{suffix}")
+            diagnostics[f"dual-b1{gen_suffix}"] = generator_diagnostics(args, regime, ablation)
         if index == 0 and args.ablate_architecture:
             ablation = run_generator_arm(runner, args, root, data, n_real, "concat-auto", architecture="concat")
-            reports["soft, concat"] = run_students(runner, args, root, data, "soft", ablation, "soft-concat")
-            diagnostics["concat-auto"] = generator_diagnostics(args, regime, ablation)
+            reports["soft, concat" + variant_label(suffix)] = run_students(runner, args, root, data, "soft", ablation,
+                                                                           f"soft-concat{suffix}")
+            diagnostics[f"concat-auto{gen_suffix}"] = generator_diagnostics(args, regime, ablation)
         summary = summarize(reports, METRICS)
         table = format_summary(summary, METRICS, LABELS)
-        results["regimes"][regime] = {"num_real_pairs": n_real, "summary": summary, "diagnostics": diagnostics,
-                                      "table": table}
+        entry = {"num_real_pairs": n_real, "summary": summary, "diagnostics": diagnostics, "table": table}
         print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n{table}")
+        if regime != "full":
+            entry["heldout_summary"] = summarize(reports, METRICS, which=HELDOUT_SPLIT)
+            entry["heldout_table"] = format_summary(entry["heldout_summary"], METRICS, LABELS)
+            print(f"\nValidation ({HELDOUT_SPLIT}: the training pairs outside the subset):\n{entry['heldout_table']}")
+        results["regimes"][regime] = entry
         if diagnostics:
             print(json.dumps(diagnostics, indent=2))
     results["stage_seconds"] = runner.durations
     results["total_seconds_this_run"] = time.perf_counter() - start
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nResults: {out / 'results.json'}")
+    results_path = out / f"results{suffix}.json"
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nResults: {results_path}")
 
 
 if __name__ == "__main__":

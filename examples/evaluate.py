@@ -26,7 +26,7 @@ import logging  # noqa: E402
 
 from accelerate import Accelerator  # noqa: E402
 
-from dakter_hf.data import add_data_args, check_data_args, get_id2label  # noqa: E402
+from dakter_hf.data import HELDOUT_SPLIT, add_data_args, check_data_args, get_id2label  # noqa: E402
 from dakter_hf.distill import create_image_processor  # noqa: E402
 from dakter_hf.distributed import check_world_size  # noqa: E402
 from dakter_hf.distill.training import (  # noqa: E402
@@ -46,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--revision", default=None, help="Hub revision.")
     parser.add_argument("--hub_token", default=None)
     add_data_args(parser)
-    parser.add_argument("--split", default="test", help="Dataset split to score.")
+    parser.add_argument("--split", default="test",
+                        help=f"Dataset split to score; '{HELDOUT_SPLIT}' = the training pairs outside the seeded "
+                             "--num_train_samples subset (a validation set for scarce-data runs).")
     parser.add_argument("--resolution", type=int, default=None,
                         help="Only used without a preprocessor_config.json (input size; default config.image_size) "
                              "and as the scene size of --dataset simulated (default: the processor's size).")
@@ -61,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value is not None and value < 1:
             parser.error(f"--{name} must be a positive integer, got {value}.")
     check_data_args(parser, args)
+    if args.split == HELDOUT_SPLIT and (args.dataset == "simulated" or args.num_train_samples is None):
+        parser.error(f"--split {HELDOUT_SPLIT} needs a file dataset (sos / osd / folder) and --num_train_samples "
+                     "(the subset it leaves out).")
     if args.output_json is None:
         name = f"eval_{args.dataset}{'_' + args.sensor if args.sensor else ''}_{args.split}.json"
         base = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else os.curdir

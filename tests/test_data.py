@@ -18,6 +18,7 @@ from PIL import Image
 
 from dakter_hf.data import (
     OSD_COLORMAP,
+    HELDOUT_SPLIT,
     OSD_ID2LABEL,
     DataError,
     add_data_args,
@@ -500,6 +501,25 @@ def test_id2label_survives_disk_and_dataset_ops(tmp_path, folder_fixture):
         from datasets import Image as ImageFeature
 
         get_id2label(again.cast_column("mask", ImageFeature()))
+
+
+def test_heldout_split_is_the_rest_of_the_training_split(sos_fixture):
+    parser = add_data_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--dataset", "sos", "--data_dir", str(sos_fixture), "--sensor", "palsar",
+                              "--num_train_samples", "3", "--data_seed", "1"])
+    subset, heldout = dataset_from_args(args, "train"), dataset_from_args(args, HELDOUT_SPLIT)
+    everything = dataset_from_args(parser.parse_args(["--dataset", "sos", "--data_dir", str(sos_fixture),
+                                                      "--sensor", "palsar"]), "train")
+    assert len(subset) == 3 and len(heldout) == 1
+    assert not set(subset["id"]) & set(heldout["id"])
+    assert set(subset["id"]) | set(heldout["id"]) == set(everything["id"])
+    args.num_train_samples = 4
+    with pytest.raises(DataError, match="uses every training pair"):
+        dataset_from_args(args, HELDOUT_SPLIT)
+    for flags in (["--dataset", "sos", "--data_dir", str(sos_fixture), "--sensor", "palsar"],
+                  ["--num_train_samples", "3"]):
+        with pytest.raises(ValueError, match="--num_train_samples subset"):
+            dataset_from_args(parser.parse_args(flags), HELDOUT_SPLIT)
 
 
 def test_dispatcher_and_cli_flags(tmp_path, sos_fixture, folder_fixture):

@@ -273,6 +273,14 @@ def test_evaluate_script_reproduces_training_evaluation(soft_run, capsys):
     assert json.loads(out_json.read_text())["metrics"]["mean_iou"] == pytest.approx(final["mean_iou"])
 
 
+def test_evaluate_script_heldout_split_needs_a_training_subset(soft_run, capsys):
+    output_dir, _ = soft_run
+    with pytest.raises(SystemExit):
+        evaluate_script.main(["--model_name_or_path", str(output_dir / "final"), "--dataset", "simulated",
+                              "--split", "train_heldout"])
+    assert "--split train_heldout needs a file dataset" in capsys.readouterr().err
+
+
 def test_exact_resume(tmp_path, generated_dir):
     """N steps, stop, resume to 2N == 2N uninterrupted (data wraps around, augmentation and dropout active)."""
     common = ["--mode", "soft", "--generated_dataset", generated_dir, "--generated_ratio", "0.5", "--augment",

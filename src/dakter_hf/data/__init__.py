@@ -15,7 +15,14 @@ from .common import (
     set_id2label,
     tile_boxes,
 )
-from .dispatch import DATASET_NAMES, add_data_args, check_data_args, dataset_from_args, load_dataset_by_name
+from .dispatch import (
+    DATASET_NAMES,
+    HELDOUT_SPLIT,
+    add_data_args,
+    check_data_args,
+    dataset_from_args,
+    load_dataset_by_name,
+)
 from .errors import DataError, LoadingInfo, SkippedPair
 from .folder import DEFAULT_COLOR_TOLERANCE, load_mask_folder
 from .osd import OSD_COLORMAP, OSD_ID2LABEL, load_osd
@@ -38,6 +45,7 @@ from .transforms import (
 __all__ = [
     "DATASET_NAMES",
     "DEFAULT_COLOR_TOLERANCE",
+    "HELDOUT_SPLIT",
     "METADATA_COLUMNS",
     "OSD_COLORMAP",
     "OSD_ID2LABEL",

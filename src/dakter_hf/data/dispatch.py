@@ -20,6 +20,9 @@ DATASET_NAMES = ("simulated", "sos", "osd", "folder")
 SIMULATED_DEFAULT_SCENES = {"train": 512, "validation": 128, "test": 128}
 #: Default simulated scene size when no ``resolution`` is given.
 SIMULATED_DEFAULT_SIZE = 64
+#: Split of the training pairs left out of the seeded ``--num_train_samples`` subset: in a scarce-data regime, a
+#: validation set for choosing hyperparameters without looking at the test split.
+HELDOUT_SPLIT = "train_heldout"
 
 
 def load_dataset_by_name(
@@ -207,7 +210,8 @@ def dataset_from_args(
     """Load the dataset selected by the flags of :func:`add_data_args`.
 
     ``--num_train_samples`` applies to the ``"train"`` split only (other splits are loaded whole; simulated
-    ones get their default size).
+    ones get their default size). ``split="train_heldout"`` (:data:`HELDOUT_SPLIT`) gives the training pairs
+    *outside* that subset (file datasets only).
 
     Args:
         args (`argparse.Namespace`): parsed arguments.
@@ -224,6 +228,8 @@ def dataset_from_args(
     if args.dataset == "simulated":
         kwargs.setdefault("num_classes", getattr(args, "simulated_num_classes", 5))
     kwargs = {**_loader_options(args), **kwargs}
+    if split == HELDOUT_SPLIT:
+        return _heldout_training_pairs(args, resolution, kwargs)
     return load_dataset_by_name(
         args.dataset,
         data_dir=args.data_dir,
@@ -235,3 +241,23 @@ def dataset_from_args(
         on_error=args.on_error,
         **kwargs,
     )
+
+
+def _heldout_training_pairs(args: argparse.Namespace, resolution: Optional[Resolution], kwargs: dict) -> Dataset:
+    """The rows of the training split that the seeded ``--num_train_samples`` subset does not contain."""
+    if args.dataset == "simulated" or args.num_train_samples is None:
+        raise ValueError(
+            f"split {HELDOUT_SPLIT!r} holds the training pairs outside the seeded --num_train_samples subset: it "
+            f"needs a file dataset (sos / osd / folder) and --num_train_samples, got --dataset {args.dataset} and "
+            f"--num_train_samples {args.num_train_samples}."
+        )
+    common = dict(data_dir=args.data_dir, sensor=args.sensor, split="train", resolution=resolution,
+                  seed=args.data_seed, on_error=args.on_error, **kwargs)
+    used = set(load_dataset_by_name(args.dataset, num_samples=args.num_train_samples, **common)["id"])
+    heldout = load_dataset_by_name(args.dataset, num_samples=None, **common).filter(
+        lambda row_id: row_id not in used, input_columns="id"
+    )
+    if len(heldout) == 0:
+        raise DataError(f"--num_train_samples {args.num_train_samples} uses every training pair of {args.data_dir}: "
+                        f"split {HELDOUT_SPLIT!r} is empty", (str(args.data_dir),))
+    return heldout
