@@ -376,6 +376,20 @@ def test_pipeline_hub_round_trip(hub_server, hub_repo_id, clean_hub_cache):
                      generate_dataset(pipe, 2, batch_size=2, **SETTINGS))
 
 
+def test_command_generates_from_a_hub_pipeline(pipe, reference, tmp_path, hub_server, hub_repo_id, clean_hub_cache):
+    """`dakter-generate --pipeline <Hub id>`: the pushed pipeline generates the same rows as the local one."""
+    from dakter_hf.commands.generate import main
+    from dakter_hf.hub import push_pipeline_to_hub
+
+    push_pipeline_to_hub(pipe, hub_repo_id, id2label=ID2LABEL)
+    output_dir = tmp_path / "generated"
+    assert main(cli_args(hub_repo_id, output_dir)) == 0
+    ds = datasets.load_from_disk(str(output_dir))
+    assert get_generated_id2label(ds) == ID2LABEL
+    assert_same_rows(ds, reference.dataset.select(range(3)).flatten_indices())
+    assert hub_repo_id in (output_dir / "README.md").read_text()
+
+
 @pytest.mark.parametrize("failure", ["refused", "down"])
 def test_failed_pipeline_push_is_reported(hub_server, hub_repo_id, failure):
     from dakter_hf.hub import HubPushError, push_pipeline_to_hub
