@@ -390,7 +390,7 @@ def test_failed_push_reports_error_and_keeps_local_output(tmp_path, generated_di
 
     hub_server.refuse_writes = True
     output_dir = tmp_path / "refused"
-    with pytest.raises(HubPushError, match=rf"(?s){hub_repo_id}.*local output is complete"):
+    with pytest.raises(HubPushError, match=rf"{hub_repo_id}.*local copy in {output_dir}/best is complete"):
         distill_script.main(base_args(output_dir, "--mode", "real", "--max_train_steps", "2", "--eval_steps", "2",
                                       "--push_to_hub", "--hub_model_id", hub_repo_id))
     for name in ("best/model.safetensors", "best/preprocessor_config.json", "final/config.json", "metrics.json",

@@ -472,9 +472,5 @@ def push_student_to_hub(save_directory: str | os.PathLike, repo_id: str, token: 
                 api.upload_file(path_or_fileobj=path, path_in_repo=os.path.basename(path), repo_id=repo_id,
                                 commit_message=f"{commit_message}: {os.path.basename(path)}")
     except Exception as error:  # network, HTTP, permission errors
-        raise HubPushError(
-            f"Pushing the student {save_directory} to the Hub repository {repo_id!r} failed ({type(error).__name__}: "
-            f"{error}). The local output is complete; retry later with `push_student_to_hub` or "
-            "`huggingface-cli upload` (check the network, the token and the repository's permissions)."
-        ) from error
+        raise _push_failed("the student", save_directory, repo_id, error) from error
     return repo_id
