@@ -10,10 +10,11 @@ For one SOS sensor, per real-data regime (the full train split and/or a scarce s
    and, in a scarce regime, on the training pairs outside the subset (`train_heldout`): the validation score on
    which settings such as `--generated_ratio` or `--soft_label_temperature` are compared.
 
-Optional ablations on one regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead of
-`dual` (`--ablate_architecture`), each with its own generator and `soft` students. Generator diagnostics, offline
-(no Inception weights here, so no FID): train-on-synthetic / test-on-real (a student trained only on generated
-pairs), the generated vs real oil-pixel fraction and the intensity-histogram distance.
+Optional ablations on the first regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead
+of `dual` (`--ablate_architecture`), each with its own generator, `soft` students and diagnostics. Generator
+diagnostics, offline (no Inception weights here, so no FID), per generator: train-on-synthetic / test-on-real (a
+student trained only on generated pairs, `--train_on_synthetic`), the generated vs real oil-pixel fraction and the
+intensity-histogram distance.
 
 Every stage is resumable: rerun the same command after an interruption and finished stages are skipped. A
 non-default `--generated_ratio` / `--soft_label_temperature` names its own generated set and students (and
@@ -189,51 +190,62 @@ def generator_diagnostics(args, regime, generated_dir):
             "real_mean_intensity": float(real_images.mean()), "generated_mean_intensity": float(fake_images.mean())}
 
 
+#: Generator ablations on the first regime: flag -> (generator name, student tag, table label, trainer overrides).
+ABLATIONS = {
+    "ablate_label_scale": ("dual-b1", "b1", "b = 1", {"label_scale": 1.0}),
+    "ablate_architecture": ("concat-auto", "concat", "concat", {"architecture": "concat"}),
+}
+
+
+def run_regime(runner, args, root, regime, first):
+    """Every generator arm, student and diagnostic of one regime; returns its entry of `results.json`."""
+    data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
+    suffix, gen_suffix = student_variant(args), generation_variant(args)
+    # (generator name, student tag, label, overrides); the main arm's students are named after their mode alone.
+    arms = [("dual-auto", None, None, {})] if set(args.modes) - {"real"} else []
+    if first:
+        arms += [ablation for flag, ablation in ABLATIONS.items() if getattr(args, flag)]
+    reports, diagnostics = {}, {}
+    if "real" in args.modes:  # the real students do not depend on the generator or the variant
+        reports["real"] = run_students(runner, args, root, data, "real", None, "real")
+    for name, tag, label, overrides in arms:
+        generated = run_generator_arm(runner, args, root, data, n_real, name, **overrides)
+        diagnostics[name + gen_suffix] = generator_diagnostics(args, regime, generated)
+        for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
+            key = mode if tag is None else f"{mode}, {label}"
+            arm = mode if tag is None else f"{mode}-{tag}"
+            reports[key + variant_label(suffix)] = run_students(runner, args, root, data, mode, generated,
+                                                                arm + suffix)
+        if args.train_on_synthetic:
+            key = "synthetic only (soft" + ("" if tag is None else f", {label}") + ")"
+            reports[key + variant_label(gen_suffix)] = run_students(
+                runner, args, root, data, "soft", generated, f"tstr-{name}{gen_suffix}", generated_ratio=1.0)
+    summary = summarize(reports, METRICS)
+    entry = {"num_real_pairs": n_real, "summary": summary, "diagnostics": diagnostics,
+             "table": format_summary(summary, METRICS, LABELS)}
+    print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n"
+          f"{entry['table']}")
+    if regime != "full":
+        entry["heldout_summary"] = summarize(reports, METRICS, which=HELDOUT_SPLIT)
+        entry["heldout_table"] = format_summary(entry["heldout_summary"], METRICS, LABELS)
+        print(f"\nValidation ({HELDOUT_SPLIT}: the training pairs outside the subset):\n{entry['heldout_table']}")
+    if diagnostics:
+        print(json.dumps(diagnostics, indent=2))
+    return entry
+
+
 def main(argv=None):
     args = parse_args(argv)
     out = args.output_dir / args.sensor
     out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(out, num_threads=args.num_threads)
     start = time.perf_counter()
-    suffix, gen_suffix = student_variant(args), generation_variant(args)
     results = {"arguments": {k: str(v) for k, v in vars(args).items()}, "regimes": {}}
     for index, regime in enumerate(args.regimes):
-        root = out / f"regime-{regime}"
-        data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
-        generated = run_generator_arm(runner, args, root, data, n_real, "dual-auto") if set(args.modes) - {"real"} else None
-        reports = {}
-        for mode in args.modes:
-            arm_suffix = "" if mode == "real" else suffix  # the real students do not depend on the variant
-            reports[mode + variant_label(arm_suffix)] = run_students(runner, args, root, data, mode, generated,
-                                                                     mode + arm_suffix)
-        diagnostics = {f"dual-auto{gen_suffix}": generator_diagnostics(args, regime, generated)} if generated else {}
-        if args.train_on_synthetic and generated:
-            reports["synthetic only (soft)" + variant_label(gen_suffix)] = run_students(
-                runner, args, root, data, "soft", generated, f"tstr-dual-auto{gen_suffix}", generated_ratio=1.0)
-        if index == 0 and args.ablate_label_scale:
-            ablation = run_generator_arm(runner, args, root, data, n_real, "dual-b1", label_scale=1.0)
-            reports["soft, b = 1" + variant_label(suffix)] = run_students(runner, args, root, data, "soft", ablation,
-                                                                          f"soft-b1{suffix}")
-            diagnostics[f"dual-b1{gen_suffix}"] = generator_diagnostics(args, regime, ablation)
-        if index == 0 and args.ablate_architecture:
-            ablation = run_generator_arm(runner, args, root, data, n_real, "concat-auto", architecture="concat")
-            reports["soft, concat" + variant_label(suffix)] = run_students(runner, args, root, data, "soft", ablation,
-                                                                           f"soft-concat{suffix}")
-            diagnostics[f"concat-auto{gen_suffix}"] = generator_diagnostics(args, regime, ablation)
-        summary = summarize(reports, METRICS)
-        table = format_summary(summary, METRICS, LABELS)
-        entry = {"num_real_pairs": n_real, "summary": summary, "diagnostics": diagnostics, "table": table}
-        print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n{table}")
-        if regime != "full":
-            entry["heldout_summary"] = summarize(reports, METRICS, which=HELDOUT_SPLIT)
-            entry["heldout_table"] = format_summary(entry["heldout_summary"], METRICS, LABELS)
-            print(f"\nValidation ({HELDOUT_SPLIT}: the training pairs outside the subset):\n{entry['heldout_table']}")
-        results["regimes"][regime] = entry
-        if diagnostics:
-            print(json.dumps(diagnostics, indent=2))
+        results["regimes"][regime] = run_regime(runner, args, out / f"regime-{regime}", regime, first=index == 0)
     results["stage_seconds"] = runner.durations
     results["total_seconds_this_run"] = time.perf_counter() - start
-    results_path = out / f"results{suffix}.json"
+    results_path = out / f"results{student_variant(args)}.json"
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nResults: {results_path}")
 
