@@ -39,6 +39,8 @@ from dakter_hf.data import (
     tile_boxes,
 )
 
+from sos_layout import save_grey_as_rgb_jpeg, speckle, write_sos_release
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOS_DIR = REPO_ROOT.parent / "shared" / "data" / "sos"
@@ -51,35 +53,13 @@ def arr(image) -> np.ndarray:
     return np.asarray(image)
 
 
-def save_grey_as_rgb_jpeg(path: Path, grey: np.ndarray) -> None:
-    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(path, quality=95)
-
-
-def speckle(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    return rng.integers(0, 256, size=(h, w), dtype=np.uint8)
-
-
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
 @pytest.fixture
 def sos_fixture(tmp_path):
     """A tiny SOS-layout release: 4 train pairs (anti-aliased masks) and 2 test pairs per sensor 'palsar'."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "sos"
-    train, sat, gt = root / "train/palsar", root / "test/palsar/sat", root / "test/palsar/gt"
-    for d in (train, sat, gt):
-        d.mkdir(parents=True)
-    for i in range(4):
-        save_grey_as_rgb_jpeg(train / f"1000{i}_sat.jpg", speckle(rng, 32, 32))
-        mask = np.zeros((32, 32), np.uint8)
-        mask[8:24, 8:24] = 255
-        mask[8, 8:24], mask[23, 8:24], mask[8:24, 8] = 127, 128, 100  # anti-aliased edges
-        Image.fromarray(np.repeat(mask[..., None], 3, axis=2)).save(train / f"1000{i}_mask.png")
-    for i in range(2):
-        save_grey_as_rgb_jpeg(sat / f"1100{i}_sat.jpg", speckle(rng, 32, 32))
-        Image.fromarray(np.where(np.eye(32) > 0, 255, 0).astype(np.uint8)).save(gt / f"1100{i}_mask.png")
-    return root
+    return write_sos_release(tmp_path / "sos")
 
 
 def make_osd(root: Path, split_name: str = "train", n: int = 3, size=(65, 125), noise: int = 0, seed: int = 0):

@@ -1,0 +1,58 @@
+"""`benchmarks/sos_benchmark.py` end to end at toy scale on a tiny SOS-layout release: every arm, the held-out
+validation scores, the diagnostics and a variant that reuses the generator and the real students."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from sos_layout import write_sos_release
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("sos_benchmark", REPO_ROOT / "benchmarks" / "sos_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def toy_args(data_dir, output_dir, *extra):
+    return ["--data_dir", str(data_dir), "--sensor", "sentinel", "--output_dir", str(output_dir), "--regimes", "4",
+            "--resolution", "32", "--crop_size", "16", "--model_size", "tiny", "--generator_steps", "2",
+            "--generator_batch_size", "2", "--generated_multiple", "1", "--num_inference_steps", "2",
+            "--student", "tiny", "--student_steps", "2", "--student_batch_size", "2", "--student_seeds", "0",
+            "--num_threads", "1", *extra]
+
+
+def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
+    data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
+    out = tmp_path / "bench"
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--train_on_synthetic", "--ablate_label_scale"))
+    results = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]
+    arms = {"real", "soft", "synthetic only (soft)", "soft, b = 1", "synthetic only (soft, b = 1)"}
+    assert set(results["summary"]) == arms and set(results["heldout_summary"]) == arms
+    for arm in arms:
+        assert 0.0 <= results["summary"][arm]["mean_iou"]["mean"] <= 1.0
+    students = out / "sentinel" / "regime-4" / "students"
+    assert sorted(p.name for p in students.iterdir()) == [
+        "real-seed0", "soft-b1-seed0", "soft-seed0", "tstr-dual-auto-seed0", "tstr-dual-b1-seed0"]
+    heldout = json.loads((students / "real-seed0" / "eval_train_heldout.json").read_text())
+    assert heldout["split"] == "train_heldout" and heldout["num_samples"] == 2  # the 6 - 4 pairs outside the subset
+    assert set(results["diagnostics"]) == {"dual-auto", "dual-b1"}
+    assert 0.0 <= results["diagnostics"]["dual-b1"]["generated_oil_fraction"] <= 1.0
+    b1 = json.loads((out / "sentinel" / "regime-4" / "generator-dual-b1" / "unet" / "config.json").read_text())
+    assert b1["label_scale"] == 1.0
+    capsys.readouterr()
+
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generated_ratio", "0.5",
+                            "--soft_label_temperature", "2"))
+    printed = capsys.readouterr().out
+    assert "[run ] generate-generated-dual-auto-T2" in printed and "[run ] student-soft-T2-ratio0.5-seed0" in printed
+    assert "[skip] student-real-seed0" in printed and "[skip] generator-generator-dual-auto" in printed
+    variant = json.loads((out / "sentinel" / "results-T2-ratio0.5.json").read_text())["regimes"]["4"]
+    assert set(variant["summary"]) == {"real", "soft (T 2, ratio 0.5)"}
+    command = (out / "sentinel" / "logs" / "student-soft-T2-ratio0.5-seed0.log").read_text()
+    assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2" in command
