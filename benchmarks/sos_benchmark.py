@@ -240,13 +240,19 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     runner = StageRunner(out, num_threads=args.num_threads)
     start = time.perf_counter()
-    results = {"arguments": {k: str(v) for k, v in vars(args).items()}, "regimes": {}}
-    for index, regime in enumerate(args.regimes):
-        results["regimes"][regime] = run_regime(runner, args, out / f"regime-{regime}", regime, first=index == 0)
-    results["stage_seconds"] = runner.durations
-    results["total_seconds_this_run"] = time.perf_counter() - start
+    # One results file per variant; a run updates the regimes it ran and keeps the others.
     results_path = out / f"results{student_variant(args)}.json"
-    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results.setdefault("regimes", {})
+    for index, regime in enumerate(args.regimes):
+        entry = run_regime(runner, args, out / f"regime-{regime}", regime, first=index == 0)
+        entry["arguments"] = {k: str(v) for k, v in vars(args).items()}
+        results["regimes"][regime] = entry
+    results["stage_seconds"] = {**results.get("stage_seconds", {}), **{k: v for k, v in runner.durations.items() if v}}
+    results["seconds_of_last_run"] = time.perf_counter() - start
+    tmp = results_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(results_path)
     print(f"\nResults: {results_path}")
 
 
