@@ -1,20 +1,15 @@
 """`make demo` end to end at toy scale: every stage runs, the table and figures are written, a rerun resumes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from repo_scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("demo", REPO_ROOT / "examples" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/demo.py")
 
 
 TOY = ["--resolution", "32", "--num_train_scenes", "8", "--generated_multiple", "1", "--model_size", "tiny",

@@ -3,7 +3,6 @@ push) and examples/evaluate.py. Tiny SegFormer, tiny simulated data at 32x32; ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,21 +18,15 @@ from safetensors.torch import load_file
 
 from dakter_hf.distill import create_student
 
+from repo_scripts import load_script
+
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = 32
 
 
-def _load_script(name: str):
-    """Import examples/<name>.py under a private module name (examples/evaluate.py must not shadow `evaluate`)."""
-    spec = importlib.util.spec_from_file_location(f"dakter_example_{name}", REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-distill_script = _load_script("distill")
-evaluate_script = _load_script("evaluate")
+distill_script = load_script("examples/distill.py")
+evaluate_script = load_script("examples/evaluate.py")
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,6 @@ repository).
 """
 
 import ast
-import importlib.util
 import json
 import os
 import subprocess
@@ -25,16 +24,14 @@ from diffusers import DDPMScheduler, DiffusionPipeline
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
 from dakter_hf.hub import add_remote_code, remote_code_files
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from repo_scripts import load_script
+
 SEED, BATCH_SIZE, STEPS = 0, 2, 4
 OUTPUT_FIELDS = ("images", "soft_labels", "labels")
 
 
 def _load_generator_script():
-    spec = importlib.util.spec_from_file_location("make_hub_pipeline", REPO_ROOT / "utils" / "make_hub_pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("utils/make_hub_pipeline.py")
 
 
 ID2LABEL = {0: "sea", 1: "oil_spill", 2: "look_alike"}

@@ -1,22 +1,17 @@
 """`benchmarks/sos_benchmark.py` end to end at toy scale on a tiny SOS-layout release: every arm, the held-out
 validation scores, the diagnostics and a variant that reuses the generator and the real students."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-from sos_layout import write_sos_release
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from repo_scripts import load_script
+from sos_layout import write_sos_release
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("sos_benchmark", REPO_ROOT / "benchmarks" / "sos_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/sos_benchmark.py")
 
 
 def toy_args(data_dir, output_dir, *extra):

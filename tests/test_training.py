@@ -1,6 +1,5 @@
 """Tests of joint diffusion training: library helpers and `examples/train_joint_diffusion.py` run in-process."""
 
-import importlib.util
 import json
 import math
 import os
@@ -26,6 +25,8 @@ from dakter_hf.training import (
     resolve_resume_checkpoint,
 )
 
+from repo_scripts import load_script
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOS_DIR = REPO_ROOT.parent / "shared" / "data" / "sos"
 # A tiny model on a tiny simulated split: 12 scenes of 16x16, batches of 4 (3 batches per epoch).
@@ -34,17 +35,13 @@ TINY_ARGS = ["--dataset", "simulated", "--num_train_samples", "12", "--resolutio
              "--seed", "0"]
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_joint_diffusion",
-                                                  REPO_ROOT / "examples" / "train_joint_diffusion.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_trainer():
+    return load_script("examples/train_joint_diffusion.py")
 
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script()
+    return load_trainer()
 
 
 @pytest.fixture(autouse=True, scope="module")
