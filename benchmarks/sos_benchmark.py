@@ -238,17 +238,19 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.output_dir / args.sensor
     out.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(out, num_threads=args.num_threads)
     start = time.perf_counter()
     # One results file per variant; a run updates the regimes it ran and keeps the others.
     results_path = out / f"results{student_variant(args)}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results.setdefault("regimes", {})
     for index, regime in enumerate(args.regimes):
-        entry = run_regime(runner, args, out / f"regime-{regime}", regime, first=index == 0)
+        root = out / f"regime-{regime}"
+        runner = StageRunner(root, num_threads=args.num_threads)  # logs in <root>/logs/<stage>.log
+        entry = run_regime(runner, args, root, regime, first=index == 0)
+        previous = results["regimes"].get(regime, {}).get("stage_seconds", {})
+        entry["stage_seconds"] = {**previous, **{k: v for k, v in runner.durations.items() if v}}
         entry["arguments"] = {k: str(v) for k, v in vars(args).items()}
         results["regimes"][regime] = entry
-    results["stage_seconds"] = {**results.get("stage_seconds", {}), **{k: v for k, v in runner.durations.items() if v}}
     results["seconds_of_last_run"] = time.perf_counter() - start
     tmp = results_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -49,10 +49,12 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     assert "[skip] student-real-seed0" in printed and "[skip] generator-generator-dual-auto" in printed
     variant = json.loads((out / "sentinel" / "results-T2-ratio0.5.json").read_text())["regimes"]["4"]
     assert set(variant["summary"]) == {"real", "soft (T 2, ratio 0.5)"}
-    command = (out / "sentinel" / "logs" / "student-soft-T2-ratio0.5-seed0.log").read_text()
+    command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-ratio0.5-seed0.log").read_text()
     assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2" in command
 
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "--regimes", "full"))  # adds a regime, keeps "4"
     regimes = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]
     assert set(regimes) == {"4", "full"} and set(regimes["full"]["summary"]) == {"real"}
     assert "heldout_summary" not in regimes["full"] and regimes["4"] == results
+    assert (out / "sentinel" / "regime-full" / "logs" / "student-real-seed0.log").is_file()
+    assert regimes["full"]["stage_seconds"]["student-real-seed0"] > 0
