@@ -45,19 +45,10 @@ from dakter_loop import (  # noqa: E402
     train_generator,
 )
 from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
+from dakter_hf.distill.training import parse_generated_ratio  # noqa: E402
 
 METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
 LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
-
-
-def _ratio(value):
-    if value != "auto":
-        try:
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], got {value!r}") from None
-    return value
 
 
 def parse_args(argv=None):
@@ -88,7 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--student_batch_size", type=int, default=16)
     p.add_argument("--student_lr", default="6e-4")
     p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--generated_ratio", type=_ratio, default="auto",
+    p.add_argument("--generated_ratio", type=parse_generated_ratio, default="auto",
                    help="share of generated pairs in every hard / soft student batch ('auto': |gen| / (|real| + |gen|))")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     # Ablations and diagnostics.
@@ -119,7 +110,7 @@ def generation_variant(args):
 
 def student_variant(args):
     """Name suffix of hard / soft students trained with non-default settings ('' for the defaults)."""
-    return generation_variant(args) + ("" if args.generated_ratio == "auto" else f"-ratio{args.generated_ratio}")
+    return generation_variant(args) + ("" if args.generated_ratio == "auto" else f"-ratio{args.generated_ratio:g}")
 
 
 def variant_label(suffix):

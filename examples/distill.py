@@ -46,6 +46,7 @@ from dakter_hf.distill.training import (
     evaluation_dataset_from_args,
     learning_curve_history,
     load_generated_dataset,
+    parse_generated_ratio,
     resolve_generated_ratio,
     save_student,
     write_metrics_report,
@@ -64,18 +65,6 @@ from dakter_hf.visualization import save_learning_curves
 logger = get_logger(__name__, log_level="INFO")
 
 
-def _ratio(value: str):
-    if value == "auto":
-        return value
-    try:
-        ratio = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= ratio <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
-    return ratio
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a SAR segmentation student on real + DAKTer-generated pairs.")
     add_data_args(parser)
@@ -87,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "for --mode hard/soft, ignored for --mode real.")
     gen.add_argument("--num_generated_samples", type=int, default=None,
                      help="Use only the first N generated pairs (e.g. 1x / 2x / 4x the real set).")
-    gen.add_argument("--generated_ratio", type=_ratio, default=DEFAULT_GENERATED_RATIO,
+    gen.add_argument("--generated_ratio", type=parse_generated_ratio, default=DEFAULT_GENERATED_RATIO,
                      help="Fraction of EVERY batch taken from the generated pairs: round(ratio * batch_size) generated "
                           "+ the rest real. 'auto' (default) = |generated| / (|real| + |generated|), the expected "
                           "share of a uniform draw from real U generated. Forced to 0 in --mode real.")

@@ -62,10 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be a positive integer, got {value}.")
-    check_data_args(parser, args)
-    if args.split == HELDOUT_SPLIT and (args.dataset == "simulated" or args.num_train_samples is None):
-        parser.error(f"--split {HELDOUT_SPLIT} needs a file dataset (sos / osd / folder) and --num_train_samples "
-                     "(the subset it leaves out).")
+    check_data_args(parser, args, split=args.split)
     if args.output_json is None:
         name = f"eval_{args.dataset}{'_' + args.sensor if args.sensor else ''}_{args.split}.json"
         base = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else os.curdir

@@ -35,13 +35,9 @@ TINY_ARGS = ["--dataset", "simulated", "--num_train_samples", "12", "--resolutio
              "--seed", "0"]
 
 
-def load_trainer():
-    return load_script("examples/train_joint_diffusion.py")
-
-
 @pytest.fixture(scope="module")
 def script():
-    return load_trainer()
+    return load_script("examples/train_joint_diffusion.py")
 
 
 @pytest.fixture(autouse=True, scope="module")

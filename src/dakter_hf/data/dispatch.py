@@ -165,12 +165,13 @@ def parse_colormap(value: str) -> Dict[int, Tuple[int, int, int]]:
     return colormap
 
 
-def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace, split: Optional[str] = None) -> None:
     """Validate the flags of :func:`add_data_args` before any work starts; a problem ends the script through
     ``parser.error`` (usage and a one-line message naming the flag), not a traceback.
 
-    Checks: ``--data_dir`` given (and a directory) for file datasets, ``--sensor`` for SOS, and the osd / folder
-    options (applicable to the dataset, a valid ``--colormap``).
+    Checks: ``--data_dir`` given (and a directory) for file datasets, ``--sensor`` for SOS, the osd / folder
+    options (applicable to the dataset, a valid ``--colormap``) and, for ``split="train_heldout"``, that the flags
+    define that split.
     """
     if args.dataset != "simulated" and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data_dir.")
@@ -180,6 +181,8 @@ def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f"--dataset sos needs --sensor (one of {', '.join(SOS_SENSORS)}).")
     try:
         _loader_options(args)
+        if split == HELDOUT_SPLIT:
+            _check_heldout_args(args)
     except ValueError as error:
         parser.error(str(error))
 
@@ -243,14 +246,18 @@ def dataset_from_args(
     )
 
 
-def _heldout_training_pairs(args: argparse.Namespace, resolution: Optional[Resolution], kwargs: dict) -> Dataset:
-    """The rows of the training split that the seeded ``--num_train_samples`` subset does not contain."""
+def _check_heldout_args(args: argparse.Namespace) -> None:
     if args.dataset == "simulated" or args.num_train_samples is None:
         raise ValueError(
-            f"split {HELDOUT_SPLIT!r} holds the training pairs outside the seeded --num_train_samples subset: it "
-            f"needs a file dataset (sos / osd / folder) and --num_train_samples, got --dataset {args.dataset} and "
+            f"--split {HELDOUT_SPLIT} needs a file dataset (sos / osd / folder) and --num_train_samples: it holds "
+            f"the training pairs outside the seeded --num_train_samples subset; got --dataset {args.dataset} and "
             f"--num_train_samples {args.num_train_samples}."
         )
+
+
+def _heldout_training_pairs(args: argparse.Namespace, resolution: Optional[Resolution], kwargs: dict) -> Dataset:
+    """The rows of the training split that the seeded ``--num_train_samples`` subset does not contain."""
+    _check_heldout_args(args)
     common = dict(data_dir=args.data_dir, sensor=args.sensor, split="train", resolution=resolution,
                   seed=args.data_seed, on_error=args.on_error, **kwargs)
     used = set(load_dataset_by_name(args.dataset, num_samples=args.num_train_samples, **common)["id"])

@@ -73,6 +73,7 @@ __all__ = [
     "learning_curve_history",
     "load_generated_dataset",
     "resolve_generated_ratio",
+    "parse_generated_ratio",
     "save_student",
     "write_metrics_report",
 ]
@@ -81,6 +82,25 @@ __all__ = [
 DEFAULT_GENERATED_RATIO = "auto"
 #: Columns a generated dataset must have (see `dakter_hf.generation`).
 GENERATED_COLUMNS = ("image", "soft_label")
+
+
+def parse_generated_ratio(value: str) -> float | str:
+    """Command-line type of `--generated_ratio`: `"auto"` (kept as is) or a fraction in `[0, 1]` (as a float).
+
+    Raises:
+        `argparse.ArgumentTypeError`: for anything else, so that argparse names the flag in its error.
+    """
+    import argparse
+
+    if value == "auto":
+        return value
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return ratio
 
 
 # ----------------------------------------------------------------------------------------------------------------------
