@@ -119,7 +119,9 @@ def variant_label(suffix):
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def run_generator_arm(runner, args, root, data, n_real, name, **overrides):
+def run_generator_arm(runner, args, root, regime, name, **overrides):
+    """Train one generator on the regime's real pairs and sample k x as many pairs; returns the generated set."""
+    data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
     options = dict(resolution=args.resolution, model_size=args.model_size, label_scale="auto",
                    architecture="dual", train_batch_size=args.generator_batch_size,
                    max_train_steps=args.generator_steps, learning_rate=args.generator_lr, lr_warmup_steps=100,
@@ -136,8 +138,9 @@ def run_generator_arm(runner, args, root, data, n_real, name, **overrides):
     return generated
 
 
-def run_students(runner, args, root, data, mode, generated, arm, **extra):
+def run_students(runner, args, root, regime, mode, generated, arm, **extra):
     """One student per seed (scored on the test split) plus, in a scarce regime, its `train_heldout` score."""
+    data = regime_args(args, regime)
     if mode != "real" and "generated_ratio" not in extra and args.generated_ratio != "auto":
         extra["generated_ratio"] = args.generated_ratio
     reports = []
@@ -148,7 +151,7 @@ def run_students(runner, args, root, data, mode, generated, arm, **extra):
             resolution=args.resolution, train_batch_size=args.student_batch_size, learning_rate=args.student_lr,
             max_train_steps=args.student_steps, eval_steps=max(args.student_steps // 6, 1),
             checkpointing_steps=max(args.student_steps // 3, 1), checkpoints_total_limit=1, seed=seed, **extra)
-        if "--num_train_samples" in data:
+        if regime != "full":
             heldout = output_dir / f"eval_{HELDOUT_SPLIT}.json"
             runner.run(f"validate-{output_dir.name}", "evaluate.py",
                        [*data, "--model_name_or_path", output_dir / "final", "--split", HELDOUT_SPLIT,
@@ -190,7 +193,6 @@ ABLATIONS = {
 
 def run_regime(runner, args, root, regime, first):
     """Every generator arm, student and diagnostic of one regime; returns its entry of `results.json`."""
-    data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
     suffix, gen_suffix = student_variant(args), generation_variant(args)
     # (generator name, student tag, label, overrides); the main arm's students are named after their mode alone.
     arms = [("dual-auto", None, None, {})] if set(args.modes) - {"real"} else []
@@ -198,21 +200,21 @@ def run_regime(runner, args, root, regime, first):
         arms += [ablation for flag, ablation in ABLATIONS.items() if getattr(args, flag)]
     reports, diagnostics = {}, {}
     if "real" in args.modes:  # the real students do not depend on the generator or the variant
-        reports["real"] = run_students(runner, args, root, data, "real", None, "real")
+        reports["real"] = run_students(runner, args, root, regime, "real", None, "real")
     for name, tag, label, overrides in arms:
-        generated = run_generator_arm(runner, args, root, data, n_real, name, **overrides)
+        generated = run_generator_arm(runner, args, root, regime, name, **overrides)
         diagnostics[name + gen_suffix] = generator_diagnostics(args, regime, generated)
         for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
             key = mode if tag is None else f"{mode}, {label}"
             arm = mode if tag is None else f"{mode}-{tag}"
-            reports[key + variant_label(suffix)] = run_students(runner, args, root, data, mode, generated,
+            reports[key + variant_label(suffix)] = run_students(runner, args, root, regime, mode, generated,
                                                                 arm + suffix)
         if args.train_on_synthetic:
             key = "synthetic only (soft" + ("" if tag is None else f", {label}") + ")"
             reports[key + variant_label(gen_suffix)] = run_students(
-                runner, args, root, data, "soft", generated, f"tstr-{name}{gen_suffix}", generated_ratio=1.0)
+                runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", generated_ratio=1.0)
     summary = summarize(reports, METRICS)
-    entry = {"num_real_pairs": n_real, "summary": summary, "diagnostics": diagnostics,
+    entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics,
              "table": format_summary(summary, METRICS, LABELS)}
     print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n"
           f"{entry['table']}")
