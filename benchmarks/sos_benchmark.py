@@ -162,7 +162,8 @@ def run_students(runner, args, root, regime, mode, generated, arm, **extra):
 
 
 def generator_diagnostics(args, regime, generated_dir):
-    """Oil-pixel fraction and intensity-histogram distance of generated vs real training pairs (at --resolution)."""
+    """Generated vs real training pairs (at --resolution): oil-pixel fraction, intensity-histogram distance, and
+    the share of generated pixels whose soft label is uncertain (top class probability below 0.9)."""
     from datasets import load_from_disk
 
     from dakter_hf.data import load_sos
@@ -174,6 +175,9 @@ def generator_diagnostics(args, regime, generated_dir):
     fake_images = np.stack([np.asarray(im, dtype=np.float64) for im in fake["image"]])
     real_oil = float(np.mean([np.asarray(m) == 1 for m in real["mask"]]))
     fake_oil = float(np.mean([np.asarray(m) == 1 for m in fake["label"]]))
+    # Soft labels are stored as uint8 (q * 255) or floats, (num_classes, H, W) per pair.
+    soft = np.asarray(fake.with_format("numpy")["soft_label"], dtype=np.float64)
+    top = soft.max(axis=1) / (255.0 if fake.features["soft_label"].dtype == "uint8" else 1.0)
     bins = np.linspace(0, 256, 65)
     h_real = np.histogram(real_images, bins=bins)[0] / real_images.size
     h_fake = np.histogram(fake_images, bins=bins)[0] / fake_images.size
@@ -181,7 +185,8 @@ def generator_diagnostics(args, regime, generated_dir):
     w1 = float(np.abs(np.cumsum(h_real) - np.cumsum(h_fake)).sum() * (bins[1] - bins[0]))
     return {"real_oil_fraction": real_oil, "generated_oil_fraction": fake_oil,
             "intensity_w1_grey_levels": w1, "intensity_histogram_l1": float(np.abs(h_real - h_fake).sum()),
-            "real_mean_intensity": float(real_images.mean()), "generated_mean_intensity": float(fake_images.mean())}
+            "real_mean_intensity": float(real_images.mean()), "generated_mean_intensity": float(fake_images.mean()),
+            "uncertain_label_fraction": float(np.mean(top < 0.9))}
 
 
 #: Generator ablations on the first regime: flag -> (generator name, student tag, table label, trainer overrides).

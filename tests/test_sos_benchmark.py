@@ -38,6 +38,7 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     assert heldout["split"] == "train_heldout" and heldout["num_samples"] == 2  # the 6 - 4 pairs outside the subset
     assert set(results["diagnostics"]) == {"dual-auto", "dual-b1"}
     assert 0.0 <= results["diagnostics"]["dual-b1"]["generated_oil_fraction"] <= 1.0
+    assert 0.0 <= results["diagnostics"]["dual-b1"]["uncertain_label_fraction"] <= 1.0
     b1 = json.loads((out / "sentinel" / "regime-4" / "generator-dual-b1" / "unet" / "config.json").read_text())
     assert b1["label_scale"] == 1.0
     capsys.readouterr()
