@@ -18,7 +18,8 @@ intensity-histogram distance.
 
 Every stage is resumable: rerun the same command after an interruption and finished stages are skipped. A
 non-default `--generated_ratio` / `--soft_label_temperature` names its own generated set and students (and
-`results-<variant>.json`), reusing the generator and the `real` students.
+`results-<variant>.json`), reusing the generator and the `real` students; a non-default `--generator_seed` also trains
+its own generators.
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
@@ -68,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--crop_size", type=int, default=32,
                    help="patch-wise generator training on random crops (sampling stays at --resolution)")
     p.add_argument("--ce_weight", type=float, default=1.0)
+    p.add_argument("--generator_seed", type=int, default=None,
+                   help="training seed of the generators (default: --data_seed); another value trains its own "
+                        "generators, sampled with the same seeds: the generator's run-to-run spread")
     p.add_argument("--generated_multiple", type=float, default=4.0, help="k: generated pairs = k x real pairs")
     p.add_argument("--scheduler", default="dpmsolver")
     p.add_argument("--num_inference_steps", type=int, default=20)
@@ -103,9 +107,18 @@ def num_real_pairs(args, regime):
     return len(list((Path(args.data_dir) / "train" / args.sensor).glob("*_sat.jpg")))
 
 
+def generator_seed(args):
+    return args.data_seed if args.generator_seed is None else args.generator_seed
+
+
+def generator_variant(args):
+    """Name suffix of a generator trained with a non-default seed ('' for the default)."""
+    return "" if generator_seed(args) == args.data_seed else f"-g{generator_seed(args)}"
+
+
 def generation_variant(args):
-    """Name suffix of a generated set sampled with non-default settings ('' for the defaults)."""
-    return "" if args.soft_label_temperature == 1.0 else f"-T{args.soft_label_temperature:g}"
+    """Name suffix of a generated set from a non-default generator or sampled with non-default settings."""
+    return generator_variant(args) + ("" if args.soft_label_temperature == 1.0 else f"-T{args.soft_label_temperature:g}")
 
 
 def student_variant(args):
@@ -113,9 +126,15 @@ def student_variant(args):
     return generation_variant(args) + ("" if args.generated_ratio == "auto" else f"-ratio{args.generated_ratio:g}")
 
 
+_VARIANT_NAMES = {"g": "generator seed", "T": "T", "ratio": "ratio"}
+
+
 def variant_label(suffix):
-    """'-T2-ratio0.5' -> ' (T 2, ratio 0.5)'."""
-    parts = [part.replace("T", "T ", 1).replace("ratio", "ratio ", 1) for part in suffix.split("-") if part]
+    """'-g1-T2-ratio0.5' -> ' (generator seed 1, T 2, ratio 0.5)'."""
+    parts = []
+    for part in filter(None, suffix.split("-")):
+        key = part.rstrip("0123456789.")
+        parts.append(f"{_VARIANT_NAMES[key]} {part[len(key):]}")
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -127,9 +146,9 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
                    max_train_steps=args.generator_steps, learning_rate=args.generator_lr, lr_warmup_steps=100,
                    use_ema=True, ce_weight=args.ce_weight, crop_size=args.crop_size, checkpointing_steps=250,
                    checkpoints_total_limit=1, validation_steps=args.generator_steps, num_validation_samples=8,
-                   validation_inference_steps=args.num_inference_steps, seed=args.data_seed)
+                   validation_inference_steps=args.num_inference_steps, seed=generator_seed(args))
     options.update(overrides)
-    generator = train_generator(runner, root / f"generator-{name}", data, **options)
+    generator = train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)
     generated = generate_pairs(runner, generator, root / f"generated-{name}{generation_variant(args)}",
                                int(round(args.generated_multiple * n_real)),
                                scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,

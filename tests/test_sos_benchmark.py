@@ -53,6 +53,15 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-ratio0.5-seed0.log").read_text()
     assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2" in command
 
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generator_seed", "1"))
+    printed = capsys.readouterr().out
+    assert "[run ] generator-generator-dual-auto-g1" in printed and "[run ] student-soft-g1-seed0" in printed
+    assert "[skip] student-real-seed0" in printed
+    reseeded = json.loads((out / "sentinel" / "results-g1.json").read_text())["regimes"]["4"]
+    assert set(reseeded["summary"]) == {"real", "soft (generator seed 1)"}
+    command = (out / "sentinel" / "regime-4" / "logs" / "generator-generator-dual-auto-g1.log").read_text()
+    assert "--seed 1" in command
+
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "--regimes", "full"))  # adds a regime, keeps "4"
     regimes = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]
     assert set(regimes) == {"4", "full"} and set(regimes["full"]["summary"]) == {"real"}
