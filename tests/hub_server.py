@@ -465,6 +465,8 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, content_type: str | None = None,
               content_length: int | None = None) -> None:
+        # Logged before anything is sent: a client may act on the headers (a HEAD) before this thread runs on.
+        self.hub.requests.append((self.command, self.path, status))
         self.send_response(status)
         if content_type:
             self.send_header("Content-Type", content_type)
@@ -472,7 +474,6 @@ class _HubHandler(BaseHTTPRequestHandler):
             self.send_header(k, str(v))
         self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
         self.end_headers()
-        self.hub.requests.append((self.command, self.path, status))
         if self.command != "HEAD" and body:
             self.wfile.write(body)
 
