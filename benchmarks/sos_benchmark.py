@@ -195,8 +195,10 @@ def generator_diagnostics(args, regime, generated_dir):
     real_oil = float(np.mean([np.asarray(m) == 1 for m in real["mask"]]))
     fake_oil = float(np.mean([np.asarray(m) == 1 for m in fake["label"]]))
     # Soft labels are stored as uint8 (q * 255) or floats, (num_classes, H, W) per pair.
-    soft = np.asarray(fake.with_format("numpy")["soft_label"], dtype=np.float64)
-    top = soft.max(axis=1) / (255.0 if fake.features["soft_label"].dtype == "uint8" else 1.0)
+    # Read in the stored type (the numpy format would widen uint8 to int64) and take the max before scaling.
+    stored = fake.features["soft_label"].dtype
+    soft = np.asarray(fake.with_format("numpy", dtype=stored)["soft_label"])
+    top = soft.max(axis=1) / (255.0 if stored == "uint8" else 1.0)
     bins = np.linspace(0, 256, 65)
     h_real = np.histogram(real_images, bins=bins)[0] / real_images.size
     h_fake = np.histogram(fake_images, bins=bins)[0] / fake_images.size
