@@ -26,6 +26,9 @@ MODES = ("real", "hard", "soft")
 class StageRunner:
     """Runs stages as subprocesses, each with its own log, skipping the ones already complete.
 
+    The wall time of every finished stage is kept in `logs/stage_seconds.json` as soon as it finishes, so a loop that is
+    interrupted later still reports it when rerun (a stage that resumed reports the run that finished it).
+
     Args:
         work_dir (`Path`): where outputs and `logs/<stage>.log` go.
         num_threads (`int`, *optional*): torch threads per subprocess (`OMP_NUM_THREADS`); one thread avoids the
@@ -38,11 +41,32 @@ class StageRunner:
     verbose: bool = True
     durations: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def durations_path(self) -> Path:
+        return self.work_dir / "logs" / "stage_seconds.json"
+
+    def _recorded_durations(self) -> dict[str, float]:
+        if not self.durations_path.exists():
+            return {}
+        try:
+            return {str(k): float(v) for k, v in json.loads(self.durations_path.read_text(encoding="utf-8")).items()}
+        except (ValueError, AttributeError, TypeError):  # unreadable: the times are informative, the outputs are not lost
+            print(f"[warn] ignoring unreadable {self.durations_path}", flush=True)
+            return {}
+
+    def _record_duration(self, name: str, seconds: float) -> None:
+        recorded = {**self._recorded_durations(), name: seconds}
+        tmp = self.durations_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self.durations_path)
+
     def run(self, name: str, script: str, arguments: Sequence[str], done: Path) -> float:
-        """Run `examples/<script>` with `arguments` unless `done` exists; return the stage's wall time (0 if skipped)."""
+        """Run `examples/<script>` with `arguments` unless `done` exists; return the wall time of this call (0 if skipped).
+
+        `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was)."""
         if done.exists():
             print(f"[skip] {name}: {done} exists")
-            self.durations.setdefault(name, 0.0)
+            self.durations.setdefault(name, self._recorded_durations().get(name, 0.0))
             return 0.0
         log_path = self.work_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +87,7 @@ class StageRunner:
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             raise RuntimeError(f"stage {name!r} failed (exit code {result.returncode}); last lines of {log_path}:\n"
                                + "\n".join(tail))
+        self._record_duration(name, elapsed)
         print(f"[done] {name} in {elapsed:.0f} s", flush=True)
         return elapsed
 

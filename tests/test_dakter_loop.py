@@ -1,0 +1,58 @@
+"""`StageRunner` (examples/dakter_loop.py): stages are skipped once complete, and their wall times survive a rerun."""
+
+import json
+import sys
+
+import pytest
+
+from repo_scripts import load_script
+
+
+@pytest.fixture(scope="module")
+def loop():
+    return load_script("examples/dakter_loop.py")
+
+
+def write_script(path, body):
+    path.write_text("import sys, pathlib, time\n" + body, encoding="utf-8")
+    return path
+
+
+def test_finished_stage_times_are_kept_for_later_runs(loop, tmp_path):
+    done = tmp_path / "out" / "done.txt"
+    script = write_script(tmp_path / "stage.py", "time.sleep(0.2)\npathlib.Path(sys.argv[1]).parent.mkdir()\n"
+                                                  "pathlib.Path(sys.argv[1]).write_text('ok')\n")
+    first = loop.StageRunner(tmp_path, verbose=False)
+    elapsed = first.run("stage-a", str(script), [done], done)  # an absolute script path is used as it is
+    assert elapsed >= 0.2 and first.durations == {"stage-a": elapsed}
+    recorded = json.loads((tmp_path / "logs" / "stage_seconds.json").read_text())
+    assert recorded == {"stage-a": elapsed}
+
+    # A new runner (an interrupted loop run again) skips the stage and still reports the time it took.
+    second = loop.StageRunner(tmp_path, verbose=False)
+    assert second.run("stage-a", str(script), [done], done) == 0.0
+    assert second.durations == {"stage-a": elapsed}
+    # A stage that never finished in a recorded run reports 0 when skipped.
+    other = tmp_path / "other.txt"
+    other.write_text("made by hand")
+    second.run("stage-b", str(script), [other], other)
+    assert second.durations["stage-b"] == 0.0
+
+
+def test_failed_stage_raises_with_its_log_and_records_no_time(loop, tmp_path):
+    script = write_script(tmp_path / "fails.py", "print('about to fail')\nsys.exit(3)\n")
+    runner = loop.StageRunner(tmp_path, verbose=False)
+    with pytest.raises(RuntimeError, match=r"stage 'broken' failed \(exit code 3\)(.|\n)*about to fail"):
+        runner.run("broken", str(script), [], tmp_path / "never.txt")
+    assert not (tmp_path / "logs" / "stage_seconds.json").exists()
+
+
+def test_unreadable_time_record_is_ignored_not_fatal(loop, tmp_path, capsys):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "stage_seconds.json").write_text("{not json", encoding="utf-8")
+    done = tmp_path / "done.txt"
+    done.write_text("ok")
+    runner = loop.StageRunner(tmp_path, verbose=False)
+    runner.run("stage-a", sys.executable, [], done)
+    assert runner.durations == {"stage-a": 0.0}
+    assert "ignoring unreadable" in capsys.readouterr().out
