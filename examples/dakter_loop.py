@@ -43,6 +43,7 @@ class StageRunner:
 
     @property
     def durations_path(self) -> Path:
+        """The JSON file of finished stages' wall times, `{stage: seconds}`."""
         return self.work_dir / "logs" / "stage_seconds.json"
 
     def _recorded_durations(self) -> dict[str, float]:
