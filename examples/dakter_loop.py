@@ -40,13 +40,17 @@ class StageRunner:
     num_threads: int | None = None
     verbose: bool = True
     durations: dict[str, float] = field(default_factory=dict)
+    _recorded: dict[str, float] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._recorded = self._read_recorded_durations()
 
     @property
     def durations_path(self) -> Path:
         """The JSON file of finished stages' wall times, `{stage: seconds}`."""
         return self.work_dir / "logs" / "stage_seconds.json"
 
-    def _recorded_durations(self) -> dict[str, float]:
+    def _read_recorded_durations(self) -> dict[str, float]:
         if not self.durations_path.exists():
             return {}
         try:
@@ -56,9 +60,9 @@ class StageRunner:
             return {}
 
     def _record_duration(self, name: str, seconds: float) -> None:
-        recorded = {**self._recorded_durations(), name: seconds}
+        self._recorded[name] = seconds
         tmp = self.durations_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(self._recorded, indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.durations_path)
 
     def run(self, name: str, script: str, arguments: Sequence[str], done: Path) -> float:
@@ -67,7 +71,7 @@ class StageRunner:
         `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was)."""
         if done.exists():
             print(f"[skip] {name}: {done} exists")
-            self.durations.setdefault(name, self._recorded_durations().get(name, 0.0))
+            self.durations.setdefault(name, self._recorded.get(name, 0.0))
             return 0.0
         log_path = self.work_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
