@@ -180,32 +180,45 @@ def run_students(runner, args, root, regime, mode, generated, arm, **extra):
     return reports
 
 
+def intensity_distance(images_a, images_b):
+    """Distance between the grey-level distributions of two image stacks (values 0..255), over 64 bins:
+    Wasserstein-1 in grey levels and the L1 distance of the normalised histograms (0 = equal, 2 = disjoint)."""
+    bins = np.linspace(0, 256, 65)
+    h_a = np.histogram(images_a, bins=bins)[0] / np.size(images_a)
+    h_b = np.histogram(images_b, bins=bins)[0] / np.size(images_b)
+    w1 = float(np.abs(np.cumsum(h_a) - np.cumsum(h_b)).sum() * (bins[1] - bins[0]))
+    return {"w1_grey_levels": w1, "histogram_l1": float(np.abs(h_a - h_b).sum())}
+
+
 def generator_diagnostics(args, regime, generated_dir):
     """Generated vs real training pairs (at --resolution): oil-pixel fraction, intensity-histogram distance, and
-    the share of generated pixels whose soft label is uncertain (top class probability below 0.9)."""
+    the share of generated pixels whose soft label is uncertain (top class probability below 0.9). For scale, the
+    real test split's oil fraction and intensity distance to the same real training pairs are reported beside them."""
     from datasets import load_from_disk
 
     from dakter_hf.data import load_sos
 
     real = load_sos(args.data_dir, args.sensor, split="train", resolution=args.resolution,
                     num_samples=None if regime == "full" else int(regime), seed=args.data_seed)
+    test = load_sos(args.data_dir, args.sensor, split="test", resolution=args.resolution)
     fake = load_from_disk(str(generated_dir))
-    real_images = np.stack([np.asarray(im, dtype=np.float64) for im in real["image"]])
-    fake_images = np.stack([np.asarray(im, dtype=np.float64) for im in fake["image"]])
+    real_images, test_images, fake_images = (
+        np.stack([np.asarray(im, dtype=np.float64) for im in ds["image"]]) for ds in (real, test, fake))
     real_oil = float(np.mean([np.asarray(m) == 1 for m in real["mask"]]))
     fake_oil = float(np.mean([np.asarray(m) == 1 for m in fake["label"]]))
+    test_oil = float(np.mean([np.asarray(m) == 1 for m in test["mask"]]))
     # Soft labels are stored as uint8 (q * 255) or floats, (num_classes, H, W) per pair.
     # Read in the stored type (the numpy format would widen uint8 to int64) and take the max before scaling.
     stored = fake.features["soft_label"].dtype
     soft = np.asarray(fake.with_format("numpy", dtype=stored)["soft_label"])
     top = soft.max(axis=1) / (255.0 if stored == "uint8" else 1.0)
-    bins = np.linspace(0, 256, 65)
-    h_real = np.histogram(real_images, bins=bins)[0] / real_images.size
-    h_fake = np.histogram(fake_images, bins=bins)[0] / fake_images.size
-    # Wasserstein-1 distance between the two intensity distributions, in grey levels.
-    w1 = float(np.abs(np.cumsum(h_real) - np.cumsum(h_fake)).sum() * (bins[1] - bins[0]))
+    generated = intensity_distance(real_images, fake_images)
+    test_shift = intensity_distance(real_images, test_images)
     return {"real_oil_fraction": real_oil, "generated_oil_fraction": fake_oil,
-            "intensity_w1_grey_levels": w1, "intensity_histogram_l1": float(np.abs(h_real - h_fake).sum()),
+            "intensity_w1_grey_levels": generated["w1_grey_levels"],
+            "intensity_histogram_l1": generated["histogram_l1"],
+            "test_oil_fraction": test_oil, "test_vs_train_intensity_w1_grey_levels": test_shift["w1_grey_levels"],
+            "test_vs_train_intensity_histogram_l1": test_shift["histogram_l1"],
             "real_mean_intensity": float(real_images.mean()), "generated_mean_intensity": float(fake_images.mean()),
             "uncertain_label_fraction": float(np.mean(top < 0.9))}
 
@@ -253,6 +266,20 @@ def run_regime(runner, args, root, regime, first):
     return entry
 
 
+def merge_entry(previous, entry):
+    """A regime's entry of `results.json` after a run: the arms, diagnostics and stage times of this run update
+    those of earlier runs, which are kept (a run with fewer arms, e.g. `--modes real`, does not drop the others);
+    the tables are rebuilt from the merged summaries; `arguments` are those of the last run."""
+    merged = {**previous, **entry}
+    for key in ("summary", "heldout_summary", "diagnostics", "stage_seconds"):
+        if key in previous or key in entry:
+            merged[key] = {**previous.get(key, {}), **entry.get(key, {})}
+    merged["table"] = format_summary(merged["summary"], METRICS, LABELS)
+    if "heldout_summary" in merged:
+        merged["heldout_table"] = format_summary(merged["heldout_summary"], METRICS, LABELS)
+    return merged
+
+
 def main(argv=None):
     args = parse_args(argv)
     out = args.output_dir / args.sensor
@@ -266,10 +293,9 @@ def main(argv=None):
         root = out / f"regime-{regime}"
         runner = StageRunner(root, num_threads=args.num_threads)  # logs in <root>/logs/<stage>.log
         entry = run_regime(runner, args, root, regime, first=index == 0)
-        previous = results["regimes"].get(regime, {}).get("stage_seconds", {})
-        entry["stage_seconds"] = {**previous, **{k: v for k, v in runner.durations.items() if v}}
+        entry["stage_seconds"] = {k: v for k, v in runner.durations.items() if v}
         entry["arguments"] = {k: str(v) for k, v in vars(args).items()}
-        results["regimes"][regime] = entry
+        results["regimes"][regime] = merge_entry(results["regimes"].get(regime, {}), entry)
     results["seconds_of_last_run"] = time.perf_counter() - start
     tmp = results_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")

@@ -22,6 +22,17 @@ def toy_args(data_dir, output_dir, *extra):
             "--num_threads", "1", *extra]
 
 
+def test_intensity_distance(benchmark):
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 200, size=(3, 8, 8)).astype(np.float64)
+    assert benchmark.intensity_distance(images, images) == {"w1_grey_levels": 0.0, "histogram_l1": 0.0}
+    shifted = benchmark.intensity_distance(images, images + 8)  # two bins of 4 grey levels to the right
+    assert shifted["w1_grey_levels"] == pytest.approx(8.0)
+    disjoint = benchmark.intensity_distance(np.zeros((2, 4, 4)), np.full((2, 4, 4), 255.0))
+    assert disjoint["histogram_l1"] == pytest.approx(2.0) and disjoint["w1_grey_levels"] == pytest.approx(252.0)
+
+
 def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
@@ -39,6 +50,7 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     assert set(results["diagnostics"]) == {"dual-auto", "dual-b1"}
     assert 0.0 <= results["diagnostics"]["dual-b1"]["generated_oil_fraction"] <= 1.0
     assert 0.0 <= results["diagnostics"]["dual-b1"]["uncertain_label_fraction"] <= 1.0
+    assert results["diagnostics"]["dual-b1"]["test_vs_train_intensity_w1_grey_levels"] > 0.0
     b1 = json.loads((out / "sentinel" / "regime-4" / "generator-dual-b1" / "unet" / "config.json").read_text())
     assert b1["label_scale"] == 1.0
     capsys.readouterr()
@@ -66,5 +78,11 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     regimes = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]
     assert set(regimes) == {"4", "full"} and set(regimes["full"]["summary"]) == {"real"}
     assert "heldout_summary" not in regimes["full"] and regimes["4"] == results
+
+    benchmark.main(toy_args(data_dir, out, "--modes", "real"))  # fewer arms: the others stay in results.json
+    rerun = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]
+    assert set(rerun["summary"]) == arms and set(rerun["diagnostics"]) == {"dual-auto", "dual-b1"}
+    assert rerun["summary"]["real"] == results["summary"]["real"] and "soft, b = 1" in rerun["table"]
+    assert rerun["arguments"]["modes"] == "['real']"
     assert (out / "sentinel" / "regime-full" / "logs" / "student-real-seed0.log").is_file()
     assert regimes["full"]["stage_seconds"]["student-real-seed0"] > 0
