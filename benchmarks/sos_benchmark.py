@@ -19,7 +19,8 @@ intensity-histogram distance.
 Every stage is resumable: rerun the same command after an interruption and finished stages are skipped. A
 non-default `--generated_ratio` / `--soft_label_temperature` names its own generated set and students (and
 `results-<variant>.json`), reusing the generator and the `real` students; a non-default `--generator_seed` also trains
-its own generators.
+its own generators. Any other setting changed against a finished stage in the same --output_dir (say
+--generator_steps) stops the run with an error naming the changed arguments: use another --output_dir for it.
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
@@ -38,12 +39,14 @@ sys.path.insert(0, str(REPO / "examples"))
 
 from dakter_loop import (  # noqa: E402
     MODES,
+    StageError,
     StageRunner,
     distill_student,
     format_summary,
     generate_pairs,
     summarize,
     train_generator,
+    write_json,
 )
 from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
 from dakter_hf.distill.training import parse_generated_ratio  # noqa: E402
@@ -297,11 +300,12 @@ def main(argv=None):
         entry["arguments"] = {k: str(v) for k, v in vars(args).items()}
         results["regimes"][regime] = merge_entry(results["regimes"].get(regime, {}), entry)
     results["seconds_of_last_run"] = time.perf_counter() - start
-    tmp = results_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(results_path)
+    write_json(results_path, results)
     print(f"\nResults: {results_path}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StageError as err:
+        sys.exit(f"error: {err}")

@@ -7,6 +7,7 @@ scripts themselves resume from their latest checkpoint, so an interrupted loop c
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -22,12 +23,36 @@ EXAMPLES_DIR = Path(__file__).resolve().parent
 MODES = ("real", "hard", "soft")
 
 
+class StageError(RuntimeError):
+    """A stage failed, or a complete stage ran with other arguments than the ones asked for now."""
+
+
+def write_json(path: Path, data) -> None:
+    """Write `data` as JSON through a temporary file, so an interruption never leaves a half-written `path`."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _argument_changes(then: Sequence[str], now: Sequence[str]) -> str:
+    """The differing parts of two argument lists, each with the flag before it: '--steps 600 -> --steps 601'."""
+    changes = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=list(then), b=list(now), autojunk=False).get_opcodes():
+        if op != "equal":
+            context = [then[i1 - 1]] if i1 > 0 and j1 > 0 and then[i1 - 1].startswith("--") else []
+            changes.append(f"{' '.join(context + list(then[i1:i2])) or '(nothing)'} -> "
+                           f"{' '.join(context + list(now[j1:j2])) or '(nothing)'}")
+    return "; ".join(changes)
+
+
 @dataclass
 class StageRunner:
     """Runs stages as subprocesses, each with its own log, skipping the ones already complete.
 
     The wall time of every finished stage is kept in `logs/stage_seconds.json` as soon as it finishes, so a loop that is
-    interrupted later still reports it when rerun (a stage that resumed reports the run that finished it).
+    interrupted later still reports it when rerun (a stage that resumed reports the run that finished it). A complete
+    stage is only skipped if its log shows it ran with the same arguments: a rerun with other settings in the same
+    `work_dir` (say, more training steps) raises instead of silently reusing the old output.
 
     Args:
         work_dir (`Path`): where outputs and `logs/<stage>.log` go.
@@ -61,15 +86,40 @@ class StageRunner:
 
     def _record_duration(self, name: str, seconds: float) -> None:
         self._recorded[name] = seconds
-        tmp = self.durations_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self._recorded, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(self.durations_path)
+        write_json(self.durations_path, self._recorded)
+
+    def _check_same_arguments(self, name: str, script: str, arguments: Sequence[str], done: Path) -> None:
+        """Raise if the last command in the stage's log ran `script` with other arguments (no log: nothing to check)."""
+        log_path = self.work_dir / "logs" / f"{name}.log"
+        if not log_path.exists():
+            return
+        commands = [line[2:].rstrip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+                    if line.startswith("$ ")]
+        if not commands:
+            return
+        script_name = Path(script).name
+        now = [str(a) for a in arguments]
+        wanted = " ".join([script_name, *now])
+        last = commands[-1]
+        if last == wanted or last.endswith("/" + wanted) or last.endswith(" " + wanted):
+            return
+        start = last.find(script_name + " ")
+        then = last[start + len(script_name) + 1:].split() if start >= 0 else last.split()
+        raise StageError(
+            f"stage {name!r} is complete ({done}) but ran with other arguments than now ({log_path}): "
+            f"{_argument_changes(then, now)}. Use another output directory for other settings, or delete that "
+            "stage's output to recompute it.")
 
     def run(self, name: str, script: str, arguments: Sequence[str], done: Path) -> float:
         """Run `examples/<script>` with `arguments` unless `done` exists; return the wall time of this call (0 if skipped).
 
-        `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was)."""
+        `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was).
+
+        Raises:
+            `StageError`: the stage fails, or it is complete but its log shows other arguments.
+        """
         if done.exists():
+            self._check_same_arguments(name, script, arguments, done)
             print(f"[skip] {name}: {done} exists")
             self.durations.setdefault(name, self._recorded.get(name, 0.0))
             return 0.0
@@ -90,7 +140,7 @@ class StageRunner:
         self.durations[name] = elapsed
         if result.returncode != 0 or not done.exists():
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-            raise RuntimeError(f"stage {name!r} failed (exit code {result.returncode}); last lines of {log_path}:\n"
+            raise StageError(f"stage {name!r} failed (exit code {result.returncode}); last lines of {log_path}:\n"
                                + "\n".join(tail))
         self._record_duration(name, elapsed)
         print(f"[done] {name} in {elapsed:.0f} s", flush=True)

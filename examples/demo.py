@@ -13,14 +13,23 @@ the command resumes: finished stages are skipped, interrupted ones continue from
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dakter_loop import MODES, StageRunner, distill_student, format_summary, generate_pairs, summarize, train_generator  # noqa: E402
+from dakter_loop import (  # noqa: E402
+    MODES,
+    StageError,
+    StageRunner,
+    distill_student,
+    format_summary,
+    generate_pairs,
+    summarize,
+    train_generator,
+    write_json,
+)
 
 METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
 LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
@@ -74,7 +83,7 @@ def main(argv=None):
     table = format_summary(summary, METRICS, LABELS)
     report = {"arguments": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
               "stage_seconds": runner.durations, "total_seconds": time.perf_counter() - start}
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "results.json", report)
     (out / "results.md").write_text(table + "\n")
     write_figures(out, summary, reports)
     print("\nStudents scored on held-out simulated scenes (final step, fixed budget):\n")
@@ -96,4 +105,7 @@ def write_figures(out: Path, summary, reports):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StageError as err:
+        sys.exit(f"error: {err}")

@@ -56,3 +56,35 @@ def test_unreadable_time_record_is_ignored_not_fatal(loop, tmp_path, capsys):
     runner.run("stage-a", sys.executable, [], done)
     assert runner.durations == {"stage-a": 0.0}
     assert "ignoring unreadable" in capsys.readouterr().out
+
+
+def test_complete_stage_with_other_arguments_raises_instead_of_being_reused(loop, tmp_path):
+    done = tmp_path / "done.txt"
+    script = write_script(tmp_path / "stage.py", "pathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))\n")
+    runner = loop.StageRunner(tmp_path, verbose=False)
+    runner.run("train", str(script), [done, "--steps", 600, "--lr", "1e-3"], done)
+    # The same arguments: skipped, the output is kept.
+    assert runner.run("train", str(script), [done, "--steps", 600, "--lr", "1e-3"], done) == 0.0
+    # Other arguments: the stale output is not passed off as the new setting's.
+    with pytest.raises(loop.StageError, match=r"'train' is complete .* other arguments .*--steps 600 -> --steps 4000"):
+        loop.StageRunner(tmp_path, verbose=False).run("train", str(script), [done, "--steps", 4000, "--lr", "1e-3"],
+                                                       done)
+    with pytest.raises(loop.StageError, match=r"--lr 1e-3 -> \(nothing\)"):
+        runner.run("train", str(script), [done, "--steps", 600], done)
+    assert done.read_text() == "--steps 600 --lr 1e-3"
+    # A complete output without a log (made elsewhere) has nothing to compare with and is reused.
+    other = tmp_path / "other.txt"
+    other.write_text("made by hand")
+    assert runner.run("made-elsewhere", str(script), [other, "--steps", 1], other) == 0.0
+
+
+def test_argument_changes_name_the_flag(loop):
+    assert loop._argument_changes(["--a", "1", "--b", "2"], ["--a", "1", "--b", "3"]) == "--b 2 -> --b 3"
+    assert loop._argument_changes(["--a", "1"], ["--a", "1", "--c", "x"]) == "(nothing) -> --c x"
+
+
+def test_write_json_replaces_the_file_whole(loop, tmp_path):
+    path = tmp_path / "results.json"
+    loop.write_json(path, {"a": 1})
+    loop.write_json(path, {"b": [1, 2]})
+    assert json.loads(path.read_text()) == {"b": [1, 2]} and not list(tmp_path.glob("*.tmp"))

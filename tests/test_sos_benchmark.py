@@ -84,5 +84,9 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     assert set(rerun["summary"]) == arms and set(rerun["diagnostics"]) == {"dual-auto", "dual-b1"}
     assert rerun["summary"]["real"] == results["summary"]["real"] and "soft, b = 1" in rerun["table"]
     assert rerun["arguments"]["modes"] == "['real']"
+
+    # Another generator budget in the same output directory: an error, not the 2-step generator passed off as 3-step.
+    with pytest.raises(benchmark.StageError, match=r"generator-dual-auto.*--max_train_steps 2 -> --max_train_steps 3"):
+        benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generator_steps", "3"))
     assert (out / "sentinel" / "regime-full" / "logs" / "student-real-seed0.log").is_file()
     assert regimes["full"]["stage_seconds"]["student-real-seed0"] > 0
