@@ -193,36 +193,43 @@ def intensity_distance(images_a, images_b):
     return {"w1_grey_levels": w1, "histogram_l1": float(np.abs(h_a - h_b).sum())}
 
 
-def generator_diagnostics(args, regime, generated_dir):
-    """Generated vs real training pairs (at --resolution): oil-pixel fraction, intensity-histogram distance, and
-    the share of generated pixels whose soft label is uncertain (top class probability below 0.9). For scale, the
-    real test split's oil fraction and intensity distance to the same real training pairs are reported beside them."""
-    from datasets import load_from_disk
-
+def real_reference(args, regime):
+    """What every generator of a regime is compared with, loaded once per regime (at --resolution): the regime's
+    real training pairs and, for scale, the real test split (its oil fraction and intensity distance to them)."""
     from dakter_hf.data import load_sos
 
     real = load_sos(args.data_dir, args.sensor, split="train", resolution=args.resolution,
                     num_samples=None if regime == "full" else int(regime), seed=args.data_seed)
     test = load_sos(args.data_dir, args.sensor, split="test", resolution=args.resolution)
+    real_images, test_images = (np.stack([np.asarray(im, dtype=np.float64) for im in ds["image"]])
+                                for ds in (real, test))
+    test_shift = intensity_distance(real_images, test_images)
+    return {"images": real_images, "oil_fraction": float(np.mean([np.asarray(m) == 1 for m in real["mask"]])),
+            "test": {"test_oil_fraction": float(np.mean([np.asarray(m) == 1 for m in test["mask"]])),
+                     "test_vs_train_intensity_w1_grey_levels": test_shift["w1_grey_levels"],
+                     "test_vs_train_intensity_histogram_l1": test_shift["histogram_l1"]}}
+
+
+def generator_diagnostics(reference, generated_dir):
+    """Generated vs the regime's real training pairs (`real_reference`): oil-pixel fraction, intensity-histogram
+    distance, and the share of generated pixels whose soft label is uncertain (top class probability below 0.9),
+    with the real test split's figures beside them for scale."""
+    from datasets import load_from_disk
+
     fake = load_from_disk(str(generated_dir))
-    real_images, test_images, fake_images = (
-        np.stack([np.asarray(im, dtype=np.float64) for im in ds["image"]]) for ds in (real, test, fake))
-    real_oil = float(np.mean([np.asarray(m) == 1 for m in real["mask"]]))
+    fake_images = np.stack([np.asarray(im, dtype=np.float64) for im in fake["image"]])
     fake_oil = float(np.mean([np.asarray(m) == 1 for m in fake["label"]]))
-    test_oil = float(np.mean([np.asarray(m) == 1 for m in test["mask"]]))
     # Soft labels are stored as uint8 (q * 255) or floats, (num_classes, H, W) per pair.
     # Read in the stored type (the numpy format would widen uint8 to int64) and take the max before scaling.
     stored = fake.features["soft_label"].dtype
     soft = np.asarray(fake.with_format("numpy", dtype=stored)["soft_label"])
     top = soft.max(axis=1) / (255.0 if stored == "uint8" else 1.0)
-    generated = intensity_distance(real_images, fake_images)
-    test_shift = intensity_distance(real_images, test_images)
-    return {"real_oil_fraction": real_oil, "generated_oil_fraction": fake_oil,
+    generated = intensity_distance(reference["images"], fake_images)
+    return {"real_oil_fraction": reference["oil_fraction"], "generated_oil_fraction": fake_oil,
             "intensity_w1_grey_levels": generated["w1_grey_levels"],
-            "intensity_histogram_l1": generated["histogram_l1"],
-            "test_oil_fraction": test_oil, "test_vs_train_intensity_w1_grey_levels": test_shift["w1_grey_levels"],
-            "test_vs_train_intensity_histogram_l1": test_shift["histogram_l1"],
-            "real_mean_intensity": float(real_images.mean()), "generated_mean_intensity": float(fake_images.mean()),
+            "intensity_histogram_l1": generated["histogram_l1"], **reference["test"],
+            "real_mean_intensity": float(reference["images"].mean()),
+            "generated_mean_intensity": float(fake_images.mean()),
             "uncertain_label_fraction": float(np.mean(top < 0.9))}
 
 
@@ -240,12 +247,13 @@ def run_regime(runner, args, root, regime, first):
     arms = [("dual-auto", None, None, {})] if set(args.modes) - {"real"} else []
     if first:
         arms += [ablation for flag, ablation in ABLATIONS.items() if getattr(args, flag)]
-    reports, diagnostics = {}, {}
+    reports, diagnostics, reference = {}, {}, None
     if "real" in args.modes:  # the real students do not depend on the generator or the variant
         reports["real"] = run_students(runner, args, root, regime, "real", None, "real")
     for name, tag, label, overrides in arms:
         generated = run_generator_arm(runner, args, root, regime, name, **overrides)
-        diagnostics[name + gen_suffix] = generator_diagnostics(args, regime, generated)
+        reference = reference or real_reference(args, regime)
+        diagnostics[name + gen_suffix] = generator_diagnostics(reference, generated)
         for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
             key = mode if tag is None else f"{mode}, {label}"
             arm = mode if tag is None else f"{mode}-{tag}"
