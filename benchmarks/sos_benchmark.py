@@ -98,6 +98,7 @@ def parse_args(argv=None):
 
 
 def regime_args(args, regime):
+    """The data flags of every stage of a regime: the SOS sensor and, for a scarce regime, its seeded subset."""
     data = ["--dataset", "sos", "--data_dir", args.data_dir, "--sensor", args.sensor, "--data_seed", args.data_seed]
     if regime != "full":
         data += ["--num_train_samples", int(regime)]
@@ -105,12 +106,14 @@ def regime_args(args, regime):
 
 
 def num_real_pairs(args, regime):
+    """How many real training pairs a regime has (the subset size, or the train split's chips for 'full')."""
     if regime != "full":
         return int(regime)
     return len(list((Path(args.data_dir) / "train" / args.sensor).glob("*_sat.jpg")))
 
 
 def generator_seed(args):
+    """The generators' training seed: --generator_seed, else --data_seed."""
     return args.data_seed if args.generator_seed is None else args.generator_seed
 
 
