@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
 
 from dakter_loop import (  # noqa: E402
+    LABELS,
+    METRICS,
     MODES,
     StageError,
     StageRunner,
@@ -50,9 +52,6 @@ from dakter_loop import (  # noqa: E402
 )
 from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
 from dakter_hf.distill.training import parse_generated_ratio  # noqa: E402
-
-METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
-LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
 
 
 def parse_args(argv=None):

@@ -21,6 +21,9 @@ from pathlib import Path
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
 MODES = ("real", "hard", "soft")
+#: The student metrics the loops report, and their column labels in the tables.
+METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
+LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
 
 
 class StageError(RuntimeError):

@@ -20,6 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dakter_loop import (  # noqa: E402
+    LABELS,
+    METRICS,
     MODES,
     StageError,
     StageRunner,
@@ -30,9 +32,6 @@ from dakter_loop import (  # noqa: E402
     train_generator,
     write_json,
 )
-
-METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
-LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
 
 
 def parse_args(argv=None):
