@@ -243,7 +243,8 @@ ABLATIONS = {
 
 
 def run_regime(runner, args, root, regime, first):
-    """Every generator arm, student and diagnostic of one regime; returns its entry of `results.json`."""
+    """Every generator arm, student and diagnostic of one regime; returns its entry of `results.json` (its tables are
+    built by `merge_entry`)."""
     suffix, gen_suffix = student_variant(args), generation_variant(args)
     # (generator name, student tag, label, overrides); the main arm's students are named after their mode alone.
     arms = [("dual-auto", None, None, {})] if set(args.modes) - {"real"} else []
@@ -266,14 +267,13 @@ def run_regime(runner, args, root, regime, first):
             reports[key + variant_label(gen_suffix)] = run_students(
                 runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", generated_ratio=1.0)
     summary = summarize(reports, METRICS)
-    entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics,
-             "table": format_summary(summary, METRICS, LABELS)}
+    entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics}
     print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n"
-          f"{entry['table']}")
+          f"{format_summary(summary, METRICS, LABELS)}")
     if regime != "full":
         entry["heldout_summary"] = summarize(reports, METRICS, which=HELDOUT_SPLIT)
-        entry["heldout_table"] = format_summary(entry["heldout_summary"], METRICS, LABELS)
-        print(f"\nValidation ({HELDOUT_SPLIT}: the training pairs outside the subset):\n{entry['heldout_table']}")
+        print(f"\nValidation ({HELDOUT_SPLIT}: the training pairs outside the subset):\n"
+              f"{format_summary(entry['heldout_summary'], METRICS, LABELS)}")
     if diagnostics:
         print(json.dumps(diagnostics, indent=2))
     return entry
