@@ -18,7 +18,8 @@ intensity-histogram distance.
 
 Every stage is resumable: rerun the same command after an interruption and finished stages are skipped. A
 non-default `--generated_ratio` / `--soft_label_temperature` names its own generated set and students (and
-`results-<variant>.json`), reusing the generator and the `real` students; a non-default `--generator_seed` also trains
+`results-<variant>.json`), reusing the generator and the `real` students; a non-default `--kd_temperature` names its
+own `soft` students, reusing everything else; a non-default `--generator_seed` also trains
 its own generators. Any other setting changed against a finished stage in the same --output_dir (say
 --generator_steps) stops the run with an error naming the changed arguments: use another --output_dir for it.
 
@@ -87,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--generated_ratio", type=parse_generated_ratio, default="auto",
                    help="share of generated pairs in every hard / soft student batch ('auto': |gen| / (|real| + |gen|))")
+    p.add_argument("--kd_temperature", type=float, default=1.0,
+                   help="KD temperature tau of the soft students, tau^2 KL(q || softmax(z / tau)); hard, real and "
+                        "synthetic-only students do not use it")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     # Ablations and diagnostics.
     p.add_argument("--ablate_label_scale", action="store_true", help="b = 1 vs estimated b (first regime)")
@@ -126,16 +130,18 @@ def generation_variant(args):
     return generator_variant(args) + ("" if args.soft_label_temperature == 1.0 else f"-T{args.soft_label_temperature:g}")
 
 
-def student_variant(args):
-    """Name suffix of hard / soft students trained with non-default settings ('' for the defaults)."""
-    return generation_variant(args) + ("" if args.generated_ratio == "auto" else f"-ratio{args.generated_ratio:g}")
+def student_variant(args, mode="soft"):
+    """Name suffix of `mode` students trained with non-default settings ('' for the defaults); `soft` (the default)
+    is also the suffix of the variant's results file."""
+    suffix = generation_variant(args) + ("" if args.generated_ratio == "auto" else f"-ratio{args.generated_ratio:g}")
+    return suffix + ("" if mode != "soft" or args.kd_temperature == 1.0 else f"-tau{args.kd_temperature:g}")
 
 
-_VARIANT_NAMES = {"g": "generator seed", "T": "T", "ratio": "ratio"}
+_VARIANT_NAMES = {"g": "generator seed", "T": "T", "ratio": "ratio", "tau": "tau"}
 
 
 def variant_label(suffix):
-    """'-g1-T2-ratio0.5' -> ' (generator seed 1, T 2, ratio 0.5)'."""
+    """'-g1-T2-ratio0.5-tau2' -> ' (generator seed 1, T 2, ratio 0.5, tau 2)'."""
     parts = []
     for part in filter(None, suffix.split("-")):
         key = part.rstrip("0123456789.")
@@ -167,6 +173,8 @@ def run_students(runner, args, root, regime, mode, generated, arm, **extra):
     data = regime_args(args, regime)
     if mode != "real" and "generated_ratio" not in extra and args.generated_ratio != "auto":
         extra["generated_ratio"] = args.generated_ratio
+    if mode == "soft" and "generated_ratio" not in extra and args.kd_temperature != 1.0:  # not synthetic only
+        extra["kd_temperature"] = args.kd_temperature
     reports = []
     for seed in args.student_seeds:
         output_dir = root / "students" / f"{arm}-seed{seed}"
@@ -245,7 +253,7 @@ ABLATIONS = {
 def run_regime(runner, args, root, regime, first):
     """Every generator arm, student and diagnostic of one regime; returns its entry of `results.json` (its tables are
     built by `merge_entry`)."""
-    suffix, gen_suffix = student_variant(args), generation_variant(args)
+    gen_suffix = generation_variant(args)
     # (generator name, student tag, label, overrides); the main arm's students are named after their mode alone.
     arms = [("dual-auto", None, None, {})] if set(args.modes) - {"real"} else []
     if first:
@@ -259,7 +267,7 @@ def run_regime(runner, args, root, regime, first):
         diagnostics[name + gen_suffix] = generator_diagnostics(reference, generated)
         for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
             key = mode if tag is None else f"{mode}, {label}"
-            arm = mode if tag is None else f"{mode}-{tag}"
+            arm, suffix = (mode if tag is None else f"{mode}-{tag}"), student_variant(args, mode)
             reports[key + variant_label(suffix)] = run_students(runner, args, root, regime, mode, generated,
                                                                 arm + suffix)
         if args.train_on_synthetic:

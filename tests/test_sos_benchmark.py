@@ -65,14 +65,19 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-ratio0.5-seed0.log").read_text()
     assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2" in command
 
-    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generator_seed", "1"))
+    # A generator seed trains its own generators; a KD temperature names soft students of its own, and the hard
+    # students, which do not use it, are named after the generator alone.
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "hard", "soft", "--generator_seed", "1",
+                            "--kd_temperature", "2"))
     printed = capsys.readouterr().out
-    assert "[run ] generator-generator-dual-auto-g1" in printed and "[run ] student-soft-g1-seed0" in printed
-    assert "[skip] student-real-seed0" in printed
-    reseeded = json.loads((out / "sentinel" / "results-g1.json").read_text())["regimes"]["4"]
-    assert set(reseeded["summary"]) == {"real", "soft (generator seed 1)"}
-    command = (out / "sentinel" / "regime-4" / "logs" / "generator-generator-dual-auto-g1.log").read_text()
-    assert "--seed 1" in command
+    assert "[run ] generator-generator-dual-auto-g1" in printed and "[run ] student-soft-g1-tau2-seed0" in printed
+    assert "[run ] student-hard-g1-seed0" in printed and "[skip] student-real-seed0" in printed
+    reseeded = json.loads((out / "sentinel" / "results-g1-tau2.json").read_text())["regimes"]["4"]
+    assert set(reseeded["summary"]) == {"real", "hard (generator seed 1)", "soft (generator seed 1, tau 2)"}
+    logs = out / "sentinel" / "regime-4" / "logs"
+    assert "--seed 1" in (logs / "generator-generator-dual-auto-g1.log").read_text()
+    assert "--kd_temperature 2" in (logs / "student-soft-g1-tau2-seed0.log").read_text()
+    assert "--kd_temperature" not in (logs / "student-hard-g1-seed0.log").read_text()
 
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "--regimes", "full"))  # adds a regime, keeps "4"
     regimes = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]
