@@ -19,9 +19,9 @@ intensity-histogram distance.
 Every stage is resumable: rerun the same command after an interruption and finished stages are skipped. A
 non-default `--generated_ratio` / `--soft_label_temperature` names its own generated set and students (and
 `results-<variant>.json`), reusing the generator and the `real` students; a non-default `--kd_temperature` names its
-own `soft` students, reusing everything else; a non-default `--generator_seed` also trains
-its own generators. Any other setting changed against a finished stage in the same --output_dir (say
---generator_steps) stops the run with an error naming the changed arguments: use another --output_dir for it.
+own `soft` students, reusing everything else; a non-default `--generator_seed` also trains its own generators. Any
+other setting changed against a finished stage in the same --output_dir (say --generator_steps) stops the run with an
+error naming the changed arguments: use another --output_dir for it.
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
@@ -173,7 +173,8 @@ def run_students(runner, args, root, regime, mode, generated, arm, **extra):
     data = regime_args(args, regime)
     if mode != "real" and "generated_ratio" not in extra and args.generated_ratio != "auto":
         extra["generated_ratio"] = args.generated_ratio
-    if mode == "soft" and "generated_ratio" not in extra and args.kd_temperature != 1.0:  # not synthetic only
+    # Synthetic-only students (the caller sets their ratio) measure the generator: they keep tau = 1.
+    if mode == "soft" and "generated_ratio" not in extra and args.kd_temperature != 1.0:
         extra["kd_temperature"] = args.kd_temperature
     reports = []
     for seed in args.student_seeds:
