@@ -168,14 +168,19 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
     return generated
 
 
-def run_students(runner, args, root, regime, mode, generated, arm, **extra):
-    """One student per seed (scored on the test split) plus, in a scarce regime, its `train_heldout` score."""
+def run_students(runner, args, root, regime, mode, generated, arm, synthetic_only=False):
+    """One student per seed (scored on the test split) plus, in a scarce regime, its `train_heldout` score.
+    `synthetic_only`: `soft` students on generated pairs alone, a measure of the generator, so the student settings
+    of a variant (--generated_ratio, --kd_temperature) do not apply to them."""
     data = regime_args(args, regime)
-    if mode != "real" and "generated_ratio" not in extra and args.generated_ratio != "auto":
-        extra["generated_ratio"] = args.generated_ratio
-    # Synthetic-only students (the caller sets their ratio) measure the generator: they keep tau = 1.
-    if mode == "soft" and "generated_ratio" not in extra and args.kd_temperature != 1.0:
-        extra["kd_temperature"] = args.kd_temperature
+    extra = {}
+    if synthetic_only:
+        extra["generated_ratio"] = 1.0
+    else:
+        if mode != "real" and args.generated_ratio != "auto":
+            extra["generated_ratio"] = args.generated_ratio
+        if mode == "soft" and args.kd_temperature != 1.0:
+            extra["kd_temperature"] = args.kd_temperature
     reports = []
     for seed in args.student_seeds:
         output_dir = root / "students" / f"{arm}-seed{seed}"
@@ -274,7 +279,7 @@ def run_regime(runner, args, root, regime, first):
         if args.train_on_synthetic:
             key = "synthetic only (soft" + ("" if tag is None else f", {label}") + ")"
             reports[key + variant_label(gen_suffix)] = run_students(
-                runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", generated_ratio=1.0)
+                runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", synthetic_only=True)
     summary = summarize(reports, METRICS)
     entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics}
     print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n"
