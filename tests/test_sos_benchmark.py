@@ -4,6 +4,7 @@ validation scores, the diagnostics and a variant that reuses the generator and t
 import json
 
 import pytest
+from datasets import load_from_disk
 
 from repo_scripts import load_script
 from sos_layout import write_sos_release
@@ -17,7 +18,7 @@ def benchmark():
 def toy_args(data_dir, output_dir, *extra):
     return ["--data_dir", str(data_dir), "--sensor", "sentinel", "--output_dir", str(output_dir), "--regimes", "4",
             "--resolution", "32", "--crop_size", "16", "--model_size", "tiny", "--generator_steps", "2",
-            "--generator_batch_size", "2", "--generated_multiple", "1", "--num_inference_steps", "2",
+            "--generator_batch_size", "2", "--num_inference_steps", "2",
             "--student", "tiny", "--student_steps", "2", "--student_batch_size", "2", "--student_seeds", "0",
             "--num_threads", "1", *extra]
 
@@ -56,14 +57,18 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     capsys.readouterr()
 
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generated_ratio", "0.5",
-                            "--soft_label_temperature", "2"))
+                            "--soft_label_temperature", "2", "--generated_multiple", "2"))
     printed = capsys.readouterr().out
-    assert "[run ] generate-generated-dual-auto-T2" in printed and "[run ] student-soft-T2-ratio0.5-seed0" in printed
+    assert "[run ] generate-generated-dual-auto-T2-k2" in printed
+    assert "[run ] student-soft-T2-k2-ratio0.5-seed0" in printed
     assert "[skip] student-real-seed0" in printed and "[skip] generator-generator-dual-auto" in printed
-    variant = json.loads((out / "sentinel" / "results-T2-ratio0.5.json").read_text())["regimes"]["4"]
-    assert set(variant["summary"]) == {"real", "soft (T 2, ratio 0.5)"}
-    command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-ratio0.5-seed0.log").read_text()
-    assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2" in command
+    variant = json.loads((out / "sentinel" / "results-T2-k2-ratio0.5.json").read_text())["regimes"]["4"]
+    assert set(variant["summary"]) == {"real", "soft (T 2, k 2, ratio 0.5)"}
+    command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-k2-ratio0.5-seed0.log").read_text()
+    assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2-k2" in command
+    regime_dir = out / "sentinel" / "regime-4"
+    assert len(load_from_disk(str(regime_dir / "generated-dual-auto"))) == 16  # k = 4 (default) x 4 real pairs
+    assert len(load_from_disk(str(regime_dir / "generated-dual-auto-T2-k2"))) == 8
 
     # A generator seed trains its own generators; a KD temperature names soft students of its own, and the hard
     # students, which do not use it, are named after the generator alone.
