@@ -29,6 +29,7 @@ generators; the `real` students are shared by all. Any other setting changed aga
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -56,11 +57,7 @@ from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
 from dakter_hf.distill.training import parse_generated_ratio  # noqa: E402
 
 
-#: k, generated pairs per real pair: the paper's amount (0 / 1x / 2x / 4x gave 73.38 / 73.81 / 74.65 / 74.86 on OSD).
-DEFAULT_GENERATED_MULTIPLE = 4.0
-
-
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", required=True)
     p.add_argument("--sensor", required=True, choices=("palsar", "sentinel"))
@@ -80,7 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--generator_seed", type=int, default=None,
                    help="training seed of the generators (default: --data_seed); another value trains its own "
                         "generators, sampled with the same seeds: the generator's run-to-run spread")
-    p.add_argument("--generated_multiple", type=float, default=DEFAULT_GENERATED_MULTIPLE,
+    # k = 4 is the paper's amount (0 / 1x / 2x / 4x gave 73.38 / 73.81 / 74.65 / 74.86 mIoU on OSD).
+    p.add_argument("--generated_multiple", type=float, default=4.0,
                    help="k: generated pairs = k x real pairs (the paper's 4; another k names its own generated set)")
     p.add_argument("--scheduler", default="dpmsolver")
     p.add_argument("--num_inference_steps", type=int, default=20)
@@ -103,7 +101,22 @@ def parse_args(argv=None):
     p.add_argument("--ablate_architecture", action="store_true", help="concat vs dual (first regime)")
     p.add_argument("--train_on_synthetic", action="store_true", help="students trained only on generated pairs")
     p.add_argument("--num_threads", type=int, default=None, help="torch threads per stage")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+@functools.cache
+def _default(name):
+    return build_parser().get_default(name)
+
+
+def _variant_part(args, name, tag):
+    """'-<tag><value>' if the setting `name` differs from its default, '' otherwise."""
+    value = getattr(args, name)
+    return "" if value == _default(name) else f"-{tag}{value:g}"
 
 
 def regime_args(args, regime):
@@ -132,17 +145,17 @@ def generator_variant(args):
 
 
 def generation_variant(args):
-    """Name suffix of a generated set from a non-default generator, sampled with non-default settings or of another
-    size than k = 4."""
-    suffix = generator_variant(args) + ("" if args.soft_label_temperature == 1.0 else f"-T{args.soft_label_temperature:g}")
-    return suffix + ("" if args.generated_multiple == DEFAULT_GENERATED_MULTIPLE else f"-k{args.generated_multiple:g}")
+    """Name suffix of a generated set from a non-default generator, sampled with a non-default soft-label temperature
+    or of another size than the default k."""
+    return (generator_variant(args) + _variant_part(args, "soft_label_temperature", "T")
+            + _variant_part(args, "generated_multiple", "k"))
 
 
 def student_variant(args, mode="soft"):
     """Name suffix of `mode` students trained with non-default settings ('' for the defaults); `soft` (the default)
     is also the suffix of the variant's results file."""
-    suffix = generation_variant(args) + ("" if args.generated_ratio == "auto" else f"-ratio{args.generated_ratio:g}")
-    return suffix + ("" if mode != "soft" or args.kd_temperature == 1.0 else f"-tau{args.kd_temperature:g}")
+    suffix = generation_variant(args) + _variant_part(args, "generated_ratio", "ratio")
+    return suffix + ("" if mode != "soft" else _variant_part(args, "kd_temperature", "tau"))
 
 
 _VARIANT_NAMES = {"g": "generator seed", "T": "T", "k": "k", "ratio": "ratio", "tau": "tau"}
