@@ -18,11 +18,11 @@ intensity-histogram distance.
 
 Every stage is resumable: rerun the same command after an interruption and finished stages are skipped. Variants
 reuse what they do not change, and name what they do (and their `results-<variant>.json`): a non-default
-`--soft_label_temperature` or `--generated_multiple` (k) its own generated set and students, `--generated_ratio` or
-`--kd_temperature` its own students (`--kd_temperature` only `soft` ones), `--generator_seed` also its own
-generators; the `real` students are shared by all. Any other setting changed against a finished stage in the same
---output_dir (say --generator_steps) stops the run with an error naming the changed arguments: use another
---output_dir for it.
+`--soft_label_temperature`, `--num_inference_steps` (sampling steps) or `--generated_multiple` (k) its own generated
+set and students, `--generated_ratio` or `--kd_temperature` its own students (`--kd_temperature` only `soft` ones),
+`--generator_seed` also its own generators; the `real` students are shared by all. Any other setting changed against
+a finished stage in the same --output_dir (say --generator_steps or --generator_channels) stops the run with an error
+naming the changed arguments: use another --output_dir for it.
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
@@ -68,6 +68,8 @@ def build_parser():
     p.add_argument("--resolution", type=int, default=64)
     # Generator.
     p.add_argument("--model_size", default="small")
+    p.add_argument("--generator_channels", type=int, nargs="+", default=None,
+                   help="the generator's block_out_channels (width and levels), overriding --model_size's")
     p.add_argument("--generator_steps", type=int, default=2000)
     p.add_argument("--generator_batch_size", type=int, default=16)
     p.add_argument("--generator_lr", default="1e-3")
@@ -81,7 +83,8 @@ def build_parser():
     p.add_argument("--generated_multiple", type=float, default=4.0,
                    help="k: generated pairs = k x real pairs (the paper's 4; another k names its own generated set)")
     p.add_argument("--scheduler", default="dpmsolver")
-    p.add_argument("--num_inference_steps", type=int, default=20)
+    p.add_argument("--num_inference_steps", type=int, default=20,
+                   help="sampling steps of the generated pairs (another number names its own generated set)")
     p.add_argument("--soft_label_temperature", type=float, default=1.0,
                    help="softens the generated soft labels, softmax(logits / T)")
     # Students.
@@ -146,9 +149,9 @@ def generator_variant(args):
 
 def generation_variant(args):
     """Name suffix of a generated set from a non-default generator, sampled with a non-default soft-label temperature
-    or of another size than the default k."""
+    or number of sampling steps, or of another size than the default k."""
     return (generator_variant(args) + _variant_part(args, "soft_label_temperature", "T")
-            + _variant_part(args, "generated_multiple", "k"))
+            + _variant_part(args, "num_inference_steps", "S") + _variant_part(args, "generated_multiple", "k"))
 
 
 def student_variant(args, mode="soft"):
@@ -158,11 +161,11 @@ def student_variant(args, mode="soft"):
     return suffix + ("" if mode != "soft" else _variant_part(args, "kd_temperature", "tau"))
 
 
-_VARIANT_NAMES = {"g": "generator seed", "T": "T", "k": "k", "ratio": "ratio", "tau": "tau"}
+_VARIANT_NAMES = {"g": "generator seed", "T": "T", "S": "sampling steps", "k": "k", "ratio": "ratio", "tau": "tau"}
 
 
 def variant_label(suffix):
-    """'-g1-T2-k8-ratio0.5-tau2' -> ' (generator seed 1, T 2, k 8, ratio 0.5, tau 2)'."""
+    """'-g1-T2-S50-k8-ratio0.5-tau2' -> ' (generator seed 1, T 2, sampling steps 50, k 8, ratio 0.5, tau 2)'."""
     parts = []
     for part in filter(None, suffix.split("-")):
         key = part.rstrip("0123456789.")
@@ -173,12 +176,15 @@ def variant_label(suffix):
 def run_generator_arm(runner, args, root, regime, name, **overrides):
     """Train one generator on the regime's real pairs and sample k x as many pairs; returns the generated set."""
     data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
-    options = dict(resolution=args.resolution, model_size=args.model_size, label_scale="auto",
+    # The validation grid always takes the default number of sampling steps, so a sampling-steps variant reuses the
+    # generator.
+    options = dict(resolution=args.resolution, model_size=args.model_size, block_out_channels=args.generator_channels,
+                   label_scale="auto",
                    architecture="dual", train_batch_size=args.generator_batch_size,
                    max_train_steps=args.generator_steps, learning_rate=args.generator_lr, lr_warmup_steps=100,
                    use_ema=True, ce_weight=args.ce_weight, crop_size=args.crop_size, checkpointing_steps=250,
                    checkpoints_total_limit=1, validation_steps=args.generator_steps, num_validation_samples=8,
-                   validation_inference_steps=args.num_inference_steps, seed=generator_seed(args))
+                   validation_inference_steps=_default("num_inference_steps"), seed=generator_seed(args))
     options.update(overrides)
     generator = train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)
     generated = generate_pairs(runner, generator, root / f"generated-{name}{generation_variant(args)}",

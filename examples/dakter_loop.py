@@ -178,12 +178,15 @@ def distill_student(runner: StageRunner, output_dir: Path, data_args: Sequence[s
 
 
 def _flags(options: Mapping[str, object]) -> list[str]:
+    """Command-line flags of `options`: `True` a bare flag, `None` / `False` none, a list or tuple one value per item."""
     flags = []
     for key, value in options.items():
         if value is None or value is False:
             continue
         flags.append(f"--{key}")
-        if value is not True:
+        if isinstance(value, (list, tuple)):
+            flags.extend(str(v) for v in value)
+        elif value is not True:
             flags.append(str(value))
     return flags
 

@@ -88,3 +88,9 @@ def test_write_json_replaces_the_file_whole(loop, tmp_path):
     loop.write_json(path, {"a": 1})
     loop.write_json(path, {"b": [1, 2]})
     assert json.loads(path.read_text()) == {"b": [1, 2]} and not list(tmp_path.glob("*.tmp"))
+
+
+def test_flags_of_options(loop):
+    flags = loop._flags({"steps": 600, "use_ema": True, "augment": False, "crop_size": None,
+                         "block_out_channels": (32, 64), "seeds": [0, 1]})
+    assert flags == ["--steps", "600", "--use_ema", "--block_out_channels", "32", "64", "--seeds", "0", "1"]

@@ -18,7 +18,7 @@ def benchmark():
 def toy_args(data_dir, output_dir, *extra):
     return ["--data_dir", str(data_dir), "--sensor", "sentinel", "--output_dir", str(output_dir), "--regimes", "4",
             "--resolution", "32", "--crop_size", "16", "--model_size", "tiny", "--generator_steps", "2",
-            "--generator_batch_size", "2", "--num_inference_steps", "2",
+            "--generator_batch_size", "2",
             "--student", "tiny", "--student_steps", "2", "--student_batch_size", "2", "--student_seeds", "0",
             "--num_threads", "1", *extra]
 
@@ -57,18 +57,20 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     capsys.readouterr()
 
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generated_ratio", "0.5",
-                            "--soft_label_temperature", "2", "--generated_multiple", "2"))
+                            "--soft_label_temperature", "2", "--num_inference_steps", "2", "--generated_multiple", "2"))
     printed = capsys.readouterr().out
-    assert "[run ] generate-generated-dual-auto-T2-k2" in printed
-    assert "[run ] student-soft-T2-k2-ratio0.5-seed0" in printed
+    assert "[run ] generate-generated-dual-auto-T2-S2-k2" in printed
+    assert "[run ] student-soft-T2-S2-k2-ratio0.5-seed0" in printed
     assert "[skip] student-real-seed0" in printed and "[skip] generator-generator-dual-auto" in printed
-    variant = json.loads((out / "sentinel" / "results-T2-k2-ratio0.5.json").read_text())["regimes"]["4"]
-    assert set(variant["summary"]) == {"real", "soft (T 2, k 2, ratio 0.5)"}
-    command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-k2-ratio0.5-seed0.log").read_text()
-    assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2-k2" in command
+    variant = json.loads((out / "sentinel" / "results-T2-S2-k2-ratio0.5.json").read_text())["regimes"]["4"]
+    assert set(variant["summary"]) == {"real", "soft (T 2, sampling steps 2, k 2, ratio 0.5)"}
+    command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-S2-k2-ratio0.5-seed0.log").read_text()
+    assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2-S2-k2" in command
+    generation = (out / "sentinel" / "regime-4" / "logs" / "generate-generated-dual-auto-T2-S2-k2.log").read_text()
+    assert "--num_inference_steps 2" in generation
     regime_dir = out / "sentinel" / "regime-4"
     assert len(load_from_disk(str(regime_dir / "generated-dual-auto"))) == 16  # k = 4 (default) x 4 real pairs
-    assert len(load_from_disk(str(regime_dir / "generated-dual-auto-T2-k2"))) == 8
+    assert len(load_from_disk(str(regime_dir / "generated-dual-auto-T2-S2-k2"))) == 8
 
     # A generator seed trains its own generators; a KD temperature names soft students of its own, and the hard
     # students, which do not use it, are named after the generator alone.
@@ -98,5 +100,8 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     # Another generator budget in the same output directory: an error, not the 2-step generator passed off as 3-step.
     with pytest.raises(benchmark.StageError, match=r"generator-dual-auto.*--max_train_steps 2 -> --max_train_steps 3"):
         benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generator_steps", "3"))
+    # Another generator width too; the channels reach the training script as one flag with a value per level.
+    with pytest.raises(benchmark.StageError, match=r"generator-dual-auto.*\(nothing\) -> --block_out_channels 8 16"):
+        benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--generator_channels", "8", "16"))
     assert (out / "sentinel" / "regime-full" / "logs" / "student-real-seed0.log").is_file()
     assert regimes["full"]["stage_seconds"]["student-real-seed0"] > 0
