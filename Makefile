@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Development and CI use the CPU build of torch 2.13.0 available locally; users may take any newer torch.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test env clean
+.PHONY: demo test quality env clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ env: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# Lint (ruff.toml: pycodestyle, pyflakes, import order), as diffusers' `make quality`.
+quality: $(VENV)/.installed
+	$(PY) -m ruff check .
 
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py --output_dir outputs/demo

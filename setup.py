@@ -3,6 +3,7 @@ generated soft labels) for SAR oil-spill segmentation, built on the Hugging Face
 
 from setuptools import find_packages, setup
 
+
 # torch is pinned only in the Makefile (development / CI use the local CPU build); users may take any
 # newer torch.
 install_requires = [

@@ -29,6 +29,7 @@ import time
 import numpy as np
 import torch
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing_utils import (  # noqa: E402
     add_common_args,
@@ -53,7 +54,8 @@ def parse_args(argv=None):
 
 
 def fake_generated_dataset(path, num_rows, num_classes, size, seed=0):
-    """Generated pairs in the `dakter_hf.generation` format (uint8 soft labels); their content does not affect timing."""
+    """Generated pairs in the `dakter_hf.generation` format (uint8 soft labels); their content does not affect
+    timing."""
     from datasets import Dataset
 
     from dakter_hf.generation import encode_soft_labels, generated_features

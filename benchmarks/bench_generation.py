@@ -28,6 +28,7 @@ from dakter_hf import DAKTerPipeline, JointUNet2DModel
 from dakter_hf.generation import SOFT_LABEL_DTYPES, generate_to_disk, set_scheduler
 from dakter_hf.training import joint_unet_config
 
+
 SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmsolver": "DPM-Solver++", "euler": "Euler", "unipc": "UniPC"}
 
 

@@ -15,8 +15,16 @@ from diffusers import UNet2DModel
 
 from dakter_hf import JointUNet2DModel
 
-from timing_utils import SMALL_UNET, add_common_args, apply_common_args, machine_info, summarize, \
-    time_side_by_side, write_result
+from timing_utils import (
+    SMALL_UNET,
+    add_common_args,
+    apply_common_args,
+    machine_info,
+    summarize,
+    time_side_by_side,
+    write_result,
+)
+
 
 TARGETS = {"dual": 2.2, "concat": 1.1}
 

@@ -17,8 +17,16 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
 from dakter_hf.labels import logits_to_clean_label, logits_to_soft_labels
 
-from timing_utils import SMALL_UNET, add_common_args, apply_common_args, machine_info, summarize, \
-    time_side_by_side, write_result
+from timing_utils import (
+    SMALL_UNET,
+    add_common_args,
+    apply_common_args,
+    machine_info,
+    summarize,
+    time_side_by_side,
+    write_result,
+)
+
 
 TARGET = 1.05
 SCHEDULERS = {"dpmsolver++": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler}

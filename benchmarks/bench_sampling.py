@@ -15,8 +15,15 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
 
-from timing_utils import SMALL_UNET, add_common_args, apply_common_args, machine_info, summarize, \
-    time_side_by_side, write_result
+from timing_utils import (
+    SMALL_UNET,
+    add_common_args,
+    apply_common_args,
+    machine_info,
+    summarize,
+    time_side_by_side,
+    write_result,
+)
 
 
 def main():

@@ -28,6 +28,7 @@ from dakter_hf.training import (
     joint_unet_config,
 )
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing_utils import add_common_args, apply_common_args, machine_info, time_interleaved, write_result  # noqa: E402
 

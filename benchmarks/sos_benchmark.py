@@ -37,8 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
+
+from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
+from dakter_hf.distill.training import parse_generated_ratio  # noqa: E402
 
 from dakter_loop import (  # noqa: E402
     LABELS,
@@ -53,8 +57,6 @@ from dakter_loop import (  # noqa: E402
     train_generator,
     write_json,
 )
-from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
-from dakter_hf.distill.training import parse_generated_ratio  # noqa: E402
 
 
 def build_parser():
@@ -94,7 +96,8 @@ def build_parser():
     p.add_argument("--student_lr", default="6e-4")
     p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--generated_ratio", type=parse_generated_ratio, default="auto",
-                   help="share of generated pairs in every hard / soft student batch ('auto': |gen| / (|real| + |gen|))")
+                   help="share of generated pairs in every hard / soft student batch "
+                        "('auto': |gen| / (|real| + |gen|))")
     p.add_argument("--kd_temperature", type=float, default=1.0,
                    help="KD temperature tau of the soft students, tau^2 KL(q || softmax(z / tau)); hard, real and "
                         "synthetic-only students do not use it")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+
 # The realistic small generator of the benchmarks: 4 levels, attention at the two lowest resolutions.
 SMALL_UNET = dict(
     block_out_channels=(32, 64, 128, 128),

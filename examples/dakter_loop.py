@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
 EXAMPLES_DIR = Path(__file__).resolve().parent
 MODES = ("real", "hard", "soft")
 #: The student metrics the loops report, and their column labels in the tables.
@@ -83,7 +84,8 @@ class StageRunner:
             return {}
         try:
             return {str(k): float(v) for k, v in json.loads(self.durations_path.read_text(encoding="utf-8")).items()}
-        except (ValueError, AttributeError, TypeError):  # unreadable: the times are informative, the outputs are not lost
+        # Unreadable: the times are informative only, and the outputs are not lost.
+        except (ValueError, AttributeError, TypeError):
             print(f"[warn] ignoring unreadable {self.durations_path}", flush=True)
             return {}
 
@@ -114,7 +116,8 @@ class StageRunner:
             "stage's output to recompute it.")
 
     def run(self, name: str, script: str, arguments: Sequence[str], done: Path) -> float:
-        """Run `examples/<script>` with `arguments` unless `done` exists; return the wall time of this call (0 if skipped).
+        """Run `examples/<script>` with `arguments` unless `done` exists; return the wall time of this call (0 if
+        skipped).
 
         `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was).
 
@@ -178,7 +181,8 @@ def distill_student(runner: StageRunner, output_dir: Path, data_args: Sequence[s
 
 
 def _flags(options: Mapping[str, object]) -> list[str]:
-    """Command-line flags of `options`: `True` a bare flag, `None` / `False` none, a list or tuple one value per item."""
+    """Command-line flags of `options`: `True` gives a bare flag, `None` / `False` none, a list or tuple one value per
+    item."""
     flags = []
     for key, value in options.items():
         if value is None or value is False:

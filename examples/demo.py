@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dakter_loop import (  # noqa: E402
@@ -62,7 +63,8 @@ def main(argv=None):
                  args.num_train_scenes, "--data_seed", args.seed]
 
     generator = train_generator(
-        runner, out / "generator", data_args, resolution=args.resolution, model_size=args.model_size, label_scale="auto",
+        runner, out / "generator", data_args, resolution=args.resolution, model_size=args.model_size,
+        label_scale="auto",
         train_batch_size=args.generator_batch_size, max_train_steps=args.generator_steps, learning_rate="1e-3",
         lr_warmup_steps=50, use_ema=True, checkpointing_steps=100, checkpoints_total_limit=1,
         validation_steps=args.generator_steps, num_validation_samples=8, seed=args.seed)
@@ -94,8 +96,8 @@ def main(argv=None):
 def write_figures(out: Path, summary, reports):
     from dakter_hf.visualization import save_bar_chart, save_learning_curves
 
-    values = {f"{mode} {LABELS[m]}": 100 * summary[mode][m]["mean"] for mode in MODES for m in ("mean_iou", "iou_oil_spill")
-              if m in summary[mode]}
+    values = {f"{mode} {LABELS[m]}": 100 * summary[mode][m]["mean"]
+              for mode in MODES for m in ("mean_iou", "iou_oil_spill") if m in summary[mode]}
     save_bar_chart(values, out / "results.png", ylabel="% on held-out scenes",
                    title="Students: real only vs + generated (hard) vs + generated (soft, DAKTer)")
     history = {f"val mIoU/{mode}": [(e["step"], e["mean_iou"]) for e in reports[mode][0]["evaluations"]]

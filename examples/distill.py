@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from dakter_hf.data import add_data_args, check_data_args, dataset_from_args, get_id2label
-from dakter_hf.distributed import check_world_size
 from dakter_hf.distill import SEGFORMER_PRESETS, create_image_processor, create_student, segformer_config
 from dakter_hf.distill.training import (
     DEFAULT_GENERATED_RATIO,
@@ -51,6 +50,7 @@ from dakter_hf.distill.training import (
     save_student,
     write_metrics_report,
 )
+from dakter_hf.distributed import check_world_size
 from dakter_hf.hub import push_student_to_hub
 from dakter_hf.seeding import step_generator
 from dakter_hf.training import (
@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_args(parser)
     gen = parser.add_argument_group("generated data and loss")
     gen.add_argument("--mode", choices=["real", "hard", "soft"], default="soft",
-                     help="real: real pairs only (baseline); hard: generated pairs with argmax labels; soft: DAKTer KD.")
+                     help="real: real pairs only (baseline); hard: generated pairs with argmax labels; "
+                          "soft: DAKTer KD.")
     gen.add_argument("--generated_dataset", default=None,
                      help="Generated pairs: a `save_to_disk` directory or a Hub dataset id (split 'train'). Required "
                           "for --mode hard/soft, ignored for --mode real.")

@@ -28,13 +28,13 @@ from accelerate import Accelerator  # noqa: E402
 
 from dakter_hf.data import HELDOUT_SPLIT, add_data_args, check_data_args, get_id2label  # noqa: E402
 from dakter_hf.distill import create_image_processor  # noqa: E402
-from dakter_hf.distributed import check_world_size  # noqa: E402
 from dakter_hf.distill.training import (  # noqa: E402
     build_evaluation_dataloader,
     evaluate_student,
     evaluation_dataset_from_args,
     format_metrics_table,
 )
+from dakter_hf.distributed import check_world_size  # noqa: E402
 
 
 logger = logging.getLogger(__name__)

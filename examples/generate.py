@@ -11,5 +11,6 @@ import sys
 
 from dakter_hf.commands.generate import main
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,6 +49,7 @@ from dakter_hf.training import (
 )
 from dakter_hf.visualization import save_learning_curves
 
+
 logger = get_logger(__name__, log_level="INFO")
 
 

@@ -36,8 +36,10 @@ import warnings
 
 import pytest
 
+
 sys.path.insert(0, os.path.dirname(__file__))
 from hub_server import DEFAULT_USER, HubServer  # noqa: E402
+
 
 _HF_MODULES = ("huggingface_hub", "datasets", "transformers", "diffusers")
 _SESSION: dict = {}
@@ -111,7 +113,8 @@ def clear_hub_cache() -> None:
 def _disable_dataset_viewer_lookups() -> None:
     """``datasets.load_dataset(repo_id)`` asks the dataset viewer for exported infos at
     ``HF_ENDPOINT.replace("://", "://datasets-server.")``: with a local endpoint that is a DNS lookup of
-    ``datasets-server.127.0.0.1``. It falls back gracefully on any error, but it must not leave the machine: turn it off."""
+    ``datasets-server.127.0.0.1``. It falls back gracefully on any error, but it must not leave the machine: turn it
+    off."""
     try:
         import datasets.config
     except ImportError:

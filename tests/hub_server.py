@@ -37,7 +37,7 @@ Endpoints (``{t}`` is ``model`` or ``dataset``; ``{prefix}`` is empty for models
 ``POST /{prefix}{id}.git/info/lfs/objects/batch``              ``create_commit`` LFS uploads (basic transfer)
 ``PUT  /lfs-upload/{sha256}``                                  LFS object upload (sha256-verified)
 ``POST /{prefix}{id}.git/info/lfs/objects/verify``             LFS verify action
-``HEAD|GET /{prefix}{id}/resolve/{rev}/{path}``                ``hf_hub_download`` / ``snapshot_download`` / HfFileSystem
+``HEAD|GET /{prefix}{id}/resolve/{rev}/{path}``                ``hf_hub_download``, ``snapshot_download``, HfFileSystem
 ``HEAD|GET /cdn/{sha256}`` (CDN listener)                      LFS blob download (Range supported)
 ``*    /api/{t}s/{id}/xet-{read,write}-token/...``               400 "set HF_HUB_DISABLE_XET=1" (Xet unsupported)
 =============================================================  ===================================================
@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
 
 DEFAULT_USER = "dakter-tester"
 REPO_TYPES = ("model", "dataset")

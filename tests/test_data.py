@@ -17,13 +17,13 @@ from datasets import concatenate_datasets, load_from_disk
 from PIL import Image
 
 from dakter_hf.data import (
-    OSD_COLORMAP,
     HELDOUT_SPLIT,
+    OSD_COLORMAP,
     OSD_ID2LABEL,
     DataError,
     add_data_args,
-    check_data_args,
     build_transform,
+    check_data_args,
     collate_fn,
     dataset_from_args,
     dataset_to_tensors,

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_distill import REPO, base_args, distill_script, make_generated_dataset
 
 

@@ -4,11 +4,10 @@ generation to disk, the index split between processes, cards and Hub round trips
 import json
 import os
 
+import datasets
 import numpy as np
 import pytest
 import torch
-
-import datasets
 from diffusers import DDPMScheduler
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
@@ -26,6 +25,7 @@ from dakter_hf.generation import (
     split_indices,
     work_dir_for,
 )
+
 
 ID2LABEL = {0: "sea", 1: "oil_spill", 2: "look_alike"}
 SETTINGS = dict(seed=7, num_inference_steps=3, soft_label_temperature=1.5, id2label=ID2LABEL)

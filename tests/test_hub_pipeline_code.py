@@ -26,6 +26,7 @@ from dakter_hf.hub import add_remote_code, remote_code_files
 
 from repo_scripts import load_script
 
+
 SEED, BATCH_SIZE, STEPS = 0, 2, 4
 OUTPUT_FIELDS = ("images", "soft_labels", "labels")
 

@@ -53,7 +53,8 @@ def test_upload_folder_and_snapshot_download(hub_server, hub_repo_id, tmp_path, 
     files = {f.path: f for f in api.list_repo_tree(hub_repo_id, recursive=True) if hasattr(f, "size")}
     assert set(files) == {".gitattributes", "notes.txt", "sub/model.safetensors"}
     assert files["sub/model.safetensors"].lfs is not None and files["notes.txt"].lfs is None
-    assert files["sub/model.safetensors"].lfs.sha256 == __import__("hashlib").sha256(expected["sub/model.safetensors"]).hexdigest()
+    expected_sha256 = __import__("hashlib").sha256(expected["sub/model.safetensors"]).hexdigest()
+    assert files["sub/model.safetensors"].lfs.sha256 == expected_sha256
     assert sorted(api.list_repo_files(hub_repo_id)) == sorted(files)
     assert api.model_info(hub_repo_id).sha == commit.oid
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
-
 from diffusers import DDPMScheduler
 
 from dakter_hf import JointUNet2DModel, joint_diffusion_loss, masks_to_scaled_onehot
+
 
 TINY = dict(sample_size=16, num_classes=2, label_scale=0.5, block_out_channels=(8, 16),
             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),

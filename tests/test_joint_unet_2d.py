@@ -5,6 +5,7 @@ import torch
 
 from dakter_hf import JointUNet2DModel, JointUNet2DOutput
 
+
 TINY = dict(
     sample_size=16,
     num_classes=3,

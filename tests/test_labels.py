@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from diffusers import DDPMScheduler
 
 from dakter_hf import (

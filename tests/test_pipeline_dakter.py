@@ -4,7 +4,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -16,6 +15,7 @@ from diffusers import (
 
 import dakter_hf
 from dakter_hf import DAKTerPipeline, DAKTerPipelineOutput, JointUNet2DModel, JointUNet2DOutput, logits_to_clean_label
+
 
 TINY = dict(
     sample_size=16,
@@ -163,15 +163,21 @@ def test_generator_list_gives_per_sample_reproducibility(scheduler_cls):
 
 def test_same_seed_same_output_different_seed_different_output():
     pipe = tiny_pipeline()
-    run = lambda seed: pipe(num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(seed))
+
+    def run(seed):
+        return pipe(num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(seed))
+
     np.testing.assert_array_equal(run(0).images, run(0).images)
     assert not np.allclose(run(0).images, run(1).images)
 
 
 def test_soft_label_temperature():
     pipe = tiny_pipeline()
-    run = lambda temp: pipe(num_inference_steps=2, soft_label_temperature=temp, output_type="np",
-                            generator=torch.Generator().manual_seed(0))
+
+    def run(temp):
+        return pipe(num_inference_steps=2, soft_label_temperature=temp, output_type="np",
+                    generator=torch.Generator().manual_seed(0))
+
     cold, warm = run(1.0), run(5.0)
     np.testing.assert_array_equal(cold.labels, warm.labels)
     assert warm.soft_labels.max() < cold.soft_labels.max()

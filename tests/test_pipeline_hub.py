@@ -10,9 +10,6 @@
 
 import pytest
 from diffusers import DiffusionPipeline
-
-from dakter_hf import DAKTerPipeline, JointUNet2DModel
-from dakter_hf.hub import remote_code_files, upload_remote_code
 from test_hub_pipeline_code import (
     assert_loaded_remote_code,
     assert_same_outputs,
@@ -20,6 +17,10 @@ from test_hub_pipeline_code import (
     make_tiny_pipeline,
     run_without_dakter_hf,
 )
+
+from dakter_hf import DAKTerPipeline, JointUNet2DModel
+from dakter_hf.hub import remote_code_files, upload_remote_code
+
 
 PIPELINE_FILES = {"model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
                   "unet/diffusion_pytorch_model.safetensors"}

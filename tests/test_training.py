@@ -27,6 +27,7 @@ from dakter_hf.training import (
 
 from repo_scripts import load_script
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOS_DIR = REPO_ROOT.parent / "shared" / "data" / "sos"
 # A tiny model on a tiny simulated split: 12 scenes of 16x16, batches of 4 (3 batches per epoch).
@@ -79,7 +80,8 @@ def test_parse_label_scale():
 def test_presets(architecture):
     tiny = joint_unet_config("tiny", resolution=16, num_classes=2, label_scale=0.5, architecture=architecture)
     assert tiny["block_out_channels"] == (16, 32) and tiny["layers_per_block"] == 1
-    assert tiny["norm_num_groups"] == 8 and not any("Attn" in t for t in tiny["down_block_types"] + tiny["up_block_types"])
+    assert tiny["norm_num_groups"] == 8
+    assert not any("Attn" in t for t in tiny["down_block_types"] + tiny["up_block_types"])
     small = JointUNet2DModel(**joint_unet_config("small", resolution=64, num_classes=2, label_scale=0.5,
                                                  architecture=architecture))
     assert 1e6 <= sum(p.numel() for p in small.parameters()) <= 3e6

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dakter_hf.hub import remote_code_files
 
+
 DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "dakter"
 
 

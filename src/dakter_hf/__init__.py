@@ -10,6 +10,7 @@ Where each concept lives: `labels` (label codec, balancing factor), `models` (`J
 
 import importlib
 
+
 __version__ = "0.1.0.dev0"
 
 from .labels import (
@@ -21,6 +22,7 @@ from .labels import (
 from .models import JointUNet2DModel, JointUNet2DOutput
 from .pipelines import DAKTerPipeline, DAKTerPipelineOutput
 from .training import JOINT_UNET_PRESETS, JointDiffusionLossOutput, joint_diffusion_loss, joint_unet_config
+
 
 # Public names of the modules that import `datasets`, `transformers` or `matplotlib`: loaded on first use, so that
 # `import dakter_hf` stays as light as diffusers itself.

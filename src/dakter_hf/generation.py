@@ -31,12 +31,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
 import numpy as np
 import PIL.Image
 import torch
-from tqdm.auto import tqdm
-
-import datasets
 from datasets import Array3D, Dataset, Features, Value
 from datasets import Image as ImageFeature
 from diffusers import (
@@ -47,10 +45,12 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
 
 from .data.common import get_id2label, make_features
 from .labels import default_id2label, normalize_id2label
 from .model_cards import CARD_NAME, make_dataset_card
+
 
 logger = logging.getLogger(__name__)
 

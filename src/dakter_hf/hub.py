@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+
 # Options of `DiffusionPipeline.from_pretrained` that concern the download, with their `snapshot_download` names.
 _HUB_OPTIONS = {
     "revision": "revision",
@@ -353,8 +354,8 @@ def push_dataset_to_hub(
     private: bool | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Push a dataset written by [`~dakter_hf.generation.generate_to_disk`] to the Hub: card and preview first, then the data with
-    `Dataset.push_to_hub` (which adds its `dataset_info` to the card's metadata). Read it back with
+    """Push a dataset written by [`~dakter_hf.generation.generate_to_disk`] to the Hub: card and preview first, then
+    the data with `Dataset.push_to_hub` (which adds its `dataset_info` to the card's metadata). Read it back with
     `datasets.load_dataset(repo_id, split="train")`.
 
     Returns:
@@ -398,8 +399,8 @@ def push_pipeline_to_hub(
 
     The same files as `DiffusionPipeline.push_to_hub` (`save_pretrained` output, safetensors, with the class names
     in `model_index.json`), plus the model card: the `README.md` of the directory the pipeline was loaded from if it
-    has one (e.g. the training card), else [`~dakter_hf.model_cards.make_pipeline_card`]; either way `id2label` is added to the card's
-    metadata. Load it back with `DAKTerPipeline.from_pretrained(repo_id)`.
+    has one (e.g. the training card), else [`~dakter_hf.model_cards.make_pipeline_card`]; either way `id2label` is
+    added to the card's metadata. Load it back with `DAKTerPipeline.from_pretrained(repo_id)`.
 
     Args:
         pipe ([`DAKTerPipeline`]): the pipeline.
@@ -446,8 +447,8 @@ def push_pipeline_to_hub(
 
 def push_student_to_hub(save_directory: str | os.PathLike, repo_id: str, token: str | None = None,
                         commit_message: str = "Upload DAKTer student", extra_files: Sequence[str] = ()) -> str:
-    """Push a student saved by [`~dakter_hf.distill.save_student`] with transformers' `push_to_hub` (model, then image processor), and
-    optionally extra files of the run (metrics JSON, learning curves).
+    """Push a student saved by [`~dakter_hf.distill.save_student`] with transformers' `push_to_hub` (model, then image
+    processor), and optionally extra files of the run (metrics JSON, learning curves).
 
     Returns:
         `str`: the repository id.

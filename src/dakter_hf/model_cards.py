@@ -15,6 +15,7 @@ from huggingface_hub import ModelCardData
 
 from .labels import normalize_id2label
 
+
 #: File name of every card.
 CARD_NAME = "README.md"
 

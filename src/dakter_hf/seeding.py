@@ -8,6 +8,7 @@ exactly what an uninterrupted one would, on every process, and processes never s
 
 import torch
 
+
 _MODULUS = 2**63 - 1
 
 

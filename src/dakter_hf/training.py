@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 from diffusers.utils import BaseOutput
@@ -460,7 +459,9 @@ class JsonlLossLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": int(step), **values}) + "\n")
 
-    def history(self, names: Sequence[str] = ("image_loss", "label_loss", "loss")) -> dict[str, list[tuple[int, float]]]:
+    def history(
+        self, names: Sequence[str] = ("image_loss", "label_loss", "loss")
+    ) -> dict[str, list[tuple[int, float]]]:
         """The logged curves, `{name: [(step, value), ...]}` (the format of `save_learning_curves`)."""
         records = self.read()
         return {name: [(r["step"], r[name]) for r in records if name in r] for name in names}

@@ -6,12 +6,12 @@
 
 from dataclasses import dataclass
 import torch
-from torch import nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 from diffusers.utils import BaseOutput
+from torch import nn
 
 
 # ---- dakter_hf/models/joint_unet_2d.py ----------------------------------------

@@ -22,6 +22,7 @@ import sys
 from ..generation import SCHEDULERS, SOFT_LABEL_DTYPES, generate_to_disk, set_scheduler
 from ..hub import HubPushError, push_dataset_to_hub
 
+
 logger = logging.getLogger("dakter_hf.generate")
 
 

@@ -35,6 +35,7 @@ import PIL.Image
 from datasets import Dataset, DatasetDict, Features, IterableDataset, Value
 from datasets import Image as ImageFeature
 
+
 try:  # datasets >= 4
     from datasets import List as ListFeature
 except ImportError:  # pragma: no cover - older datasets

@@ -26,9 +26,9 @@ generated one. The sequence is a pure function of `(seed, j)`, which gives
   so the global batch of step `t` contains exactly the samples of step `t` of a one-process run with `P` times the
   batch size (when `generated_ratio * B` is an integer).
 
-The sampler, the loader's base seed and the augmentation ([`~dakter_hf.seeding.step_generator`]) draw from their own generators, never
-from torch's global RNG, so a resumed run sees the same data and augmentations and (through the per-process global
-RNG states restored by `accelerator.load_state`) the same dropout as an uninterrupted one.
+The sampler, the loader's base seed and the augmentation ([`~dakter_hf.seeding.step_generator`]) draw from their
+own generators, never from torch's global RNG, so a resumed run sees the same data and augmentations and (through
+the per-process global RNG states restored by `accelerator.load_state`) the same dropout as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -381,7 +381,8 @@ class DistillationDataset(torch.utils.data.Dataset):
             labels = torch.full(pixel_values.shape[-2:], self.ignore_index, dtype=torch.int64)
         elif tuple(labels.shape) != tuple(pixel_values.shape[-2:]):
             raise ValueError(f"image {tuple(pixel_values.shape[-2:])} and mask {tuple(labels.shape)} sizes differ")
-        example = {"pixel_values": pixel_values, "labels": labels, "is_generated": torch.tensor(soft_labels is not None)}
+        example = {"pixel_values": pixel_values, "labels": labels,
+                   "is_generated": torch.tensor(soft_labels is not None)}
         if soft_labels is not None:
             example["soft_labels"] = soft_labels
         return example

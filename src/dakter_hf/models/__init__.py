@@ -2,4 +2,5 @@
 
 from .joint_unet_2d import JointUNet2DModel, JointUNet2DOutput
 
+
 __all__ = ["JointUNet2DModel", "JointUNet2DOutput"]

@@ -2,4 +2,5 @@
 
 from .pipeline_dakter import DAKTerPipeline, DAKTerPipelineOutput
 
+
 __all__ = ["DAKTerPipeline", "DAKTerPipelineOutput"]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import PIL.Image
 import torch
-
 from diffusers import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -15,6 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..labels import default_id2label, logits_to_clean_label, logits_to_soft_labels, normalize_id2label
 from ..models.joint_unet_2d import JointUNet2DModel
+
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
