@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dakter_hf.visualization import save_bar_chart, save_learning_curves, save_sample_grid
+from dakter_hf.visualization import running_mean, save_bar_chart, save_learning_curves, save_sample_grid
 
 
 def _assert_png(path, min_size=(150, 100)):
@@ -83,6 +83,22 @@ def test_learning_curves_grouped_by_prefix(tmp_path):
         save_learning_curves({}, tmp_path / "none.png")
     with pytest.raises(ValueError, match="history"):
         save_learning_curves({"bad": [(0, 1, 2)]}, tmp_path / "bad.png")
+
+
+def test_running_mean_and_smoothed_curves(tmp_path):
+    np.testing.assert_allclose(running_mean(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
+    np.testing.assert_allclose(running_mean(np.array([2.0, 4.0]), 1), [2.0, 4.0])
+    noisy = [(step, 1.0 / (step + 1) + (-1) ** step * 0.3) for step in range(1000)]
+    smoothed = save_learning_curves({"loss": noisy}, tmp_path / "auto.png")
+    raw = save_learning_curves({"loss": noisy}, tmp_path / "raw.png", smoothing=None)
+    _assert_png(smoothed)
+    _assert_png(raw)
+    assert smoothed.read_bytes() != raw.read_bytes()  # the running mean is drawn over the raw series
+    save_learning_curves({"loss": noisy}, tmp_path / "window.png", smoothing=50)
+    with pytest.raises(ValueError, match="smoothing"):
+        save_learning_curves({"loss": noisy}, tmp_path / "bad.png", smoothing=0)
+    with pytest.raises(ValueError, match="window"):
+        running_mean(np.ones(3), 0)
 
 
 def test_bar_chart_with_errors_and_overwrite(tmp_path):

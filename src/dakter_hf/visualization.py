@@ -209,17 +209,44 @@ def _series_points(name: str, points: Any) -> tuple[np.ndarray, np.ndarray]:
     return array[finite, 0], array[finite, 1]
 
 
+#: Series longer than this many points are drawn faintly, with their running mean on top (`smoothing="auto"`).
+SMOOTHING_MIN_POINTS = 200
+
+
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """The mean of the last `window` values at each position (fewer at the start), same length as `values`."""
+    if window < 1:
+        raise ValueError(f"`window` must be >= 1, got {window}.")
+    values = np.asarray(values, dtype=np.float64)
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(ends - window, 0)
+    return (cumulative[ends] - cumulative[starts]) / (ends - starts)
+
+
+def _smoothing_window(smoothing: int | str | None, num_points: int) -> int | None:
+    if smoothing is None:
+        return None
+    if smoothing == "auto":
+        return max(5, num_points // 50) if num_points > SMOOTHING_MIN_POINTS else None
+    if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
+        raise ValueError(f"`smoothing` must be 'auto', None or a window of >= 1 points, got {smoothing!r}.")
+    return smoothing if smoothing > 1 and num_points > smoothing else None
+
+
 def save_learning_curves(
     history: Mapping[str, Sequence[tuple[float, float]] | Mapping[float, float]],
     path: str | os.PathLike,
     title: str | None = None,
     xlabel: str = "step",
     dpi: int = 100,
+    smoothing: int | str | None = "auto",
 ) -> Path:
     """Save learning curves: several series, grouped into one subplot per name prefix.
 
     Series named `"<group>/<metric>"` (e.g. `"train/loss"`, `"train/loss_generated"`, `"eval/mean_iou"`) are
-    drawn in one subplot per `<group>`; names without `/` share one subplot. Non-finite values are skipped.
+    drawn in one subplot per `<group>`; names without `/` share one subplot. Non-finite values are skipped. A noisy
+    per-step series (a diffusion loss, say) is drawn faintly with its running mean on top, so its trend can be read.
 
     Args:
         history (`Mapping`): series name -> sequence of `(step, value)` pairs (or a `{step: value}` mapping).
@@ -227,6 +254,9 @@ def save_learning_curves(
         title (`str`, *optional*): figure title.
         xlabel (`str`, *optional*, defaults to `"step"`): x-axis label.
         dpi (`int`, *optional*, defaults to 100): resolution of the PNG.
+        smoothing (`int`, `"auto"` or `None`, *optional*, defaults to `"auto"`): the running-mean window in points
+            drawn over each series longer than it; `"auto"`: a fiftieth of the series (at least 5 points) for series
+            of more than `SMOOTHING_MIN_POINTS` points; `None`: raw values only.
 
     Returns:
         `pathlib.Path`: the written file.
@@ -243,7 +273,13 @@ def save_learning_curves(
     axes = np.asarray(fig.subplots(1, len(groups), squeeze=False))[0]
     for ax, (group, series) in zip(axes, groups.items()):
         for label, steps, values in series:
-            ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, markersize=3, label=label)
+            window = _smoothing_window(smoothing, len(steps))
+            if window is None:
+                ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, markersize=3, label=label)
+            else:
+                (raw,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
+                ax.plot(steps, running_mean(values, window), color=raw.get_color(),
+                        label=f"{label} (mean of {window})")
         ax.set_xlabel(xlabel)
         if group:
             ax.set_title(group)
