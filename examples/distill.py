@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_log = eval_log = None
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
-        train_log = JsonlLossLog(os.path.join(args.output_dir, "logs", "train_log.jsonl"), resume_step=resume_step)
-        eval_log = JsonlLossLog(os.path.join(args.output_dir, "logs", "eval_log.jsonl"), resume_step=resume_step)
+        train_log = JsonlLossLog.start(os.path.join(args.output_dir, "logs", "train_log.jsonl"), resume_step)
+        eval_log = JsonlLossLog.start(os.path.join(args.output_dir, "logs", "eval_log.jsonl"), resume_step)
     best_dir, final_dir = os.path.join(args.output_dir, "best"), os.path.join(args.output_dir, "final")
 
     def run_evaluation(step: int) -> dict:

@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> JointUNet2DModel:
     elif args.resume_from_checkpoint is not None:
         accelerator.print(f"No checkpoint in {args.output_dir!r}; starting a new training run.")
     first_epoch = global_step // steps_per_epoch
-    loss_log = JsonlLossLog(os.path.join(args.output_dir, "logs", "train_log.jsonl"),
-                            resume_step=global_step if resume_path is not None else None)
+    loss_log = JsonlLossLog.start(os.path.join(args.output_dir, "logs", "train_log.jsonl"),
+                                  resume_step=global_step if resume_path is not None else None)
     unwrapped = accelerator.unwrap_model(model)
 
     def validate(step: int) -> None:

@@ -112,14 +112,18 @@ def test_checkpoint_helpers(tmp_path):
 
 
 def test_loss_log_truncates_on_resume(tmp_path):
-    path = tmp_path / "log.jsonl"
-    log = JsonlLossLog(path)
+    path = tmp_path / "logs" / "log.jsonl"
+    log = JsonlLossLog.start(path)
     for step in range(1, 6):
         log.append(step, loss=float(step), image_loss=1.0, label_loss=float(step) - 1)
-    resumed = JsonlLossLog(path, resume_step=3)
+    # Opening a log to read it leaves it as it is.
+    assert [r["step"] for r in JsonlLossLog(path).read()] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in JsonlLossLog(path).read()] == [1, 2, 3, 4, 5]
+    resumed = JsonlLossLog.start(path, resume_step=3)
     assert [r["step"] for r in resumed.read()] == [1, 2, 3]
     assert resumed.history()["loss"] == [(1, 1.0), (2, 2.0), (3, 3.0)]
     assert resumed.final_means(last=2) == {"loss": 2.5, "image_loss": 1.0, "label_loss": 1.5, "num_steps_averaged": 2}
+    assert JsonlLossLog.start(path).read() == [] and not list(path.parent.glob("*.tmp"))  # a new run starts empty
 
 
 def test_step_generator_and_augmentation():

@@ -432,20 +432,31 @@ class JsonlLossLog:
     """
     A JSON-lines log of training losses, one record per optimisation step (`{"step": ..., "loss": ..., ...}`).
 
+    `JsonlLossLog(path)` only reads and appends: it never changes the records already there, so a finished run's log
+    can be read (`history`, `final_means`) safely. A training run starts its log with [`JsonlLossLog.start`].
+
     Args:
         path (`str`): the log file.
-        resume_step (`int`, *optional*): when resuming, records after this step (from an interrupted run that went
-            further than the checkpoint) are dropped so that the log matches the resumed run.
     """
 
-    def __init__(self, path: str | os.PathLike, resume_step: int | None = None):
+    def __init__(self, path: str | os.PathLike):
         self.path = str(path)
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        records = self.read() if resume_step is not None else []
-        with open(self.path, "w", encoding="utf-8") as f:
-            for record in records:
-                if record["step"] <= resume_step:
-                    f.write(json.dumps(record) + "\n")
+
+    @classmethod
+    def start(cls, path: str | os.PathLike, resume_step: int | None = None) -> "JsonlLossLog":
+        """
+        The log of a training run: emptied for a new run (`resume_step=None`); when resuming from the checkpoint of
+        step `resume_step`, its records up to that step are kept and later ones (from an interrupted run that went
+        further than the checkpoint) are dropped, so that the log matches the resumed run. Rewritten atomically.
+        """
+        log = cls(path)
+        kept = [r for r in log.read() if r["step"] <= resume_step] if resume_step is not None else []
+        os.makedirs(os.path.dirname(log.path) or ".", exist_ok=True)
+        tmp = log.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(record) + "\n" for record in kept)
+        os.replace(tmp, log.path)
+        return log
 
     def read(self) -> list[dict[str, Any]]:
         """All records in the log."""
@@ -456,6 +467,7 @@ class JsonlLossLog:
 
     def append(self, step: int, **values: float) -> None:
         """Append one record."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": int(step), **values}) + "\n")
 
