@@ -125,3 +125,9 @@ def test_module_does_not_use_pyplot():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any("pyplot" in (name or "") for name in imported)
+
+
+def test_bar_values_are_written_with_two_decimals():
+    from dakter_hf.visualization import _format_value
+
+    assert [_format_value(v) for v in (4.951, 55.93, 100.0, 0.00123)] == ["4.95", "55.93", "100.00", "0.00123"]

@@ -290,6 +290,11 @@ def save_learning_curves(
     return _save_figure(fig, path, dpi)
 
 
+def _format_value(value: float) -> str:
+    """Two decimals for values of 1 or more (percentages: 4.95, 55.93), three significant digits below."""
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
 def save_bar_chart(
     values: Mapping[str, float],
     path: str | os.PathLike,
@@ -335,7 +340,7 @@ def save_bar_chart(
     long_labels = max(len(k) for k in labels) > 8
     ax.set_xticks(positions, labels, rotation=20 if long_labels else 0, ha="right" if long_labels else "center")
     for bar, value, half_length, with_error in zip(bars, heights, half_lengths, has_error):
-        text = "n/a" if math.isnan(value) else f"{value:.4g}" + (f" ± {half_length:.2g}" if with_error else "")
+        text = "n/a" if math.isnan(value) else _format_value(value) + (f" ± {half_length:.2g}" if with_error else "")
         top = bar.get_height() + (half_length if with_error else 0.0)
         ax.annotate(text, (bar.get_x() + bar.get_width() / 2, top), ha="center", va="bottom", fontsize=8,
                     xytext=(0, 2), textcoords="offset points")
