@@ -167,12 +167,18 @@ def student_variant(args, mode="soft"):
 _VARIANT_NAMES = {"g": "generator seed", "T": "T", "S": "sampling steps", "k": "k", "ratio": "ratio", "tau": "tau"}
 
 
-def variant_label(suffix):
-    """'-g1-T2-S50-k8-ratio0.5-tau2' -> ' (generator seed 1, T 2, sampling steps 50, k 8, ratio 0.5, tau 2)'."""
+def variant_parts(suffix):
+    """'-g1-S50-tau2' -> ['generator seed 1', 'sampling steps 50', 'tau 2']."""
     parts = []
     for part in filter(None, suffix.split("-")):
         key = part.rstrip("0123456789.")
         parts.append(f"{_VARIANT_NAMES[key]} {part[len(key):]}")
+    return parts
+
+
+def variant_label(suffix):
+    """'-g1-T2-S50-k8-ratio0.5-tau2' -> ' (generator seed 1, T 2, sampling steps 50, k 8, ratio 0.5, tau 2)'."""
+    parts = variant_parts(suffix)
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -307,8 +313,9 @@ def run_regime(runner, args, root, regime, first):
             reports[key + variant_label(suffix)] = run_students(runner, args, root, regime, mode, generated,
                                                                 arm + suffix)
         if args.train_on_synthetic:
-            key = "synthetic only (soft" + ("" if tag is None else f", {label}") + ")"
-            reports[key + variant_label(gen_suffix)] = run_students(
+            # 'synthetic only (soft, b = 1, generator seed 1)': the ablation and the variant in one parenthesis.
+            parts = ["soft", *([] if tag is None else [label]), *variant_parts(gen_suffix)]
+            reports[f"synthetic only ({', '.join(parts)})"] = run_students(
                 runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", synthetic_only=True)
     summary = summarize(reports, METRICS)
     entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics}

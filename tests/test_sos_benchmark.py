@@ -75,12 +75,13 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     # A generator seed trains its own generators; a KD temperature names soft students of its own, and the hard
     # students, which do not use it, are named after the generator alone.
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "hard", "soft", "--generator_seed", "1",
-                            "--kd_temperature", "2"))
+                            "--kd_temperature", "2", "--train_on_synthetic"))
     printed = capsys.readouterr().out
     assert "[run ] generator-generator-dual-auto-g1" in printed and "[run ] student-soft-g1-tau2-seed0" in printed
     assert "[run ] student-hard-g1-seed0" in printed and "[skip] student-real-seed0" in printed
     reseeded = json.loads((out / "sentinel" / "results-g1-tau2.json").read_text())["regimes"]["4"]
-    assert set(reseeded["summary"]) == {"real", "hard (generator seed 1)", "soft (generator seed 1, tau 2)"}
+    assert set(reseeded["summary"]) == {"real", "hard (generator seed 1)", "soft (generator seed 1, tau 2)",
+                                        "synthetic only (soft, generator seed 1)"}
     logs = out / "sentinel" / "regime-4" / "logs"
     assert "--seed 1" in (logs / "generator-generator-dual-auto-g1.log").read_text()
     assert "--kd_temperature 2" in (logs / "student-soft-g1-tau2-seed0.log").read_text()
