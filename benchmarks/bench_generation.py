@@ -48,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def make_pipeline(args) -> DAKTerPipeline:
+    """A randomly initialised pipeline of the requested size (seed 0): timing does not need trained weights."""
     torch.manual_seed(0)
     config = joint_unet_config(args.model_size, resolution=args.resolution, num_classes=args.num_classes,
                                label_scale=0.53)
@@ -56,11 +57,13 @@ def make_pipeline(args) -> DAKTerPipeline:
 
 
 def parse_sampler(spec: str) -> tuple[str, int, int]:
+    """`"name:steps:num_samples"` (as given to `--samplers`) -> `(name, steps, num_samples)`."""
     name, steps, num_samples = spec.split(":")
     return name, int(steps), int(num_samples)
 
 
 def directory_bytes(path: str, suffix: str) -> int:
+    """Total size of the files in `path` whose names end with `suffix`."""
     return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(suffix))
 
 

@@ -30,6 +30,7 @@ TARGETS = {"dual": 2.2, "concat": 1.1}
 
 
 def build_models(sample_size: int, num_classes: int) -> dict[str, torch.nn.Module]:
+    """The plain diffusers UNet (baseline) and one JointUNet2DModel per architecture, all of the small preset."""
     channels = 1 + num_classes
     models = {
         "plain_unet2d": UNet2DModel(sample_size=sample_size, in_channels=channels, out_channels=channels,

@@ -34,6 +34,10 @@ SCHEDULERS = {"dpmsolver++": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler}
 
 @torch.no_grad()
 def bare_loop(unet: JointUNet2DModel, scheduler, batch_size: int, steps: int, seed: int):
+    """The sampling loop with nothing around it (no pipeline, checks or outputs).
+
+    It is the baseline the pipeline is timed against.
+    """
     config = unet.config
     channels, size = config.image_channels, config.sample_size
     generator = torch.Generator().manual_seed(seed)

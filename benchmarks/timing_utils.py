@@ -71,6 +71,7 @@ def summarize(times: dict[str, list[float]], baseline: str) -> dict:
 
 
 def machine_info() -> dict:
+    """Date, platform, CPU count, torch threads, load average and library versions, stored with every result."""
     import diffusers
 
     return {
@@ -97,6 +98,7 @@ def write_result(result: dict, output: str | None) -> None:
 
 
 def add_common_args(parser) -> None:
+    """Add the options every micro-benchmark shares: repeats, warmup, threads, seed and output file."""
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (medians are reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each candidate first")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -105,6 +107,7 @@ def add_common_args(parser) -> None:
 
 
 def apply_common_args(args) -> None:
+    """Apply `--threads` and `--seed` from `add_common_args`."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -36,6 +36,7 @@ from dakter_loop import (  # noqa: E402
 
 
 def parse_args(argv=None):
+    """The demo's options (all have defaults: `make demo` passes none)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--resolution", type=int, default=32)
@@ -54,6 +55,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Run the whole loop on simulated scenes and write results, figures and artefacts under `--output_dir`."""
     args = parse_args(argv)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -94,6 +96,7 @@ def main(argv=None):
 
 
 def write_figures(out: Path, summary, reports):
+    """Write the bar chart of the students' scores and their validation-mIoU learning curves under `out`."""
     from dakter_hf.visualization import save_bar_chart, save_learning_curves
 
     values = {f"{mode} {LABELS[m]}": 100 * summary[mode][m]["mean"]

@@ -66,6 +66,7 @@ logger = get_logger(__name__, log_level="INFO")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the distillation script (`--help` lists them)."""
     parser = argparse.ArgumentParser(description="Train a SAR segmentation student on real + DAKTer-generated pairs.")
     add_data_args(parser)
     gen = parser.add_argument_group("generated data and loss")
@@ -176,6 +177,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Train one student, save its best and final checkpoints with `save_pretrained` and write `metrics.json`.
+
+    Returns that report (best and final scores, settings) on the main process, `None` on the others.
+    """
     args = parse_args(argv)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,

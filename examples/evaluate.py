@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the evaluation script (`--help` lists them)."""
     parser = argparse.ArgumentParser(description="Evaluate a SegFormer checkpoint on a SAR segmentation split.")
     parser.add_argument("--model_name_or_path", required=True, help="Checkpoint directory or Hub model id.")
     parser.add_argument("--revision", default=None, help="Hub revision.")
@@ -91,6 +92,7 @@ def load_checkpoint(args):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Score a checkpoint on one split and return the metrics (also printed and, if asked, written as JSON)."""
     args = parse_args(argv)
     accelerator = Accelerator()
     check_world_size(accelerator)

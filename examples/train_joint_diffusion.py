@@ -54,6 +54,7 @@ logger = get_logger(__name__, log_level="INFO")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the generator training script (`--help` lists them)."""
     parser = argparse.ArgumentParser(description="Train DAKTer's joint image + soft-label diffusion model.")
     add_data_args(parser)
     model = parser.add_argument_group("model")
@@ -133,6 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> JointUNet2DModel:
+    """Train (or resume) the joint diffusion model and save it as a `DAKTerPipeline` under `--output_dir`.
+
+    The saved pipeline holds the EMA weights when `--use_ema` is set; the returned model holds the raw weights.
+    """
     args = parse_args(argv)
     resume_path = resolve_resume_checkpoint(args.output_dir, args.resume_from_checkpoint)  # fails early
     accelerator = Accelerator(
