@@ -1,6 +1,7 @@
 """Tests of `dakter_hf.generation` and the `dakter-generate` command: the soft-label codec, reproducible and resumable
 generation to disk, the index split between processes, cards and Hub round trips."""
 
+import copy
 import json
 import os
 
@@ -23,6 +24,7 @@ from dakter_hf.generation import (
     resolve_id2label,
     set_scheduler,
     split_indices,
+    unet_memory_format,
     work_dir_for,
 )
 
@@ -262,6 +264,47 @@ def test_resume_with_other_settings_is_refused(pipe, tmp_path):
     assert out.dataset["seed"] == [8, 9] and out.num_resumed == 0
 
 
+def channels_last_copy(pipe) -> DAKTerPipeline:
+    unet = copy.deepcopy(pipe.unet).to(memory_format=torch.channels_last)
+    return DAKTerPipeline(unet=unet, scheduler=copy.deepcopy(pipe.scheduler))
+
+
+def test_memory_layout_of_the_kernels():
+    unet = make_pipeline().unet
+    assert unet_memory_format(unet) == "contiguous"
+    conv = next(m for m in unet.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
+                and m.kernel_size != (1, 1))
+    conv.to(memory_format=torch.channels_last)
+    assert unet_memory_format(unet) == "mixed"
+    unet.to(memory_format=torch.channels_last)
+    assert unet_memory_format(unet) == "channels_last"
+
+
+def test_channels_last_run_is_recorded_and_differs_by_rounding_only(pipe, reference, tmp_path):
+    output_dir = tmp_path / "generated"
+    fast = channels_last_copy(pipe)
+
+    def interrupt(progress):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):  # an interrupted run in the default layout ...
+        generate_to_disk(pipe, output_dir, NUM_SAMPLES, batch_size=2, callback=interrupt, **SETTINGS)
+    with pytest.raises(ValueError, match=r"differing: \['unet_memory_format'\]"):  # ... does not resume in another
+        generate_to_disk(fast, output_dir, NUM_SAMPLES, batch_size=2, **SETTINGS)
+    out = generate_to_disk(fast, output_dir, NUM_SAMPLES, batch_size=2, overwrite=True, **SETTINGS)
+    card = (output_dir / "README.md").read_text()
+    assert '"unet_memory_format": "channels_last"' in card and "channels-last memory layout" in card
+    assert "memory layout" not in open(reference.card_path, encoding="utf-8").read()
+
+    ours, theirs = out.dataset.with_format("numpy"), reference.dataset.with_format("numpy")
+    assert list(out.dataset["seed"]) == list(reference.dataset["seed"])
+    soft = [decode_soft_labels(ds["soft_label"], dtype=ds.features) for ds in (ours, theirs)]
+    assert np.abs(soft[0] - soft[1]).max() <= 1 / 255 + 1e-6
+    images = [np.stack([np.asarray(image, dtype=np.int16) for image in ds["image"]])
+              for ds in (out.dataset, reference.dataset)]
+    assert np.abs(images[0] - images[1]).max() <= 1
+
+
 def test_existing_output_dir_needs_overwrite(pipe, tmp_path):
     output_dir = tmp_path / "generated"
     output_dir.mkdir()
@@ -314,6 +357,15 @@ def test_command_generates_the_library_dataset(pipeline_dir, reference, tmp_path
     meta = json.loads((output_dir / "dataset_info.json").read_text())
     assert meta["features"]["soft_label"]["dtype"] == "float16"
     assert "DDIMScheduler" in (output_dir / "README.md").read_text()
+
+
+def test_command_channels_last(pipeline_dir, tmp_path):
+    from dakter_hf.commands.generate import main
+
+    output_dir = tmp_path / "generated"
+    assert main(cli_args(pipeline_dir, output_dir, "--channels_last")) == 0
+    assert len(datasets.load_from_disk(str(output_dir))) == 3
+    assert '"unet_memory_format": "channels_last"' in (output_dir / "README.md").read_text()
 
 
 def test_dataset_hub_round_trip(pipeline_dir, reference, tmp_path, hub_server, hub_repo_id, clean_hub_cache):

@@ -464,12 +464,35 @@ def generate_dataset(
 
 
 def unet_fingerprint(unet: torch.nn.Module) -> str:
-    """SHA-256 of a model's parameters and buffers: a resumed run must continue with the same weights."""
+    """SHA-256 of a model's parameters and buffers: a resumed run must continue with the same weights.
+
+    The bytes are read in row-major order whatever the memory layout (which [`unet_memory_format`] reports).
+    """
     digest = hashlib.sha256()
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape(-1): a channels-last 1x1 kernel counts as contiguous but its last stride is not 1
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def unet_memory_format(unet: torch.nn.Module) -> str:
+    """The memory layout of a model's convolution kernels: `"channels_last"`, `"contiguous"` or `"mixed"`.
+
+    The layout decides which kernels run, hence the floating-point rounding of the samples (about 1e-6, like the batch
+    size), so it is part of the generation settings. Kernels laid out the same either way (1x1 kernels, kernels of
+    one input channel) are ignored.
+    """
+    layouts = set()
+    for parameter in unet.parameters():
+        if parameter.dim() != 4:
+            continue
+        channels_last = parameter.is_contiguous(memory_format=torch.channels_last)
+        if channels_last != parameter.is_contiguous():
+            layouts.add("channels_last" if channels_last else "contiguous")
+    if len(layouts) > 1:
+        return "mixed"
+    return layouts.pop() if layouts else "contiguous"
 
 
 def generation_settings(
@@ -501,6 +524,9 @@ def generation_settings(
         "soft_label_dtype": soft_label_dtype,
         "id2label": {str(k): v for k, v in id2label.items()},
     }
+    memory_format = unet_memory_format(pipe.unet)
+    if memory_format != "contiguous":  # recorded only then, so that runs begun before this key existed still resume
+        settings["unet_memory_format"] = memory_format
     return json.loads(json.dumps(settings))  # JSON-normalised (tuples -> lists), as read back from the manifest
 
 

@@ -185,6 +185,7 @@ def make_dataset_card(
         "seeds": f"row i uses seed {seed} + i ({seed}..{seed + num_samples - 1})",
         "soft_label_dtype": soft_label_dtype,
         "unet_fingerprint": settings["unet_fingerprint"],
+        "unet_memory_format": settings.get("unet_memory_format", "contiguous"),
     }
     data = DatasetCardData(
         pretty_name="DAKTer synthetic SAR image / soft-label pairs",
@@ -200,6 +201,13 @@ def make_dataset_card(
     decoding = ("quantised to uint8: the K values of a pixel sum to exactly 255 (largest-remainder rounding), "
                 "value / 255 is within 1/255 of the generated probability" if soft_label_dtype == "uint8"
                 else f"stored as {soft_label_dtype}")
+    layout = settings.get("unet_memory_format", "contiguous")
+    layout_note = {
+        "contiguous": "",
+        "channels_last": "\n- UNet convolution kernels in channels-last memory layout (`pipe.unet.to(memory_format="
+                         "torch.channels_last)`); regenerate with the same layout to reproduce the rows bit for bit",
+    }.get(layout, f"\n- UNet convolution kernels in {layout} memory layouts; regenerate with the same layouts to "
+                  "reproduce the rows bit for bit")
     text = f"""
 # DAKTer synthetic SAR image / soft-label pairs
 
@@ -226,7 +234,7 @@ labels), not to stand for real observations.
 - scheduler: `{settings["scheduler"]}`, {settings["num_inference_steps"]} inference steps, eta {settings["eta"]}
 - soft-label temperature: {settings["soft_label_temperature"]}
 - seeds: row i uses seed {seed} + i ({seed}..{seed + num_samples - 1}), each with its own `torch.Generator`;
-  batches of {settings["batch_size"]}
+  batches of {settings["batch_size"]}{layout_note}
 
 ## Loading
 
