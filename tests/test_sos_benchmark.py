@@ -67,7 +67,9 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-S2-k2-ratio0.5-seed0.log").read_text()
     assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2-S2-k2" in command
     generation = (out / "sentinel" / "regime-4" / "logs" / "generate-generated-dual-auto-T2-S2-k2.log").read_text()
-    assert "--num_inference_steps 2" in generation
+    assert "--num_inference_steps 2" in generation and "--channels_last" in generation
+    card = (out / "sentinel" / "regime-4" / "generated-dual-auto-T2-S2-k2" / "README.md").read_text()
+    assert '"unet_memory_format": "channels_last"' in card
     regime_dir = out / "sentinel" / "regime-4"
     assert len(load_from_disk(str(regime_dir / "generated-dual-auto"))) == 16  # k = 4 (default) x 4 real pairs
     assert len(load_from_disk(str(regime_dir / "generated-dual-auto-T2-S2-k2"))) == 8
