@@ -172,6 +172,7 @@ def make_dataset_card(
     seed = settings["seed"]
     id2label = {int(k): v for k, v in settings["id2label"].items()}
     generator = pipeline_name or "an unnamed DAKTer pipeline"
+    layout = settings.get("unet_memory_format", "contiguous")  # absent from settings when contiguous
     dakter = {
         "synthetic": True,
         "generator": generator,
@@ -185,7 +186,7 @@ def make_dataset_card(
         "seeds": f"row i uses seed {seed} + i ({seed}..{seed + num_samples - 1})",
         "soft_label_dtype": soft_label_dtype,
         "unet_fingerprint": settings["unet_fingerprint"],
-        "unet_memory_format": settings.get("unet_memory_format", "contiguous"),
+        "unet_memory_format": layout,
     }
     data = DatasetCardData(
         pretty_name="DAKTer synthetic SAR image / soft-label pairs",
@@ -201,7 +202,6 @@ def make_dataset_card(
     decoding = ("quantised to uint8: the K values of a pixel sum to exactly 255 (largest-remainder rounding), "
                 "value / 255 is within 1/255 of the generated probability" if soft_label_dtype == "uint8"
                 else f"stored as {soft_label_dtype}")
-    layout = settings.get("unet_memory_format", "contiguous")
     layout_note = {
         "contiguous": "",
         "channels_last": "\n- UNet convolution kernels in channels-last memory layout (`pipe.unet.to(memory_format="
