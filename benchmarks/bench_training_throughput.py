@@ -67,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("resolution", "batch_size", "steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer.")
+    if args.widths and len(set(args.widths)) != len(args.widths):
+        parser.error(f"--widths lists a width more than once: {[','.join(map(str, w)) for w in args.widths]}")
     return args
 
 
