@@ -47,9 +47,9 @@ def parse_width(text: str) -> tuple[int, ...]:
     return channels
 
 
-def candidate_name(architecture: str, width: tuple[int, ...] | None) -> str:
-    """`"dual"`, or `"dual 48-96-96"` when widths are compared."""
-    return architecture if width is None else f"{architecture} {'-'.join(map(str, width))}"
+def candidate_name(prefix: str, width: tuple[int, ...] | None) -> str:
+    """`"dual"`, or `"dual 48-96-96"` when widths are compared (also names the per-width result keys)."""
+    return prefix if width is None else f"{prefix} {'-'.join(map(str, width))}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -129,11 +129,10 @@ def main(argv=None) -> dict:
         },
     }
     # Within-repetition ratios (the candidates run back to back), then their median: cancels drifts of machine load.
-    for width in args.widths or [None]:
-        if {"dual", "concat"} <= set(args.architectures):
-            key = "concat_over_dual_throughput" + ("" if width is None else " " + "-".join(map(str, width)))
-            result[key] = paired_ratio(images_per_s[candidate_name("concat", width)],
-                                       images_per_s[candidate_name("dual", width)])
+    if {"dual", "concat"} <= set(args.architectures):
+        for width in args.widths or [None]:
+            result[candidate_name("concat_over_dual_throughput", width)] = paired_ratio(
+                images_per_s[candidate_name("concat", width)], images_per_s[candidate_name("dual", width)])
     if args.widths and len(args.widths) > 1:
         for architecture in args.architectures:
             base = candidate_name(architecture, args.widths[0])
