@@ -1,4 +1,5 @@
-"""Tests of joint diffusion training: library helpers and `examples/train_joint_diffusion.py` run in-process."""
+"""Tests of joint diffusion training: library helpers, and the `examples/train_joint_diffusion.py` command
+(`dakter_hf.commands.train`) run in-process."""
 
 import json
 import math
@@ -12,6 +13,7 @@ from accelerate.utils import is_tensorboard_available
 from safetensors.torch import load_file
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel, estimate_balancing_factor
+from dakter_hf.commands import train as train_command
 from dakter_hf.data import dataset_to_tensors, load_dataset_by_name
 from dakter_hf.seeding import step_generator
 from dakter_hf.training import (
@@ -23,6 +25,7 @@ from dakter_hf.training import (
     parse_label_scale,
     prune_checkpoints,
     resolve_resume_checkpoint,
+    trainer,
 )
 
 from repo_scripts import load_script
@@ -38,7 +41,9 @@ TINY_ARGS = ["--dataset", "simulated", "--num_train_samples", "12", "--resolutio
 
 @pytest.fixture(scope="module")
 def script():
-    return load_script("examples/train_joint_diffusion.py")
+    """The command that `examples/train_joint_diffusion.py` runs."""
+    assert load_script("examples/train_joint_diffusion.py").main is train_command.main
+    return train_command
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -51,7 +56,7 @@ def one_thread():
 
 
 def run(script, output_dir, *extra):
-    """Run the training script's `main` in-process, with a fresh Accelerate state."""
+    """Run the training command's `main` in-process, with a fresh Accelerate state."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -308,14 +313,14 @@ def test_failed_final_push_keeps_the_local_output(script, tmp_path, hub_server, 
     """The repository exists, the upload at the end is refused: a clear error, and the saved pipeline is complete."""
     from dakter_hf.hub import HubPushError
 
-    original = script.create_hub_repo
+    original = trainer.create_hub_repo
 
     def create_then_refuse(*args, **kwargs):
         repo_id = original(*args, **kwargs)
         hub_server.refuse_writes = True
         return repo_id
 
-    monkeypatch.setattr(script, "create_hub_repo", create_then_refuse)
+    monkeypatch.setattr(trainer, "create_hub_repo", create_then_refuse)
     with pytest.raises(HubPushError, match=rf"{hub_repo_id}.*local copy in {tmp_path} is complete"):
         run(script, tmp_path, "--max_train_steps", 2, "--validation_steps", 100, "--push_to_hub",
             "--hub_model_id", hub_repo_id)

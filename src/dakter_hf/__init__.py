@@ -21,7 +21,6 @@ from .labels import (
 )
 from .models import JointUNet2DModel, JointUNet2DOutput
 from .pipelines import DAKTerPipeline, DAKTerPipelineOutput
-from .training import JOINT_UNET_PRESETS, JointDiffusionLossOutput, joint_diffusion_loss, joint_unet_config
 
 
 # Public names of the modules that import `datasets`, `transformers` or `matplotlib`: loaded on first use, so that
@@ -33,6 +32,7 @@ _LAZY_EXPORTS = {
                    "generate_to_disk"],
     "distill": ["create_image_processor", "create_student", "distillation_loss"],
     "metrics": ["SegmentationMetrics", "compute_segmentation_metrics"],
+    "training": ["JOINT_UNET_PRESETS", "JointDiffusionLossOutput", "joint_diffusion_loss", "joint_unet_config"],
 }
 _LAZY_NAME_TO_MODULE = {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
 

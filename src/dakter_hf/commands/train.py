@@ -1,0 +1,120 @@
+"""Train DAKTer's joint image + label diffusion model (`JointUNet2DModel`) on real SAR image / mask pairs.
+
+    accelerate launch examples/train_joint_diffusion.py --dataset simulated --resolution 64 --model_size small \\
+        --train_batch_size 16 --max_train_steps 2000 --output_dir outputs/joint-diffusion
+
+Writes Accelerate checkpoints (`checkpoint-<step>`), validation grids (`validation/step-<step>.png`), a JSON-lines
+loss log (`logs/train_log.jsonl`), a loss curve (`loss_curve.png`) and, at the end, the `DAKTerPipeline`
+(`save_pretrained`) with a model card. This module parses and checks the options; the loop is
+`dakter_hf.training.train_joint_diffusion`.
+"""
+
+import argparse
+
+import accelerate.utils
+from diffusers.optimization import SchedulerType
+
+from ..data import add_data_args, check_data_args
+from ..training import JOINT_UNET_PRESETS, check_training_resolution, parse_label_scale, train_joint_diffusion
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the generator training script (`--help` lists them with their defaults)."""
+    parser = argparse.ArgumentParser(description="Train DAKTer's joint image + soft-label diffusion model.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_args(parser)
+    model = parser.add_argument_group("model")
+    model.add_argument("--resolution", type=int, default=64, help="Training (and generation) resolution.")
+    model.add_argument("--crop_size", type=int, default=None,
+                       help="Train on random crops of this size (the model still generates at --resolution).")
+    model.add_argument("--augment", action="store_true", help="Random flips / 90-degree rotations per sample.")
+    model.add_argument("--architecture", choices=["dual", "concat"], default="dual",
+                       help="'dual': an image UNet and a label UNet joined at every level; 'concat': one UNet.")
+    model.add_argument("--model_size", choices=list(JOINT_UNET_PRESETS), default="small",
+                       help="Model-size preset (dakter_hf.training.JOINT_UNET_PRESETS).")
+    model.add_argument("--block_out_channels", type=int, nargs="+", default=None,
+                       help="Override the preset's channels per level.")
+    model.add_argument("--label_scale", type=parse_label_scale, default="auto",
+                       help="Balancing factor b: 'auto' (RMS of the normalised training images) or a positive float.")
+    model.add_argument("--prediction_type", choices=["sample", "epsilon"], default="sample",
+                       help="What the image side predicts: the clean image or the noise.")
+    model.add_argument("--num_train_timesteps", type=int, default=1000, help="Timesteps of the DDPM noise schedule.")
+    train = parser.add_argument_group("training")
+    train.add_argument("--ce_weight", type=float, default=1.0, help="Weight of the label cross-entropy.")
+    train.add_argument("--train_batch_size", type=int, default=16, help="Batch size per device.")
+    train.add_argument("--max_train_steps", type=int, default=2000, help="Optimizer steps in total.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimizer step.")
+    train.add_argument("--learning_rate", type=float, default=2e-4, help="Peak learning rate of AdamW.")
+    train.add_argument("--lr_scheduler", default="cosine", choices=[t.value for t in SchedulerType],
+                       help="Learning-rate schedule (diffusers.optimization.get_scheduler).")
+    train.add_argument("--lr_warmup_steps", type=int, default=100, help="Linear warm-up steps of the schedule.")
+    train.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
+    train.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
+    train.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW weight decay.")
+    train.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
+    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
+    train.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights; the pipeline uses it.")
+    train.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA: largest decay (after warm-up).")
+    train.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse multiplicative factor.")
+    train.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up: exponential factor.")
+    train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
+                       help="Mixed precision; None takes the `accelerate config` value.")
+    train.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
+    train.add_argument("--seed", type=int, default=0, help="Seeds model init, data order, timesteps and noise.")
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--output_dir", default="outputs/joint-diffusion",
+                     help="Where the checkpoints, logs, figures and the final pipeline go.")
+    out.add_argument("--checkpointing_steps", type=int, default=500,
+                     help="Save an Accelerate checkpoint every N steps (and at the end).")
+    out.add_argument("--checkpoints_total_limit", type=int, default=None,
+                     help="Keep at most this many checkpoints (the oldest are deleted); None keeps all.")
+    out.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint directory.")
+    out.add_argument("--validation_steps", type=int, default=500, help="Write a sample grid every N steps.")
+    out.add_argument("--validation_inference_steps", type=int, default=50, help="Sampling steps of the sample grids.")
+    out.add_argument("--num_validation_samples", type=int, default=8, help="Pairs per sample grid.")
+    out.add_argument("--report_to", default="none",
+                     help='Accelerate tracker ("tensorboard", "wandb", "all"); "none" logs only to '
+                          "logs/train_log.jsonl, which is always written.")
+    out.add_argument("--push_to_hub", action="store_true",
+                     help="Upload the final pipeline (not the checkpoints) to the Hub.")
+    out.add_argument("--hub_model_id", default=None, help="Hub repository; None takes the name of --output_dir.")
+    out.add_argument("--hub_token", default=None, help="Hub token; None uses the saved login.")
+    args = parser.parse_args(argv)
+
+    positive = ["train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_train_timesteps",
+                "checkpointing_steps", "validation_steps", "validation_inference_steps", "num_validation_samples"]
+    for name in positive + ["checkpoints_total_limit", "crop_size"]:
+        value = getattr(args, name)
+        if (name in positive or value is not None) and value < 1:
+            parser.error(f"--{name} must be a positive integer, got {value}.")
+    if args.learning_rate <= 0 or args.ce_weight < 0:
+        parser.error("--learning_rate must be > 0 and --ce_weight >= 0.")
+    num_levels = len(args.block_out_channels or JOINT_UNET_PRESETS[args.model_size]["block_out_channels"])
+    try:
+        check_training_resolution(args.resolution, num_levels)
+        if args.crop_size is not None:
+            check_training_resolution(args.crop_size, num_levels, name="--crop_size")
+    except ValueError as error:
+        parser.error(str(error))
+    check_data_args(parser, args)
+    if args.report_to not in ("none", "all"):
+        available = getattr(accelerate.utils, f"is_{args.report_to}_available", None)
+        if available is not None and not available():
+            parser.error(f"--report_to {args.report_to}: the package is not installed (use 'none' to log only to "
+                         "logs/train_log.jsonl).")
+    if args.crop_size is not None and args.crop_size > args.resolution:
+        parser.error(f"--crop_size={args.crop_size} must not exceed --resolution={args.resolution}.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (or resume) the joint diffusion model and save it as a `DAKTerPipeline` under `--output_dir`.
+
+    The saved pipeline holds the EMA weights when `--use_ema` is set. Returns 0 (errors raise).
+    """
+    train_joint_diffusion(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
