@@ -22,7 +22,7 @@ import torch
 from diffusers import DDPMScheduler, DiffusionPipeline
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
-from dakter_hf.hub import add_remote_code, remote_code_files
+from dakter_hf.remote_code import add_remote_code, remote_code_files
 
 from repo_scripts import load_script
 

@@ -19,7 +19,7 @@ from test_hub_pipeline_code import (
 )
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
-from dakter_hf.hub import remote_code_files, upload_remote_code
+from dakter_hf.remote_code import remote_code_files, upload_remote_code
 
 
 PIPELINE_FILES = {"model_index.json", "scheduler/scheduler_config.json", "unet/config.json",

@@ -1,7 +1,7 @@
 """Write (or check) the self-contained remote-code files that a DAKTer pipeline repository on the Hub can carry.
 
-The files are built from the package sources by `dakter_hf.hub.remote_code_files()` (the same function
-`dakter_hf.hub.add_remote_code` uses before an upload), so the package stays the single source of truth; this
+The files are built from the package sources by `dakter_hf.remote_code.remote_code_files()` (the same function
+`dakter_hf.remote_code.add_remote_code` uses before an upload), so the package stays the single source of truth; this
 script keeps the committed copy under `pipelines/dakter/` in sync with it, in the spirit of diffusers'
 `make fix-copies`:
 
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dakter_hf.hub import remote_code_files
+from dakter_hf.remote_code import remote_code_files
 
 
 DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "dakter"

@@ -14,6 +14,8 @@ import importlib
 __version__ = "0.1.0.dev0"
 
 from .labels import (
+    decode_soft_labels,
+    encode_soft_labels,
     estimate_balancing_factor,
     logits_to_clean_label,
     logits_to_soft_labels,
@@ -28,8 +30,7 @@ from .pipelines import DAKTerPipeline, DAKTerPipelineOutput
 _LAZY_EXPORTS = {
     "data": ["get_id2label", "load_dataset_by_name", "load_mask_folder", "load_osd", "load_sos",
              "simulate_sar_scenes"],
-    "generation": ["GenerationOutput", "decode_soft_labels", "encode_soft_labels", "generate_dataset",
-                   "generate_to_disk"],
+    "generation": ["GenerationOutput", "generate_dataset", "generate_to_disk"],
     "distill": ["create_image_processor", "create_student", "distillation_loss"],
     "metrics": ["SegmentationMetrics", "compute_segmentation_metrics"],
     "training": ["JOINT_UNET_PRESETS", "JointDiffusionLossOutput", "joint_diffusion_loss", "joint_unet_config"],
@@ -71,6 +72,8 @@ __all__ = [
     "JointDiffusionLossOutput",
     "JointUNet2DModel",
     "JointUNet2DOutput",
+    "decode_soft_labels",
+    "encode_soft_labels",
     "estimate_balancing_factor",
     "joint_diffusion_loss",
     "joint_unet_config",

@@ -9,12 +9,28 @@ the same rate along the shared noise schedule. The model predicts class *logits*
   class distribution, ``b * (2 * softmax(logits) - 1)``.
 
 Every other module (model, pipeline, training loss, generation) goes through these functions.
+
+Also here: the class names (`id2label`) of a dataset or a pipeline, and the storage codec of soft labels in a
+generated dataset (quantised to `uint8` values that sum to 255 per pixel, or `float16` / `float32`).
+This module is inlined into the remote-code pipeline file: it imports neither `datasets` nor the package.
 """
 
+import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+logger = logging.getLogger(__name__)
+
+#: Storage types of the `soft_label` column of a generated dataset.
+SOFT_LABEL_DTYPES = ("uint8", "float16", "float32")
+#: Quantised soft labels of one pixel are integers summing to this value; decoding divides by it.
+QUANTIZATION_LEVELS = 255
+_CLASS_AXIS = -3  # soft labels are (K, H, W) for a row and (B, K, H, W) for a batch
 
 
 def masks_to_scaled_onehot(masks: torch.Tensor, num_classes: int, label_scale: float) -> torch.Tensor:
@@ -127,3 +143,149 @@ def normalize_id2label(
     if num_classes is not None and len(out) != num_classes:
         raise ValueError(f"{source} names {len(out)} classes but the unet has num_classes={num_classes}.")
     return dict(sorted(out.items()))
+
+
+def resolve_id2label(pipe, id2label: Mapping | None = None) -> dict[int, str]:
+    """The class names of a pipeline's generated labels: `id2label` if given (checked against
+    `pipe.unet.config.num_classes`), else the pipeline's own [`DAKTerPipeline.id2label`] (saved in its
+    `model_index.json`; `class_<i>` placeholders, with a warning, when it has none)."""
+    if id2label is not None:
+        return normalize_id2label(id2label, pipe.unet.config.num_classes)
+    if pipe.config.get("id2label") is None:
+        logger.warning("No class names stored with the pipeline: using %s. Pass `id2label` to name them.",
+                       pipe.id2label)
+    return pipe.id2label
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Soft-label storage codec (the `soft_label` column of a generated dataset)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def quantize_soft_labels(probs: np.ndarray | torch.Tensor, axis: int = _CLASS_AXIS) -> np.ndarray:
+    """Quantise per-pixel class probabilities to `uint8` values that sum to exactly 255 per pixel.
+
+    Largest-remainder rounding: every probability times 255 is rounded down, then the pixel's missing units (at
+    most K - 1) go to the classes with the largest remainders. Decoding as `value / 255` therefore gives
+    probabilities that sum to 1 per pixel and differ from the input by less than 1/255.
+
+    Args:
+        probs (`np.ndarray` or `torch.Tensor`): non-negative probabilities summing to 1 along `axis` (small deviations
+            are renormalised).
+        axis (`int`, *optional*, defaults to -3): the class axis (`(K, H, W)` rows and `(B, K, H, W)` batches).
+
+    Returns:
+        `np.ndarray`: `uint8` array of the input's shape.
+    """
+    if isinstance(probs, torch.Tensor):
+        probs = probs.detach().cpu().numpy()
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 0:
+        raise ValueError("`probs` must have a class axis, got a scalar.")
+    if not np.all(np.isfinite(probs)) or probs.size and probs.min() < -1e-6:
+        raise ValueError("`probs` must hold finite, non-negative probabilities.")
+    probs = np.clip(probs, 0.0, None)
+    total = probs.sum(axis=axis, keepdims=True)
+    if np.any(total <= 0):
+        raise ValueError("`probs` has a pixel whose probabilities sum to 0: not a probability distribution.")
+    scaled = probs / total * QUANTIZATION_LEVELS
+    floor = np.floor(scaled)
+    deficit = QUANTIZATION_LEVELS - floor.sum(axis=axis, keepdims=True)  # integer in [0, K - 1]
+    order = np.argsort(-(scaled - floor), axis=axis, kind="stable")  # classes by decreasing remainder
+    rank = np.argsort(order, axis=axis, kind="stable")  # rank of each class in that order
+    return (floor + (rank < deficit)).astype(np.uint8)
+
+
+def encode_soft_labels(probs: np.ndarray | torch.Tensor, dtype: str = "uint8") -> np.ndarray:
+    """Encode soft labels for storage: [`quantize_soft_labels`] for `"uint8"`, a plain cast for `"float16"` and
+    `"float32"`.
+
+    Args:
+        probs (`np.ndarray` or `torch.Tensor`): probabilities, `(K, H, W)` or `(B, K, H, W)`.
+        dtype (`str`, *optional*, defaults to `"uint8"`): one of [`SOFT_LABEL_DTYPES`].
+
+    Returns:
+        `np.ndarray` of the requested dtype.
+    """
+    dtype = check_soft_label_dtype(dtype)
+    if dtype == "uint8":
+        return quantize_soft_labels(probs)
+    if isinstance(probs, torch.Tensor):
+        probs = probs.detach().cpu().float().numpy()
+    return np.asarray(probs).astype(dtype)
+
+
+def decode_soft_labels(value: Any, dtype: str | np.dtype | Mapping | Any | None = None) -> np.ndarray | torch.Tensor:
+    """Turn stored soft labels back into `float32` probabilities that sum to 1 per pixel.
+
+    `value` is a row `(K, H, W)` or a batch `(B, K, H, W)` of the `soft_label` column in whatever form `datasets`
+    returns it: nested Python lists (no format), a NumPy array (`"numpy"`), a torch tensor (`"torch"`). `datasets`
+    reads `uint8` back as `int64` and `float16` as `float32`/`float64`, so the storage type is decided as follows:
+
+    1. if `dtype` is given, it decides: a name (`"uint8"`, `"float16"`, `"float32"`), a NumPy dtype, the dataset's
+       `Features` (its `soft_label` feature is read) or the `soft_label` feature itself;
+    2. otherwise, integer arrays are quantised values and floating arrays whose maximum exceeds 1 are quantised
+       values read as floats (probabilities never exceed 1, while quantised values of a pixel sum to 255, so their
+       maximum is at least 255 / K > 1 for K < 255); every other floating array holds probabilities.
+
+    Quantised values are divided by 255; every result is then renormalised per pixel (this only removes the
+    rounding of `float16` storage).
+
+    Args:
+        value: the stored soft labels, `(K, H, W)` or `(B, K, H, W)`.
+        dtype (*optional*): the storage type hint described above.
+
+    Returns:
+        `np.ndarray` (or `torch.Tensor` for a tensor input) of `float32` probabilities with the input's shape.
+
+    Example:
+
+    ```py
+    >>> ds = datasets.load_from_disk("outputs/generated").with_format("numpy")
+    >>> probs = decode_soft_labels(ds[0]["soft_label"], dtype=ds.features)  # (K, H, W), sums to 1 per pixel
+    ```
+    """
+    is_tensor = isinstance(value, torch.Tensor)
+    array = value.detach().cpu().numpy() if is_tensor else np.asarray(value)
+    if array.dtype == object:
+        raise ValueError("`value` is ragged: soft labels must have one shape (K, H, W) per row.")
+    if array.ndim not in (3, 4):
+        raise ValueError(f"`value` must have shape (K, H, W) or (B, K, H, W), got {array.shape}.")
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"`value` must hold numbers, got dtype {array.dtype}.")
+    stored = _stored_soft_label_dtype(dtype)
+    if stored is None:
+        quantized = np.issubdtype(array.dtype, np.integer) or bool(array.size and array.max() > 1.0)
+    else:
+        quantized = stored == "uint8"
+    probs = array.astype(np.float32)
+    if quantized:
+        probs /= QUANTIZATION_LEVELS
+    total = probs.sum(axis=_CLASS_AXIS, keepdims=True)
+    if np.any(total <= 0):
+        raise ValueError("`value` has a pixel whose soft label sums to 0: not stored soft labels.")
+    probs /= total
+    return torch.from_numpy(probs) if is_tensor else probs
+
+
+def check_soft_label_dtype(dtype: str) -> str:
+    """`dtype` if it is one of [`SOFT_LABEL_DTYPES`], else a `ValueError` naming `soft_label_dtype`."""
+    if dtype not in SOFT_LABEL_DTYPES:
+        raise ValueError(f"`soft_label_dtype` must be one of {SOFT_LABEL_DTYPES}, got {dtype!r}.")
+    return dtype
+
+
+def _stored_soft_label_dtype(hint) -> str | None:
+    """The storage dtype name named by a `decode_soft_labels` hint (see there), or None without a hint."""
+    if hint is None:
+        return None
+    if isinstance(hint, Mapping):  # `Features` or a plain dict of features
+        if "soft_label" not in hint:
+            raise ValueError(f"`dtype` features have no 'soft_label' column: {list(hint)}.")
+        hint = hint["soft_label"]
+    if hasattr(hint, "dtype") and not isinstance(hint, (np.dtype, str)):  # Array3D / Value
+        hint = hint.dtype
+    elif hasattr(hint, "feature"):  # nested List / Sequence features
+        return _stored_soft_label_dtype(hint.feature)
+    name = np.dtype(hint).name if not isinstance(hint, str) else hint
+    return check_soft_label_dtype(name)

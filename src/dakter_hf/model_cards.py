@@ -240,7 +240,7 @@ labels), not to stand for real observations.
 
 ```python
 from datasets import load_dataset, load_from_disk
-from dakter_hf.generation import decode_soft_labels
+from dakter_hf import decode_soft_labels
 
 {load_line}
 ds = ds.with_format("numpy")

@@ -19,8 +19,15 @@ import logging
 import os
 import sys
 
-from ..generation import SCHEDULERS, SOFT_LABEL_DTYPES, generate_to_disk, set_scheduler
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+
+from ..distributed import check_world_size
+from ..generation import generate_to_disk
 from ..hub import HubPushError, push_dataset_to_hub
+from ..labels import SOFT_LABEL_DTYPES
+from ..pipelines import SCHEDULERS, DAKTerPipeline, set_scheduler
 
 
 logger = logging.getLogger("dakter_hf.generate")
@@ -97,12 +104,6 @@ def distributed_state():
     the CPU is requested when several processes run on a machine without CUDA (or with `ACCELERATE_USE_CPU=1`), and
     a launch whose processes still do not see each other is an error.
     """
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    from ..distributed import check_world_size
-
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or (world_size > 1 and not torch.cuda.is_available())
     state = PartialState(cpu=cpu)
@@ -114,16 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run `dakter-generate`; returns the process exit code (0: success, 1: the Hub push failed)."""
     args = parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-
-    from ..pipelines import DAKTerPipeline
-
     state = distributed_state()
     pipe = DAKTerPipeline.from_pretrained(args.pipeline, token=args.hub_token).to(state.device)
     if args.scheduler is not None:
         set_scheduler(pipe, args.scheduler)
     if args.channels_last:
-        import torch
-
         pipe.unet.to(memory_format=torch.channels_last)
     output = generate_to_disk(
         pipe, args.output_dir, args.num_samples, batch_size=args.batch_size, seed=args.seed,

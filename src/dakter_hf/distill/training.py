@@ -179,7 +179,7 @@ def check_generated_dataset(generated, id2label: Mapping[int, str], resolution: 
     if resolution is not None and tuple(shape[1:]) != (resolution, resolution):
         logger.warning(f"--generated_dataset pairs are {shape[1]}x{shape[2]}: images are resized (PIL bilinear) and "
                        f"soft labels interpolated (bilinear, anti-aliased, renormalised) to {resolution}x{resolution}.")
-    from ..generation import get_generated_id2label
+    from ..data.generated import get_generated_id2label
 
     try:
         generated_names = get_generated_id2label(generated)
@@ -364,7 +364,7 @@ class DistillationDataset(torch.utils.data.Dataset):
             for i, image, mask in zip(real_ids, rows["image"], rows["mask"]):
                 examples[i] = self._example(image, labels=mask_to_tensor(resize_mask(mask, self.resolution)))
         if generated_ids:
-            from ..generation import decode_soft_labels
+            from ..labels import decode_soft_labels
 
             rows = self.generated[generated_ids]
             soft_labels = decode_soft_labels(np.asarray(rows["soft_label"]), dtype=self._soft_label_dtype)

@@ -14,6 +14,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..labels import default_id2label, logits_to_clean_label, logits_to_soft_labels, normalize_id2label
 from ..models.joint_unet_2d import JointUNet2DModel
+from .loading import download_pipeline
 
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -90,14 +91,12 @@ class DAKTerPipeline(DiffusionPipeline):
         [`DiffusionPipeline.from_pretrained`].
 
         The installed [`JointUNet2DModel`] is always used, also when the directory carries the remote-code copy of
-        the model (`unet/dakter_hf.models.joint_unet_2d.py`, written by `dakter_hf.hub.add_remote_code` or left in
+        the model (`unet/dakter_hf.models.joint_unet_2d.py`, written by `dakter_hf.remote_code.add_remote_code` or left in
         a Hub snapshot by a `trust_remote_code` download), which diffusers would otherwise load (or refuse to load
         without `trust_remote_code`). `dtype` (or `torch_dtype`), also in its `{"unet": ..., "default": ...}`
         form, applies to it as to every component.
         """
         if not os.path.isdir(pretrained_model_name_or_path):
-            from ..hub import download_pipeline
-
             pretrained_model_name_or_path = download_pipeline(str(pretrained_model_name_or_path), kwargs)
         remote_model_file = os.path.join(pretrained_model_name_or_path, "unet", f"{JointUNet2DModel.__module__}.py")
         if "unet" not in kwargs and os.path.isfile(remote_model_file):

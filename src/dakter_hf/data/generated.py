@@ -1,0 +1,67 @@
+"""The schema of a generated dataset: its features, its class names, and the files beside it.
+
+A generated dataset (written by [`dakter_hf.generation.generate_to_disk`]) has one row per synthetic pair and four
+columns: `image` ([`datasets.Image`], mode `"L"` for single-channel SAR), `soft_label` ([`datasets.Array3D`]
+`(K, H, W)`, encoded with [`dakter_hf.labels.encode_soft_labels`]), `label` (the argmax mask, whose feature carries
+`id2label` in the format of the real datasets) and `seed` (row `i` comes from seed `seed + i`).
+"""
+
+from collections.abc import Mapping
+
+from datasets import Array3D, Dataset, Features, Value
+from datasets import Image as ImageFeature
+
+from ..labels import check_soft_label_dtype, default_id2label, normalize_id2label
+from .common import get_id2label, make_features
+
+
+#: The preview grid written next to a generated dataset (and pushed with it).
+PREVIEW_NAME = "preview.png"
+
+
+def image_mode(channels: int) -> str:
+    """The PIL mode a generated image of `channels` channels is stored in: `"L"` (1) or `"RGB"` (3)."""
+    if channels == 1:
+        return "L"
+    if channels == 3:
+        return "RGB"
+    raise ValueError(f"Generated images must have 1 or 3 channels to be stored as images, got {channels}.")
+
+
+def generated_features(
+    num_classes: int,
+    height: int,
+    width: int,
+    id2label: Mapping[int, str] | None = None,
+    soft_label_dtype: str = "uint8",
+    image_channels: int = 1,
+) -> Features:
+    """The features (schema) of a generated dataset.
+
+    `id2label` is stored on the `label` feature in the format of [`dakter_hf.data`] (see [`get_generated_id2label`]).
+
+    Args:
+        num_classes (`int`): number of classes K.
+        height (`int`), width (`int`): sample size.
+        id2label (`dict`, *optional*): class names; [`default_id2label`] when not given.
+        soft_label_dtype (`str`, *optional*, defaults to `"uint8"`): storage type of `soft_label`.
+        image_channels (`int`, *optional*, defaults to 1): 1 (mode `"L"`) or 3 (mode `"RGB"`).
+    """
+    id2label = normalize_id2label(id2label or default_id2label(num_classes), num_classes)
+    return Features(
+        {
+            "image": ImageFeature(mode=image_mode(image_channels)),
+            "soft_label": Array3D(shape=(num_classes, height, width), dtype=check_soft_label_dtype(soft_label_dtype)),
+            "label": make_features(id2label)["mask"],
+            "seed": Value("int64"),
+        }
+    )
+
+
+def get_generated_id2label(dataset: Dataset | Features) -> dict[int, str]:
+    """The class names of a generated dataset (stored on its `label` feature; works after `load_from_disk` and
+    `load_dataset` from the Hub)."""
+    features = dataset if isinstance(dataset, Features) else dataset.features
+    if "label" not in features:
+        raise ValueError(f"Not a generated dataset: no 'label' column in {list(features)}.")
+    return get_id2label(Features({"mask": features["label"]}))

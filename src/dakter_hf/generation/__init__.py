@@ -1,0 +1,62 @@
+"""Generated datasets: a trained [`DAKTerPipeline`] becomes a `datasets` dataset of synthetic (image, soft label) pairs.
+
+* [`sampling`](sampling.py): rows in memory, row `i` from seed `seed + i` ([`generate_rows`], [`generate_dataset`]);
+* [`store`](store.py): the resumable, atomic, multi-process writer ([`generate_to_disk`]);
+* [`settings`](settings.py): everything a row depends on, recorded in the manifest and the card;
+* [`preview`](preview.py): the preview grid beside a dataset.
+
+The schema of a generated dataset is in [`dakter_hf.data.generated`], the soft-label storage codec in
+[`dakter_hf.labels`] and the samplers by name in [`dakter_hf.pipelines.schedulers`]; their names are re-exported
+here, where they used to live.
+"""
+
+from ..data.generated import PREVIEW_NAME, generated_features, get_generated_id2label
+from ..labels import (
+    QUANTIZATION_LEVELS,
+    SOFT_LABEL_DTYPES,
+    decode_soft_labels,
+    encode_soft_labels,
+    quantize_soft_labels,
+    resolve_id2label,
+)
+from ..pipelines.schedulers import SCHEDULERS, set_scheduler
+from .preview import save_preview
+from .sampling import generate_dataset, generate_rows
+from .settings import generation_settings, unet_fingerprint, unet_memory_format
+from .store import (
+    MANIFEST_NAME,
+    WORK_DIR_SUFFIX,
+    GenerationOutput,
+    GenerationProgress,
+    generate_to_disk,
+    split_indices,
+    work_dir_for,
+)
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PREVIEW_NAME",
+    "QUANTIZATION_LEVELS",
+    "SCHEDULERS",
+    "SOFT_LABEL_DTYPES",
+    "WORK_DIR_SUFFIX",
+    "GenerationOutput",
+    "GenerationProgress",
+    "decode_soft_labels",
+    "encode_soft_labels",
+    "generate_dataset",
+    "generate_rows",
+    "generate_to_disk",
+    "generated_features",
+    "generation_settings",
+    "get_generated_id2label",
+    "quantize_soft_labels",
+    "resolve_id2label",
+    "save_preview",
+    "set_scheduler",
+    "split_indices",
+    "unet_fingerprint",
+    "unet_memory_format",
+    "work_dir_for",
+]

@@ -1,0 +1,118 @@
+"""Sampling a generated dataset: row `i` of a dataset is generated from seed `seed + i` with its own
+`torch.Generator`, so any subset of a dataset can be regenerated exactly ([`generate_dataset`] with `indices`).
+
+The columns (`image`, `soft_label`, `label`, `seed`) are described in [`dakter_hf.data.generated`]; soft labels are
+stored with [`dakter_hf.labels.encode_soft_labels`].
+"""
+
+import contextlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+from datasets import Dataset, Features
+from tqdm.auto import tqdm
+
+from ..data.generated import generated_features, image_mode
+from ..labels import encode_soft_labels, resolve_id2label
+
+
+def _sample_hw(unet_config) -> tuple[int, int]:
+    size = unet_config.sample_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+@contextlib.contextmanager
+def quiet_pipeline(pipe):
+    """Silence the pipeline's per-step progress bar (generation shows one bar over samples)."""
+    previous = dict(getattr(pipe, "_progress_bar_config", {}))
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        yield pipe
+    finally:
+        pipe._progress_bar_config = previous
+
+
+def generate_rows(
+    pipe,
+    indices: Sequence[int],
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    soft_label_temperature: float = 1.0,
+    eta: float = 0.0,
+    soft_label_dtype: str = "uint8",
+    pad_to: int | None = None,
+) -> dict[str, list]:
+    """Generate the rows `indices` of a dataset in one pipeline call: row `i` from seed `seed + i`.
+
+    Each row has its own CPU `torch.Generator` (also on accelerators, so the noise is the same on every device
+    type), so a row does not depend on which other rows share its batch. Floating-point kernels may still round
+    differently for different batch sizes (about 1e-6 on CPU, enough to move a quantised value by one level), so a
+    batch smaller than `pad_to` is padded with repeats of its last seed, whose rows are dropped: with the same
+    `pad_to`, a row is bit-identical whatever batch it is generated in.
+
+    Returns:
+        `dict`: columns `image` (PIL images), `soft_label` (encoded arrays `(K, H, W)`), `label` (PIL masks),
+        `seed` (ints), ready for [`generated_features`].
+    """
+    if not len(indices):
+        raise ValueError("`indices` is empty: nothing to generate.")
+    seeds = [seed + int(i) for i in indices]
+    padded = seeds + seeds[-1:] * max(0, (pad_to or 0) - len(seeds))
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in padded]
+    out = pipe(batch_size=len(padded), generator=generators, num_inference_steps=num_inference_steps,
+               soft_label_temperature=soft_label_temperature, eta=eta, output_type="pt")
+    n = len(seeds)
+    images = (out.images[:n].float().cpu() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if image_mode(images.shape[-1]) == "L":
+        images = images[..., 0]
+    labels = out.labels[:n].cpu().numpy().astype(np.uint8)
+    soft_labels = encode_soft_labels(out.soft_labels[:n].float().cpu(), soft_label_dtype)
+    return {  # 2-D uint8 arrays become mode "L" images, (H, W, 3) ones mode "RGB"
+        "image": [PIL.Image.fromarray(image) for image in images],
+        "soft_label": list(soft_labels),
+        "label": [PIL.Image.fromarray(label) for label in labels],
+        "seed": seeds,
+    }
+
+
+def pipeline_features(pipe, id2label: Mapping[int, str], soft_label_dtype: str = "uint8") -> Features:
+    """The [`generated_features`] of the datasets `pipe` generates (its sample size, classes and image channels)."""
+    config = pipe.unet.config
+    height, width = _sample_hw(config)
+    return generated_features(config.num_classes, height, width, id2label, soft_label_dtype, config.image_channels)
+
+
+def generate_dataset(
+    pipe,
+    indices: Sequence[int] | int,
+    seed: int = 0,
+    batch_size: int = 8,
+    num_inference_steps: int = 50,
+    soft_label_temperature: float = 1.0,
+    eta: float = 0.0,
+    soft_label_dtype: str = "uint8",
+    id2label: Mapping[int, str] | None = None,
+) -> Dataset:
+    """Generate rows of a dataset in memory: the rows `indices` (or `range(indices)` for an int) of the dataset
+    [`generate_to_disk`] writes with the same settings (bit-identical with the same `batch_size`, see
+    [`generate_rows`]).
+
+    Example: regenerate rows 3 and 4 of a dataset made with `--seed 0`:
+
+    ```py
+    >>> rows = generate_dataset(pipe, [3, 4], seed=0, num_inference_steps=50)
+    ```
+    """
+    indices = list(range(indices)) if isinstance(indices, int) else [int(i) for i in indices]
+    features = pipeline_features(pipe, resolve_id2label(pipe, id2label), soft_label_dtype)
+    columns: dict[str, list] = {name: [] for name in features}
+    with quiet_pipeline(pipe):
+        # batches in the given order, so the rows come out in the order asked for
+        for start in tqdm(range(0, len(indices), batch_size), desc="Generating pairs", unit="batch"):
+            for name, values in generate_rows(pipe, indices[start:start + batch_size], seed, num_inference_steps,
+                                              soft_label_temperature, eta, soft_label_dtype,
+                                              pad_to=batch_size).items():
+                columns[name].extend(values)
+    return Dataset.from_dict(columns, features=features)
