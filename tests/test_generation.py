@@ -1,5 +1,6 @@
-"""Tests of `dakter_hf.generation` and the `dakter-generate` command: the soft-label codec, reproducible and resumable
-generation to disk, the index split between processes, cards and Hub round trips."""
+"""Tests of `dakter_hf.generation`: reproducible and resumable generation to disk, the index split between processes,
+cards and previews. The helpers here (a tiny pipeline, the reference run) are shared with `test_commands_generate.py`
+and `test_hub.py`; the soft-label codec is tested in `test_labels.py`."""
 
 import copy
 import json
@@ -14,13 +15,12 @@ from diffusers import DDPMScheduler
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
 from dakter_hf.generation import (
     SCHEDULERS,
+    GenerationOutput,
     GenerationProgress,
     decode_soft_labels,
-    encode_soft_labels,
     generate_dataset,
     generate_to_disk,
     get_generated_id2label,
-    quantize_soft_labels,
     resolve_id2label,
     set_scheduler,
     split_indices,
@@ -56,11 +56,14 @@ def pipe():
     return make_pipeline()
 
 
+def generate_reference(pipe: DAKTerPipeline, output_dir) -> GenerationOutput:
+    """An uninterrupted run: NUM_SAMPLES pairs with batches of 2."""
+    return generate_to_disk(pipe, output_dir, NUM_SAMPLES, batch_size=2, **SETTINGS)
+
+
 @pytest.fixture(scope="module")
 def reference(pipe, tmp_path_factory):
-    """An uninterrupted run: NUM_SAMPLES pairs with batches of 2."""
-    output_dir = tmp_path_factory.mktemp("reference") / "generated"
-    return generate_to_disk(pipe, output_dir, NUM_SAMPLES, batch_size=2, **SETTINGS)
+    return generate_reference(pipe, tmp_path_factory.mktemp("reference") / "generated")
 
 
 def test_top_level_exports():
@@ -73,69 +76,6 @@ def test_top_level_exports():
 def assert_same_rows(a: datasets.Dataset, b: datasets.Dataset) -> None:
     assert a.features == b.features
     assert a.data.table.equals(b.data.table)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Soft-label codec
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("num_classes", [2, 3, 5, 16])
-def test_quantization_sums_to_255_and_is_within_one_level(num_classes):
-    rng = np.random.default_rng(num_classes)
-    logits = torch.from_numpy(rng.normal(scale=3.0, size=(4, num_classes, 9, 7)))
-    probs = torch.softmax(logits, dim=1).float().numpy()
-    quantized = quantize_soft_labels(probs)
-    assert quantized.dtype == np.uint8 and quantized.shape == probs.shape
-    assert (quantized.astype(np.int64).sum(axis=1) == 255).all()
-    decoded = decode_soft_labels(quantized)
-    assert decoded.dtype == np.float32
-    np.testing.assert_allclose(decoded.sum(axis=1), 1.0, atol=1e-6)
-    assert np.abs(decoded - probs).max() <= 1 / 255
-
-
-def test_quantization_edge_cases():
-    uniform = np.full((3, 2, 2), 1 / 3, dtype=np.float32)
-    q = quantize_soft_labels(uniform)
-    assert (q.astype(int).sum(axis=0) == 255).all() and set(np.unique(q)) == {85}
-    onehot = np.zeros((2, 1, 1), dtype=np.float32)
-    onehot[1] = 1
-    assert quantize_soft_labels(onehot)[:, 0, 0].tolist() == [0, 255]
-    with pytest.raises(ValueError, match="sum to 0"):
-        quantize_soft_labels(np.zeros((2, 1, 1)))
-    with pytest.raises(ValueError, match="non-negative"):
-        quantize_soft_labels(np.array([[[-0.5]], [[1.5]]]))
-
-
-@pytest.mark.parametrize("dtype", ["uint8", "float16", "float32"])
-def test_decode_every_datasets_format(tmp_path, dtype):
-    probs = torch.softmax(torch.randn(3, 3, 4, 5, generator=torch.Generator().manual_seed(0)), dim=1).numpy()
-    features = datasets.Features({"soft_label": datasets.Array3D((3, 4, 5), dtype)})
-    datasets.Dataset.from_dict({"soft_label": list(encode_soft_labels(probs, dtype))},
-                               features=features).save_to_disk(str(tmp_path))
-    ds = datasets.load_from_disk(str(tmp_path))
-    tolerance = {"uint8": 1 / 255, "float16": 1e-3, "float32": 1e-6}[dtype]
-    for fmt in (None, "numpy", "torch"):
-        view = ds.with_format(fmt)
-        for hint in (None, dtype, ds.features, ds.features["soft_label"]):
-            row = decode_soft_labels(view[1]["soft_label"], dtype=hint)
-            batch = decode_soft_labels(view[:3]["soft_label"], dtype=hint)
-            assert isinstance(row, torch.Tensor) == (fmt == "torch")
-            row, batch = np.asarray(row), np.asarray(batch)
-            assert row.dtype == batch.dtype == np.float32
-            assert row.shape == (3, 4, 5) and batch.shape == (3, 3, 4, 5)
-            np.testing.assert_allclose(batch.sum(axis=1), 1.0, atol=1e-6)
-            assert np.abs(batch - probs).max() <= tolerance + 1e-7
-            np.testing.assert_array_equal(row, batch[1])
-
-
-def test_decode_rejects_bad_values():
-    with pytest.raises(ValueError, match=r"\(K, H, W\) or \(B, K, H, W\)"):
-        decode_soft_labels(np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="soft_label_dtype"):
-        decode_soft_labels(np.zeros((2, 1, 1)), dtype="int8")
-    with pytest.raises(ValueError, match="sums to 0"):
-        decode_soft_labels(np.zeros((2, 1, 1), dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,151 +262,3 @@ def test_float_soft_labels(pipe, reference, tmp_path, dtype):
     ours = decode_soft_labels(out.dataset.with_format("numpy")["soft_label"])
     quantized = decode_soft_labels(reference.dataset.with_format("numpy")[:2]["soft_label"])
     assert np.abs(ours - quantized).max() <= 1 / 255 + 1e-3
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The command and the Hub
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pipeline_dir(tmp_path):
-    """A saved pipeline with its class names (in its model_index.json)."""
-    path = tmp_path / "pipeline"
-    DAKTerPipeline(**make_pipeline().components, id2label=ID2LABEL).save_pretrained(path)
-    return path
-
-
-def cli_args(pipeline, output_dir, *extra):
-    return ["--pipeline", str(pipeline), "--num_samples", "3", "--batch_size", "2", "--num_inference_steps", "3",
-            "--seed", "7", "--soft_label_temperature", "1.5", "--output_dir", str(output_dir), *extra]
-
-
-def test_command_generates_the_library_dataset(pipeline_dir, reference, tmp_path):
-    from dakter_hf.commands.generate import main
-
-    output_dir = tmp_path / "generated"
-    assert main(cli_args(pipeline_dir, output_dir)) == 0
-    ds = datasets.load_from_disk(str(output_dir))
-    assert get_generated_id2label(ds) == ID2LABEL  # read from the pipeline's model_index.json
-    assert_same_rows(ds, reference.dataset.select(range(3)).flatten_indices())
-    with pytest.raises(FileExistsError):
-        main(cli_args(pipeline_dir, output_dir))
-    assert main(cli_args(pipeline_dir, output_dir, "--overwrite", "--scheduler", "ddim", "--soft_label_dtype",
-                         "float16")) == 0
-    meta = json.loads((output_dir / "dataset_info.json").read_text())
-    assert meta["features"]["soft_label"]["dtype"] == "float16"
-    assert "DDIMScheduler" in (output_dir / "README.md").read_text()
-
-
-def test_command_channels_last(pipeline_dir, tmp_path):
-    from dakter_hf.commands.generate import main
-
-    output_dir = tmp_path / "generated"
-    assert main(cli_args(pipeline_dir, output_dir, "--channels_last")) == 0
-    assert len(datasets.load_from_disk(str(output_dir))) == 3
-    assert '"unet_memory_format": "channels_last"' in (output_dir / "README.md").read_text()
-
-
-def test_dataset_hub_round_trip(pipeline_dir, reference, tmp_path, hub_server, hub_repo_id, clean_hub_cache):
-    from dakter_hf.commands.generate import main
-
-    output_dir = tmp_path / "generated"
-    assert main(cli_args(pipeline_dir, output_dir, "--push_to_hub", "--hub_dataset_id", hub_repo_id)) == 0
-    files = hub_server.repo_files(hub_repo_id, repo_type="dataset")
-    assert "preview.png" in files or not os.path.exists(output_dir / "preview.png")
-    card = files["README.md"].decode()
-    assert "These samples are synthetic" in card and "dataset_info" in card and "dakter:" in card
-
-    remote = datasets.load_dataset(hub_repo_id, split="train")
-    local = datasets.load_from_disk(str(output_dir))
-    assert remote.features == local.features
-    assert get_generated_id2label(remote) == ID2LABEL
-    for column in ("seed", "soft_label"):
-        assert remote[column] == local[column]
-    for column in ("image", "label"):
-        np.testing.assert_array_equal(np.stack(remote.with_format("numpy")[column]),
-                                      np.stack(local.with_format("numpy")[column]))
-    probs = decode_soft_labels(remote.with_format("torch")[:]["soft_label"], dtype=remote.features)
-    torch.testing.assert_close(probs.sum(dim=1), torch.ones(3, 16, 16))
-
-
-@pytest.mark.parametrize("failure", ["refused", "down"])
-def test_failed_push_keeps_the_local_copy(pipeline_dir, tmp_path, hub_server, hub_repo_id, failure, caplog):
-    from dakter_hf.commands.generate import main
-    from dakter_hf.hub import HubPushError, push_dataset_to_hub
-
-    output_dir = tmp_path / "generated"
-    if failure == "refused":
-        hub_server.refuse_writes = True
-    else:
-        hub_server.stop()
-    assert main(cli_args(pipeline_dir, output_dir, "--push_to_hub", "--hub_dataset_id", hub_repo_id)) == 1
-    assert "local copy" in caplog.text and hub_repo_id in caplog.text
-    ds = datasets.load_from_disk(str(output_dir))
-    assert len(ds) == 3 and (output_dir / "README.md").is_file()
-    assert not os.path.exists(work_dir_for(output_dir))
-    with pytest.raises(HubPushError, match=f"{hub_repo_id}.*local copy in {output_dir} is complete"):
-        push_dataset_to_hub(output_dir, hub_repo_id)
-
-
-def test_pipeline_hub_round_trip(hub_server, hub_repo_id, clean_hub_cache):
-    from dakter_hf.hub import push_pipeline_to_hub
-
-    pipe = make_pipeline(seed=3)
-    push_pipeline_to_hub(pipe, hub_repo_id, id2label=ID2LABEL)
-    files = hub_server.repo_files(hub_repo_id)
-    assert {"model_index.json", "README.md", "unet/config.json"} <= set(files)
-    assert "dakter_config.json" not in files
-    assert "id2label" in files["README.md"].decode()
-    assert json.loads(files["model_index.json"])["id2label"] == {str(k): v for k, v in ID2LABEL.items()}
-    assert pipe.config.id2label is None  # the caller's pipeline is left unchanged
-
-    loaded = DAKTerPipeline.from_pretrained(hub_repo_id)
-    assert loaded.id2label == resolve_id2label(loaded) == ID2LABEL
-    assert_same_rows(generate_dataset(loaded, 2, batch_size=2, **SETTINGS),
-                     generate_dataset(pipe, 2, batch_size=2, **SETTINGS))
-
-
-def test_command_generates_from_a_hub_pipeline(pipe, reference, tmp_path, hub_server, hub_repo_id, clean_hub_cache):
-    """`dakter-generate --pipeline <Hub id>`: the pushed pipeline generates the same rows as the local one."""
-    from dakter_hf.commands.generate import main
-    from dakter_hf.hub import push_pipeline_to_hub
-
-    push_pipeline_to_hub(pipe, hub_repo_id, id2label=ID2LABEL)
-    output_dir = tmp_path / "generated"
-    assert main(cli_args(hub_repo_id, output_dir)) == 0
-    ds = datasets.load_from_disk(str(output_dir))
-    assert get_generated_id2label(ds) == ID2LABEL
-    assert_same_rows(ds, reference.dataset.select(range(3)).flatten_indices())
-    assert hub_repo_id in (output_dir / "README.md").read_text()
-
-
-@pytest.mark.parametrize("failure", ["refused", "down"])
-def test_failed_pipeline_push_is_reported(hub_server, hub_repo_id, failure):
-    from dakter_hf.hub import HubPushError, push_pipeline_to_hub
-
-    if failure == "refused":
-        hub_server.refuse_writes = True
-    else:
-        hub_server.stop()
-    with pytest.raises(HubPushError, match=hub_repo_id):
-        push_pipeline_to_hub(make_pipeline(), hub_repo_id, id2label=ID2LABEL)
-
-
-def test_two_processes_split_the_indices(pipeline_dir, reference, tmp_path):
-    """`accelerate launch` with 2 CPU processes: each generates its block, the main process assembles the same
-    dataset as one process."""
-    import subprocess
-    import sys
-
-    output_dir = tmp_path / "generated"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "dakter_hf.commands.generate", *cli_args(pipeline_dir, output_dir)]
-    command[command.index("--num_samples") + 1] = str(NUM_SAMPLES)
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "generated now: 3" in result.stderr  # the main process's block: indices 0..2 of 0..4
-    assert_same_rows(datasets.load_from_disk(str(output_dir)), reference.dataset)
