@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from huggingface_hub import ModelCardData
+from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 from .labels import normalize_id2label
 
@@ -167,8 +167,6 @@ def make_dataset_card(
     Returns:
         `huggingface_hub.DatasetCard`
     """
-    from huggingface_hub import DatasetCard, DatasetCardData
-
     seed = settings["seed"]
     id2label = {int(k): v for k, v in settings["id2label"].items()}
     generator = pipeline_name or "an unnamed DAKTer pipeline"
@@ -263,8 +261,6 @@ eta={settings["eta"]})` with the scheduler above.
 
 def make_pipeline_card(pipe, id2label: Mapping[int, str], repo_id: str | None = None):
     """The model card (`README.md`) of a DAKTer pipeline: metadata (with `id2label` and `label_scale`) and usage."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     config = pipe.unet.config
     id2label = normalize_id2label(id2label, config.num_classes)
     name = repo_id or "path/to/pipeline"
