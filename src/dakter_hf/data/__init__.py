@@ -5,16 +5,7 @@ indices), ``id``, ``scene_id``, ``source``, ``sensor``, ``split``, ``patch_box``
 the features (read them with :func:`get_id2label`; they survive ``save_to_disk``/``load_from_disk``).
 """
 
-from .common import (
-    METADATA_COLUMNS,
-    PairSpec,
-    build_pair_dataset,
-    find_pairs,
-    get_id2label,
-    make_features,
-    set_id2label,
-    tile_boxes,
-)
+from .builder import LoadOptions, build_pair_dataset, tile_boxes
 from .dispatch import (
     DATASET_NAMES,
     HELDOUT_SPLIT,
@@ -24,8 +15,10 @@ from .dispatch import (
     load_dataset_by_name,
 )
 from .errors import DataError, LoadingInfo, SkippedPair
-from .folder import DEFAULT_COLOR_TOLERANCE, load_mask_folder
+from .files import DEFAULT_COLOR_TOLERANCE, PairSpec, find_pairs
+from .folder import load_mask_folder
 from .osd import OSD_COLORMAP, OSD_ID2LABEL, load_osd
+from .schema import METADATA_COLUMNS, get_id2label, make_features, set_id2label
 from .simulator import SIMULATED_ID2LABEL_2, SIMULATED_ID2LABEL_5, simulate_sar_scenes, simulate_scene
 from .sos import SOS_ID2LABEL, SOS_SENSORS, load_sos
 from .transforms import (
@@ -54,6 +47,7 @@ __all__ = [
     "SOS_ID2LABEL",
     "SOS_SENSORS",
     "DataError",
+    "LoadOptions",
     "LoadingInfo",
     "PairSpec",
     "SegmentationTransform",

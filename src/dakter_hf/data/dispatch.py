@@ -7,12 +7,14 @@ from typing import Dict, Optional, Tuple
 
 from datasets import Dataset
 
-from .common import ON_ERROR_CHOICES, PathLike, Resolution, find_subdir, resolve_split_dir
+from .builder import ON_ERROR_CHOICES
 from .errors import DataError
+from .files import PathLike, find_subdir, resolve_split_dir
 from .folder import load_mask_folder
 from .osd import load_osd
 from .simulator import simulate_sar_scenes
 from .sos import SOS_SENSORS, load_sos
+from .transforms import Resolution
 
 
 DATASET_NAMES = ("simulated", "sos", "osd", "folder")

@@ -4,6 +4,10 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 
+#: How many files / problems an error message or warning lists before "(and N more)".
+MAX_LISTED = 10
+
+
 class DataError(ValueError):
     """Raised when input data on disk is missing, unreadable or inconsistent.
 

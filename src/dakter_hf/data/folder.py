@@ -1,46 +1,13 @@
 """Loader for any folder of image / mask pairs (index masks or colour-coded masks)."""
 
-from functools import partial
 from typing import Dict, Optional, Tuple, Union
 
 from datasets import Dataset
 
-from .common import (
-    MaskDecoder,
-    PathLike,
-    Resolution,
-    build_pair_dataset,
-    decode_color_mask,
-    decode_index_mask,
-    find_pairs,
-)
+from .builder import LoadOptions, build_pair_dataset
 from .errors import LoadingInfo
-
-
-#: Default tolerance (Euclidean distance in RGB) when mapping mask colours to the nearest class colour.
-DEFAULT_COLOR_TOLERANCE = 40.0
-
-
-def make_mask_decoder(
-    colormap: Optional[Dict[int, Tuple[int, int, int]]] = None,
-    color_tolerance: float = DEFAULT_COLOR_TOLERANCE,
-    mask_threshold: Optional[int] = None,
-) -> MaskDecoder:
-    """Pick the mask decoder: colour-coded (``colormap``), binarised (``mask_threshold``) or plain index masks.
-
-    Args:
-        colormap (`Dict[int, Tuple[int, int, int]]`, *optional*): class index → RGB colour.
-        color_tolerance (`float`): largest Euclidean RGB distance to the nearest class colour.
-        mask_threshold (`int`, *optional*): binarise grey masks: class 1 where value ``> mask_threshold``.
-
-    Returns:
-        `Callable[[PIL.Image.Image, str], np.ndarray]`: mask file → ``(H, W)`` class indices.
-    """
-    if colormap is not None and mask_threshold is not None:
-        raise ValueError("pass either colormap or mask_threshold, not both")
-    if colormap is not None:
-        return partial(decode_color_mask, colormap=colormap, tolerance=color_tolerance)
-    return partial(decode_index_mask, threshold=mask_threshold)
+from .files import DEFAULT_COLOR_TOLERANCE, PathLike, find_pairs, make_mask_decoder
+from .transforms import Resolution
 
 
 def load_mask_folder(
@@ -96,12 +63,14 @@ def load_mask_folder(
         source, sensor, split (`str`): metadata written to every row.
 
     Returns:
-        `Dataset` (or `(Dataset, LoadingInfo)`) with the shared schema (see :mod:`dakter_hf.data.common`).
+        `Dataset` (or `(Dataset, LoadingInfo)`) with the shared schema (see :mod:`dakter_hf.data.schema`).
 
     Raises:
         `DataError`: empty folders, unmatched / unreadable files, size mismatches, out-of-range mask values,
             off-palette colours (unless ``on_error="skip"``).
     """
+    options = LoadOptions(num_samples=num_samples, seed=seed, patch_size=patch_size, stride=stride,
+                          resolution=resolution, on_error=on_error, output_loading_info=output_loading_info)
     if colormap is not None:
         colormap = {int(k): tuple(int(c) for c in v) for k, v in colormap.items()}
         if sorted(colormap) != list(range(len(colormap))):
@@ -115,20 +84,7 @@ def load_mask_folder(
             num_classes = 2
     pairs, problems = find_pairs(image_dir, mask_dir)
     return build_pair_dataset(
-        pairs,
-        problems=problems,
-        decode_mask=make_mask_decoder(colormap, color_tolerance, mask_threshold),
-        num_classes=num_classes,
-        id2label=id2label,
-        source=source,
-        sensor=sensor,
-        split=split,
-        context=f"{source} {image_dir} | {mask_dir}",
-        num_samples=num_samples,
-        seed=seed,
-        patch_size=patch_size,
-        stride=stride,
-        resolution=resolution,
-        on_error=on_error,
-        output_loading_info=output_loading_info,
+        pairs, problems=problems, decode_mask=make_mask_decoder(colormap, color_tolerance, mask_threshold),
+        num_classes=num_classes, id2label=id2label, source=source, sensor=sensor, split=split,
+        context=f"{source} {image_dir} | {mask_dir}", options=options,
     )

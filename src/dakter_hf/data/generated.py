@@ -12,7 +12,7 @@ from datasets import Array3D, Dataset, Features, Value
 from datasets import Image as ImageFeature
 
 from ..labels import check_soft_label_dtype, default_id2label, normalize_id2label
-from .common import get_id2label, make_features
+from .schema import get_id2label, make_features
 
 
 #: The preview grid written next to a generated dataset (and pushed with it).

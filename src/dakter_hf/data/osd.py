@@ -4,9 +4,10 @@ from typing import Dict, Optional, Tuple, Union
 
 from datasets import Dataset
 
-from .common import PathLike, Resolution, find_subdir, resolve_split_dir
+from .builder import LoadOptions, build_pair_dataset
 from .errors import DataError, LoadingInfo
-from .folder import DEFAULT_COLOR_TOLERANCE, load_mask_folder
+from .files import DEFAULT_COLOR_TOLERANCE, PathLike, find_pairs, find_subdir, make_mask_decoder, resolve_split_dir
+from .transforms import Resolution
 
 
 OSD_ID2LABEL: Dict[int, str] = {0: "sea", 1: "oil_spill", 2: "look_alike", 3: "ship", 4: "land"}
@@ -67,8 +68,10 @@ def load_osd(
         ``sensor="sentinel"``.
 
     Raises:
-        `DataError`: missing folders or any bad input (see :func:`load_mask_folder`).
+        `DataError`: missing folders or any bad input (see :func:`~dakter_hf.data.load_mask_folder`).
     """
+    options = LoadOptions(num_samples=num_samples, seed=seed, patch_size=patch_size, stride=stride,
+                          resolution=resolution, on_error=on_error, output_loading_info=output_loading_info)
     if mask_type not in OSD_MASK_TYPES:
         raise ValueError(f"mask_type must be one of {OSD_MASK_TYPES}, got {mask_type!r}")
     split_dir = resolve_split_dir(data_dir, split, required=("images",))
@@ -81,21 +84,10 @@ def load_osd(
     if image_dir is None or mask_dir is None:
         wanted = "labels_1D/" if mask_type == "index" else "labels/"
         raise DataError(f"OSD split folder {split_dir} must contain images/ and {wanted}", (str(split_dir),))
-    return load_mask_folder(
-        image_dir,
-        mask_dir,
-        colormap=OSD_COLORMAP if mask_type == "color" else None,
-        num_classes=len(OSD_ID2LABEL),
-        id2label=OSD_ID2LABEL,
-        color_tolerance=color_tolerance,
-        num_samples=num_samples,
-        seed=seed,
-        patch_size=patch_size,
-        stride=stride,
-        resolution=resolution,
-        on_error=on_error,
-        output_loading_info=output_loading_info,
-        source="osd",
-        sensor="sentinel",
-        split=split,
+    pairs, problems = find_pairs(image_dir, mask_dir)
+    colormap = OSD_COLORMAP if mask_type == "color" else None
+    return build_pair_dataset(
+        pairs, problems=problems, decode_mask=make_mask_decoder(colormap, color_tolerance),
+        num_classes=len(OSD_ID2LABEL), id2label=OSD_ID2LABEL, source="osd", sensor="sentinel", split=split,
+        context=f"osd {image_dir} | {mask_dir}", options=options,
     )

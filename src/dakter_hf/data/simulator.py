@@ -12,7 +12,8 @@ from typing import Dict, Tuple
 import numpy as np
 from datasets import Dataset
 
-from .common import Resolution, as_hw, encode_png, rows_to_dataset
+from .schema import encode_png, rows_to_dataset
+from .transforms import Resolution, as_hw
 
 
 SIMULATED_ID2LABEL_5: Dict[int, str] = {0: "sea", 1: "oil_spill", 2: "look_alike", 3: "ship", 4: "land"}

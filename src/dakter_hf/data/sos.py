@@ -1,13 +1,14 @@
 """Loader for the SOS (Deep-SAR Oil Spill) release, in its original folder layout."""
 
-from functools import partial
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from datasets import Dataset
 
-from .common import PathLike, Resolution, build_pair_dataset, decode_index_mask, find_pairs
+from .builder import LoadOptions, build_pair_dataset
 from .errors import DataError, LoadingInfo
+from .files import PathLike, find_pairs, make_mask_decoder
+from .transforms import Resolution
 
 
 SOS_ID2LABEL = {0: "sea", 1: "oil_spill"}
@@ -73,7 +74,7 @@ def load_sos(
             (for a fixed seed, smaller subsets are contained in larger ones). ``None`` keeps all.
         seed (`int`): seed of the subset.
         resolution (`int` or `(height, width)`, *optional*): resize at load time (bilinear / nearest).
-        on_error (`str`): ``"raise"`` or ``"skip"`` bad pairs (see :func:`~dakter_hf.data.build_pair_dataset`).
+        on_error (`str`): ``"raise"`` or ``"skip"`` bad pairs (see :class:`~dakter_hf.data.LoadOptions`).
         output_loading_info (`bool`): also return a :class:`LoadingInfo` (kept / skipped pairs).
 
     Returns:
@@ -84,23 +85,14 @@ def load_sos(
     Raises:
         `DataError`: missing folders, unmatched / unreadable files, size mismatches (unless ``on_error="skip"``).
     """
+    options = LoadOptions(num_samples=num_samples, seed=seed, resolution=resolution, on_error=on_error,
+                          output_loading_info=output_loading_info)
     image_dir, mask_dir = sos_split_dirs(data_dir, sensor, split)
     pairs, problems = find_pairs(
         image_dir, mask_dir, image_extensions=(".jpg", ".jpeg", ".png"), mask_extensions=(".png",)
     )
     return build_pair_dataset(
-        pairs,
-        problems=problems,
-        decode_mask=partial(decode_index_mask, threshold=SOS_MASK_THRESHOLD),
-        num_classes=len(SOS_ID2LABEL),
-        id2label=SOS_ID2LABEL,
-        source="sos",
-        sensor=sensor,
-        split=split,
-        context=f"SOS {sensor}/{split} in {data_dir}",
-        num_samples=num_samples,
-        seed=seed,
-        resolution=resolution,
-        on_error=on_error,
-        output_loading_info=output_loading_info,
+        pairs, problems=problems, decode_mask=make_mask_decoder(mask_threshold=SOS_MASK_THRESHOLD),
+        num_classes=len(SOS_ID2LABEL), id2label=SOS_ID2LABEL, source="sos", sensor=sensor, split=split,
+        context=f"SOS {sensor}/{split} in {data_dir}", options=options,
     )

@@ -22,14 +22,30 @@ import PIL.Image
 import torch
 
 
+#: An image size: one ``int`` (square) or ``(height, width)``.
 Resolution = Union[int, Tuple[int, int]]
 
 
-def _hw(resolution: Resolution) -> Tuple[int, int]:
-    if isinstance(resolution, (int, np.integer)):
-        return int(resolution), int(resolution)
-    height, width = (int(r) for r in resolution)
-    return height, width
+def as_hw(size: Resolution, name: str = "size") -> Tuple[int, int]:
+    """Turn an ``int`` or ``(height, width)`` into a validated ``(height, width)`` tuple."""
+    if isinstance(size, (int, np.integer)):
+        hw = (int(size), int(size))
+    else:
+        hw = tuple(int(s) for s in size)
+        if len(hw) != 2:
+            raise ValueError(f"{name} must be an int or (height, width), got {size!r}")
+    if min(hw) <= 0:
+        raise ValueError(f"{name} must be positive, got {size!r}")
+    return hw
+
+
+def _resize(image: PIL.Image.Image, resolution: Optional[Resolution], resample: int) -> PIL.Image.Image:
+    if resolution is None:
+        return image
+    height, width = as_hw(resolution, "resolution")
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), resample=resample)
 
 
 def resize_image(image: PIL.Image.Image, resolution: Optional[Resolution]) -> PIL.Image.Image:
@@ -44,12 +60,7 @@ def resize_image(image: PIL.Image.Image, resolution: Optional[Resolution]) -> PI
     """
     if image.mode != "L":
         image = image.convert("L")
-    if resolution is None:
-        return image
-    height, width = _hw(resolution)
-    if image.size == (width, height):
-        return image
-    return image.resize((width, height), resample=PIL.Image.BILINEAR)
+    return _resize(image, resolution, PIL.Image.BILINEAR)
 
 
 def resize_mask(mask: PIL.Image.Image, resolution: Optional[Resolution]) -> PIL.Image.Image:
@@ -62,12 +73,7 @@ def resize_mask(mask: PIL.Image.Image, resolution: Optional[Resolution]) -> PIL.
     Returns:
         `PIL.Image.Image`: the resized mask.
     """
-    if resolution is None:
-        return mask
-    height, width = _hw(resolution)
-    if mask.size == (width, height):
-        return mask
-    return mask.resize((width, height), resample=PIL.Image.NEAREST)
+    return _resize(mask, resolution, PIL.Image.NEAREST)
 
 
 def image_to_tensor(image: PIL.Image.Image) -> torch.Tensor:
@@ -150,7 +156,7 @@ class SegmentationTransform:
         image_column: str = "image",
         mask_column: str = "mask",
     ):
-        self.resolution = _hw(resolution) if resolution is not None else None
+        self.resolution = as_hw(resolution, "resolution") if resolution is not None else None
         self.augment = augment
         self.image_column = image_column
         self.mask_column = mask_column
