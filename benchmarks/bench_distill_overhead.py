@@ -3,7 +3,7 @@
 
     python benchmarks/bench_distill_overhead.py --output benchmarks/results/distill_overhead.json
 
-One training step = `dakter_hf.distill.training.distillation_training_step` (forward, loss, backward, gradient
+One training step = `dakter_hf.distill.distillation_training_step` (forward, loss, backward, gradient
 clipping, AdamW step) of a SegFormer-b0 student at 64x64 with a batch of 16, on batches built by the library's own
 stream (`build_distillation_dataloader`) and fetched beforehand (data loading is timed separately). Candidates:
 
@@ -26,12 +26,16 @@ import sys
 import tempfile
 import time
 
+import datasets
 import numpy as np
 import torch
+from accelerate import Accelerator
 
+from dakter_hf.data import load_dataset_by_name
+from dakter_hf.distill import build_distillation_dataloader, create_student, distillation_training_step
+from dakter_hf.generation import encode_soft_labels, generated_features
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing_utils import (  # noqa: E402
+from timing_utils import (
     add_common_args,
     apply_common_args,
     machine_info,
@@ -56,33 +60,21 @@ def parse_args(argv=None):
 def fake_generated_dataset(path, num_rows, num_classes, size, seed=0):
     """Generated pairs in the `dakter_hf.generation` format (uint8 soft labels); their content does not affect
     timing."""
-    from datasets import Dataset
-
-    from dakter_hf.generation import encode_soft_labels, generated_features
-
     rng = np.random.default_rng(seed)
     probs = torch.from_numpy(2 * rng.normal(size=(num_rows, num_classes, size, size)).astype(np.float32)).softmax(1)
-    Dataset.from_dict(
+    datasets.Dataset.from_dict(
         {"image": [rng.integers(0, 256, (size, size), dtype=np.uint8) for _ in range(num_rows)],
          "soft_label": list(encode_soft_labels(probs)),
          "label": [p.argmax(0).numpy().astype(np.uint8) for p in probs],
          "seed": list(range(num_rows))},
         features=generated_features(num_classes, size, size),
     ).save_to_disk(path)
-    import datasets
-
     return datasets.load_from_disk(path)
 
 
 def main(argv=None):
     args = parse_args(argv)
     apply_common_args(args)
-    from accelerate import Accelerator
-
-    from dakter_hf.data import load_dataset_by_name
-    from dakter_hf.distill import create_student
-    from dakter_hf.distill.training import build_distillation_dataloader, distillation_training_step
-
     accelerator = Accelerator(cpu=True)
     real = load_dataset_by_name("simulated", split="train", resolution=args.resolution, num_samples=64,
                                 num_classes=args.num_classes)

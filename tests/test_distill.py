@@ -1,5 +1,7 @@
-"""Tests of the distillation run: mixed data stream, examples/distill.py (modes, outputs, exact resume, bad input, Hub
-push) and examples/evaluate.py. Tiny SegFormer, tiny simulated data at 32x32; runs in-process (one thread)."""
+"""Tests of the distillation run: mixed data stream, the distill command (`dakter_hf.commands.distill`, run by
+examples/distill.py: modes, outputs, exact resume, bad input, Hub push) and the evaluate command
+(`dakter_hf.commands.evaluate`, run by examples/evaluate_student.py). Tiny SegFormer, tiny simulated data at 32x32;
+runs in-process (one thread)."""
 
 from __future__ import annotations
 
@@ -16,17 +18,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dakter_hf.commands import distill as distill_command
+from dakter_hf.commands import evaluate as evaluate_command
 from dakter_hf.distill import create_student
-
-from repo_scripts import load_script
 
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = 32
 
 
-distill_script = load_script("examples/distill.py")
-evaluate_script = load_script("examples/evaluate.py")
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +80,7 @@ def soft_run(tmp_path_factory, generated_dir):
     previous = torch.get_num_threads()  # module fixtures run before the function-scoped `_one_thread`
     torch.set_num_threads(1)
     try:
-        report = distill_script.main(base_args(
+        report = distill_command.main(base_args(
             output_dir, "--mode", "soft", "--generated_dataset", generated_dir, "--generated_ratio", "0.5",
             "--max_train_steps", "4", "--eval_steps", "2", "--checkpointing_steps", "2",
             "--checkpoints_total_limit", "1"))
@@ -95,7 +95,7 @@ def soft_run(tmp_path_factory, generated_dir):
 
 
 def test_batch_composition_and_ratio():
-    from dakter_hf.distill.training import batch_composition, resolve_generated_ratio
+    from dakter_hf.distill.sampler import batch_composition, resolve_generated_ratio
 
     assert batch_composition(16, 0.8) == (3, 13)
     assert batch_composition(4, 0.0) == (4, 0)
@@ -110,7 +110,7 @@ def test_batch_composition_and_ratio():
 def test_mixed_batch_sampler_is_deterministic_balanced_and_shardable():
     from accelerate.data_loader import BatchSamplerShard
 
-    from dakter_hf.distill.training import MixedBatchSampler
+    from dakter_hf.distill import MixedBatchSampler
 
     sampler = MixedBatchSampler(num_real=6, num_generated=10, batch_size=4, generated_ratio=0.5, num_batches=9, seed=3)
     batches = list(sampler)
@@ -135,7 +135,7 @@ def test_distillation_dataset_decodes_resizes_and_matches_image_processor(genera
 
     from dakter_hf.data import load_dataset_by_name
     from dakter_hf.distill import create_image_processor
-    from dakter_hf.distill.training import DistillationDataset, distillation_collate_fn
+    from dakter_hf.distill.data import DistillationDataset, distillation_collate_fn
     from dakter_hf.generation import decode_soft_labels
 
     real = load_dataset_by_name("simulated", split="train", resolution=48, num_samples=3)
@@ -162,7 +162,7 @@ def test_distillation_dataset_decodes_resizes_and_matches_image_processor(genera
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# examples/distill.py
+# the distill command (examples/distill.py)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -228,7 +228,7 @@ def test_saved_student_predicts_identically_without_dakter_hf(soft_run, tmp_path
     from transformers import SegformerForSemanticSegmentation
 
     from dakter_hf.data import load_dataset_by_name
-    from dakter_hf.distill.training import DistillationDataset
+    from dakter_hf.distill import DistillationDataset
 
     output_dir, _ = soft_run
     real = load_dataset_by_name("simulated", split="test", resolution=50, num_samples=1)  # native 50 -> resized to 32
@@ -253,10 +253,10 @@ def test_saved_student_predicts_identically_without_dakter_hf(soft_run, tmp_path
     assert (logits.argmax(1) == expected.argmax(1)).all()
 
 
-def test_evaluate_script_reproduces_training_evaluation(soft_run, capsys):
+def test_evaluate_command_reproduces_training_evaluation(soft_run, capsys):
     output_dir, _ = soft_run
     out_json = output_dir / "eval.json"
-    result = evaluate_script.main(["--model_name_or_path", str(output_dir / "final"), "--dataset", "simulated",
+    result = evaluate_command.main(["--model_name_or_path", str(output_dir / "final"), "--dataset", "simulated",
                                    "--split", "test", "--max_eval_samples", "6", "--output_json", str(out_json)])
     final = json.loads((output_dir / "metrics.json").read_text())["final"]
     for key, value in result["metrics"].items():
@@ -266,10 +266,10 @@ def test_evaluate_script_reproduces_training_evaluation(soft_run, capsys):
     assert json.loads(out_json.read_text())["metrics"]["mean_iou"] == pytest.approx(final["mean_iou"])
 
 
-def test_evaluate_script_heldout_split_needs_a_training_subset(soft_run, capsys):
+def test_evaluate_command_heldout_split_needs_a_training_subset(soft_run, capsys):
     output_dir, _ = soft_run
     with pytest.raises(SystemExit):
-        evaluate_script.main(["--model_name_or_path", str(output_dir / "final"), "--dataset", "simulated",
+        evaluate_command.main(["--model_name_or_path", str(output_dir / "final"), "--dataset", "simulated",
                               "--split", "train_heldout"])
     assert "--split train_heldout needs a file dataset" in capsys.readouterr().err
 
@@ -279,9 +279,9 @@ def test_exact_resume(tmp_path, generated_dir):
     common = ["--mode", "soft", "--generated_dataset", generated_dir, "--generated_ratio", "0.5", "--augment",
               "--lr_scheduler", "constant", "--num_train_samples", "4", "--eval_steps", "100",
               "--checkpointing_steps", "3"]
-    distill_script.main(base_args(tmp_path / "full", *common, "--max_train_steps", "6"))
-    distill_script.main(base_args(tmp_path / "resumed", *common, "--max_train_steps", "3"))
-    distill_script.main(base_args(tmp_path / "resumed", *common, "--max_train_steps", "6",
+    distill_command.main(base_args(tmp_path / "full", *common, "--max_train_steps", "6"))
+    distill_command.main(base_args(tmp_path / "resumed", *common, "--max_train_steps", "3"))
+    distill_command.main(base_args(tmp_path / "resumed", *common, "--max_train_steps", "6",
                                   "--resume_from_checkpoint", "latest"))
     full = load_file(tmp_path / "full" / "final" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
@@ -294,10 +294,10 @@ def test_exact_resume(tmp_path, generated_dir):
 
 
 def test_real_and_hard_modes_share_the_budget(tmp_path, generated_dir):
-    real = distill_script.main(base_args(tmp_path / "real", "--mode", "real", "--max_train_steps", "2",
+    real = distill_command.main(base_args(tmp_path / "real", "--mode", "real", "--max_train_steps", "2",
                                          "--eval_steps", "2"))
     assert real["batch_composition"] == {"real": 4, "generated": 0} and real["global_step"] == 2
-    hard = distill_script.main(base_args(tmp_path / "hard", "--mode", "hard", "--generated_dataset", generated_dir,
+    hard = distill_command.main(base_args(tmp_path / "hard", "--mode", "hard", "--generated_dataset", generated_dir,
                                          "--max_train_steps", "2", "--eval_steps", "2"))
     # auto ratio: 12 generated / (8 real + 12 generated) = 0.6 -> round(2.4) = 2 of 4
     assert hard["generated_ratio"] == pytest.approx(0.6)
@@ -322,7 +322,7 @@ def test_real_and_hard_modes_share_the_budget(tmp_path, generated_dir):
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys, generated_dir, extra, message):
     extra = [generated_dir if e == "GEN" else e for e in extra]
     with pytest.raises(SystemExit) as error:
-        distill_script.parse_args(base_args(tmp_path / "out", *extra))
+        distill_command.parse_args(base_args(tmp_path / "out", *extra))
     assert error.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -331,11 +331,11 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, generated_dir, ext
 def test_generated_dataset_with_other_classes_is_rejected_before_training(tmp_path):
     generated = make_generated_dataset(tmp_path / "gen-k2", num_rows=2, num_classes=2)
     with pytest.raises(ValueError, match=r"K=2 classes but the real data has K=5"):
-        distill_script.main(base_args(tmp_path / "out", "--mode", "soft", "--generated_dataset", generated,
+        distill_command.main(base_args(tmp_path / "out", "--mode", "soft", "--generated_dataset", generated,
                                       "--max_train_steps", "2"))
     assert not (tmp_path / "out" / "logs").exists()
     with pytest.raises(ValueError, match="could not be loaded"):
-        distill_script.main(base_args(tmp_path / "out", "--mode", "soft", "--generated_dataset",
+        distill_command.main(base_args(tmp_path / "out", "--mode", "soft", "--generated_dataset",
                                       str(tmp_path / "missing"), "--max_train_steps", "2"))
 
 
@@ -352,7 +352,7 @@ def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generat
     generated_repo = f"{hub_repo_id}-generated"
     datasets.load_from_disk(generated_dir).push_to_hub(generated_repo)
     output_dir = tmp_path / "pushed"
-    distill_script.main(base_args(output_dir, "--mode", "soft", "--generated_dataset", generated_repo,
+    distill_command.main(base_args(output_dir, "--mode", "soft", "--generated_dataset", generated_repo,
                                   "--max_train_steps", "2", "--eval_steps", "2", "--push_to_hub",
                                   "--hub_model_id", hub_repo_id))
     files = set(hub_server.repo_files(hub_repo_id, "model"))
@@ -371,9 +371,9 @@ def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generat
     student = create_student(hub_repo_id, id2label=local.config.id2label, image_size=RESOLUTION)
     assert all(torch.equal(p, q) for p, q in zip(student.state_dict().values(), local.state_dict().values()))
     data = ["--dataset", "simulated", "--split", "test", "--max_eval_samples", "4", "--resolution", str(RESOLUTION)]
-    by_id = evaluate_script.main(["--model_name_or_path", hub_repo_id, *data,
+    by_id = evaluate_command.main(["--model_name_or_path", hub_repo_id, *data,
                                   "--output_json", str(tmp_path / "by_id.json")])
-    by_path = evaluate_script.main(["--model_name_or_path", str(output_dir / "best"), *data,
+    by_path = evaluate_command.main(["--model_name_or_path", str(output_dir / "best"), *data,
                                     "--output_json", str(tmp_path / "by_path.json")])
     assert by_id["metrics"] == pytest.approx(by_path["metrics"], nan_ok=True)
 
@@ -384,7 +384,7 @@ def test_failed_push_reports_error_and_keeps_local_output(tmp_path, generated_di
     hub_server.refuse_writes = True
     output_dir = tmp_path / "refused"
     with pytest.raises(HubPushError, match=rf"{hub_repo_id}.*local copy in {output_dir}/best is complete"):
-        distill_script.main(base_args(output_dir, "--mode", "real", "--max_train_steps", "2", "--eval_steps", "2",
+        distill_command.main(base_args(output_dir, "--mode", "real", "--max_train_steps", "2", "--eval_steps", "2",
                                       "--push_to_hub", "--hub_model_id", hub_repo_id))
     for name in ("best/model.safetensors", "best/preprocessor_config.json", "final/config.json", "metrics.json",
                  "learning_curves.png"):
@@ -397,13 +397,13 @@ SOS_DIR = REPO.parent / "shared" / "data" / "sos"
 @pytest.mark.skipif(not (SOS_DIR / "test").is_dir(), reason=f"real SOS data not found at {SOS_DIR}")
 def test_real_sos_is_scored_at_native_mask_size_by_both_scripts(tmp_path):
     """Training at 32x32, the 256x256 SOS masks are scored at 256x256 (logits upsampled), in distill.py and
-    evaluate.py alike, even when --resolution is given."""
+    evaluate_student.py alike, even when --resolution is given."""
     data = ["--dataset", "sos", "--data_dir", str(SOS_DIR), "--sensor", "palsar"]
-    report = distill_script.main([*data, "--num_train_samples", "8", "--resolution", str(RESOLUTION), "--student",
+    report = distill_command.main([*data, "--num_train_samples", "8", "--resolution", str(RESOLUTION), "--student",
                                   "tiny", "--mode", "real", "--train_batch_size", "4", "--max_train_steps", "2",
                                   "--eval_steps", "2", "--max_eval_samples", "4", "--output_dir", str(tmp_path)])
     assert report["final"]["num_pixels"] == 4 * 256 * 256
-    result = evaluate_script.main(["--model_name_or_path", str(tmp_path / "final"), *data, "--resolution",
+    result = evaluate_command.main(["--model_name_or_path", str(tmp_path / "final"), *data, "--resolution",
                                    str(RESOLUTION), "--max_eval_samples", "4", "--output_json",
                                    str(tmp_path / "eval.json")])
     for key, value in result["metrics"].items():

@@ -14,8 +14,8 @@ How two CPU processes are really started (accelerate 1.15, torch 2.13, no GPU):
 What is compared, and the tolerances:
 
 * exact: world size 2 (written by the run into metrics.json), global batch size, batch composition, the number of
-  evaluated pixels (the split is sharded without padding, so every pixel counts once), and `examples/evaluate.py`
-  under 2 processes reproduces the one-process metrics of the same checkpoint exactly (summed confusion matrices);
+  evaluated pixels (the split is sharded without padding, so every pixel counts once), and
+  `examples/evaluate_student.py` under 2 processes reproduces the one-process metrics of the same checkpoint exactly (summed confusion matrices);
 * approximate: the training itself. Both runs see the same samples at every step (the sampler's global batch is
   process-count invariant, see `test_mixed_batch_sampler_is_deterministic_balanced_and_shardable`) and start from the
   same weights, but SegFormer's decode head has a BatchNorm whose batch statistics are per process (4 samples instead
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distill import REPO, base_args, distill_script, make_generated_dataset
+from test_distill import REPO, base_args, distill_command, make_generated_dataset
 
 
 STEPS = 12
@@ -65,7 +65,7 @@ def runs(tmp_path_factory):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        distill_script.main(base_args(tmp / "one", *common, "--train_batch_size", "8"))
+        distill_command.main(base_args(tmp / "one", *common, "--train_batch_size", "8"))
     finally:
         torch.set_num_threads(previous)
     return tmp
@@ -101,7 +101,7 @@ def test_two_processes_really_run_and_match_one_process(runs):
 
 def test_evaluation_on_two_processes_equals_one_process_exactly(runs):
     out = runs / "eval-two.json"
-    result = _launch_two("evaluate.py", ["--model_name_or_path", str(runs / "one" / "final"), "--dataset",
+    result = _launch_two("evaluate_student.py", ["--model_name_or_path", str(runs / "one" / "final"), "--dataset",
                                          "simulated", "--split", "test", "--max_eval_samples", "15",
                                          "--batch_size", "4", "--output_json", str(out)])
     assert result.returncode == 0, result.stderr[-4000:]

@@ -1,6 +1,12 @@
-"""Knowledge transfer to student segmentation models: SegFormer students and their image processor, and the
-student loss (cross-entropy on real pairs, KD on generated soft labels; modes `real` / `hard` / `soft`)."""
+"""Knowledge transfer to student segmentation models.
 
+`students` (SegFormer students and their image processor), `losses` (cross-entropy on real pairs, KD on generated
+soft labels; modes `real` / `hard` / `soft`), `sampler` (the real / generated composition of every batch), `data`
+(generated datasets, the training examples and loader), `training` (one step, saving), `evaluation` (split-level
+scores and run reports) and `trainer` (the Accelerate loop of `dakter_hf.commands.distill`)."""
+
+from .data import DistillationDataset, build_distillation_dataloader, load_generated_dataset
+from .evaluation import build_evaluation_dataloader, evaluate_student
 from .losses import (
     DISTILLATION_MODES,
     DistillationLossOutput,
@@ -8,6 +14,7 @@ from .losses import (
     knowledge_distillation_loss,
     upsample_logits,
 )
+from .sampler import MixedBatchSampler
 from .students import (
     SEGFORMER_PRESETS,
     adapt_input_channels,
@@ -15,16 +22,7 @@ from .students import (
     create_student,
     segformer_config,
 )
-from .training import (
-    DistillationDataset,
-    MixedBatchSampler,
-    build_distillation_dataloader,
-    build_evaluation_dataloader,
-    distillation_training_step,
-    evaluate_student,
-    load_generated_dataset,
-    save_student,
-)
+from .training import distillation_training_step, save_student
 
 
 __all__ = [

@@ -1,40 +1,35 @@
-#!/usr/bin/env python
-"""Score a SegFormer checkpoint (local directory or Hub id) on a dataset split and print its metrics table.
+"""`python examples/evaluate_student.py`: score a SegFormer checkpoint (local directory or Hub id) on a dataset split
+and print its metrics table.
 
-    python examples/evaluate.py --model_name_or_path outputs/student-soft/best \
+    python examples/evaluate_student.py --model_name_or_path outputs/student-soft/best \\
         --dataset sos --data_dir ../shared/data/sos --sensor palsar --split test
 
-Images are resized and normalised with the checkpoint's own image processor (`preprocessor_config.json`, PIL backend)
-when it has one -- exactly what `AutoImageProcessor` + `AutoModelForSemanticSegmentation` do; otherwise with
+(`python -m dakter_hf.commands.evaluate ...` is the same command.) Images are resized and normalised with the
+checkpoint's own image processor (`preprocessor_config.json`, PIL backend) when it has one -- exactly what
+`AutoImageProcessor` + `AutoModelForSemanticSegmentation` do; otherwise with
 `dakter_hf.distill.create_image_processor(--resolution or config.image_size)` (a warning says so). Masks are read at
 their native size, logits are upsampled to it (bilinear) and arg-maxed; the metrics come from one confusion matrix
 over the whole split (summed across processes under `accelerate launch` / `torchrun`). The table (mIoU, per-class IoU,
 F1, precision, recall, pixel accuracy) is printed and written to `--output_json`.
 """
 
+import argparse
+import json
+import logging
 import os
-import sys
 
+from accelerate import Accelerator
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-# `python examples/evaluate.py` puts examples/ first on sys.path, where this file would shadow the `evaluate` library.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-
-from accelerate import Accelerator  # noqa: E402
-
-from dakter_hf.data import HELDOUT_SPLIT, add_data_args, check_data_args, get_id2label  # noqa: E402
-from dakter_hf.distill import create_image_processor  # noqa: E402
-from dakter_hf.distill.training import (  # noqa: E402
+from ..data import HELDOUT_SPLIT, add_data_args, check_data_args, get_id2label
+from ..distill.evaluation import (
     build_evaluation_dataloader,
     evaluate_student,
     evaluation_dataset_from_args,
     format_metrics_table,
 )
-from dakter_hf.distributed import check_world_size  # noqa: E402
+from ..distill.students import create_image_processor
+from ..distributed import check_world_size
 
 
 logger = logging.getLogger(__name__)
@@ -42,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the evaluation script (`--help` lists them)."""
-    parser = argparse.ArgumentParser(description="Evaluate a SegFormer checkpoint on a SAR segmentation split.")
+    parser = argparse.ArgumentParser(description="Evaluate a SegFormer checkpoint on a SAR segmentation split.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="Checkpoint directory or Hub model id.")
     parser.add_argument("--revision", default=None, help="Hub revision.")
     parser.add_argument("--hub_token", default=None)
@@ -73,8 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_checkpoint(args):
     """The model and the image processor of the checkpoint (fallback processor when it has none)."""
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
-
     options = {"revision": args.revision, "token": args.hub_token}
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path, **options)
@@ -134,4 +128,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
