@@ -36,15 +36,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from datasets import load_from_disk
 
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
-
-from dakter_hf.data import HELDOUT_SPLIT  # noqa: E402
-from dakter_hf.distill.training import parse_generated_ratio  # noqa: E402
-
-from dakter_loop import (  # noqa: E402
+from dakter_hf.data import HELDOUT_SPLIT, load_sos
+from dakter_hf.distill.sampler import parse_generated_ratio
+from dakter_hf.experiments import (
+    COMMANDS,
     LABELS,
     METRICS,
     MODES,
@@ -228,7 +225,7 @@ def run_students(runner, args, root, regime, mode, generated, arm, synthetic_onl
             checkpointing_steps=max(args.student_steps // 3, 1), checkpoints_total_limit=1, seed=seed, **extra)
         if regime != "full":
             heldout = output_dir / f"eval_{HELDOUT_SPLIT}.json"
-            runner.run(f"validate-{output_dir.name}", "evaluate.py",
+            runner.run(f"validate-{output_dir.name}", COMMANDS["evaluate"],
                        [*data, "--model_name_or_path", output_dir / "final", "--split", HELDOUT_SPLIT,
                         "--output_json", heldout], heldout)
             report[HELDOUT_SPLIT] = json.loads(heldout.read_text())["metrics"]
@@ -249,8 +246,6 @@ def intensity_distance(images_a, images_b):
 def real_reference(args, regime):
     """What every generator of a regime is compared with, loaded once per regime (at --resolution): the regime's
     real training pairs and, for scale, the real test split (its oil fraction and intensity distance to them)."""
-    from dakter_hf.data import load_sos
-
     real = load_sos(args.data_dir, args.sensor, split="train", resolution=args.resolution,
                     num_samples=None if regime == "full" else int(regime), seed=args.data_seed)
     test = load_sos(args.data_dir, args.sensor, split="test", resolution=args.resolution)
@@ -267,8 +262,6 @@ def generator_diagnostics(reference, generated_dir):
     """Generated vs the regime's real training pairs (`real_reference`): oil-pixel fraction, intensity-histogram
     distance, and the share of generated pixels whose soft label is uncertain (top class probability below 0.9),
     with the real test split's figures beside them for scale."""
-    from datasets import load_from_disk
-
     fake = load_from_disk(str(generated_dir))
     fake_images = np.stack([np.asarray(im, dtype=np.float64) for im in fake["image"]])
     fake_oil = float(np.mean([np.asarray(m) == 1 for m in fake["label"]]))

@@ -17,10 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from dakter_loop import (  # noqa: E402
+from dakter_hf.experiments import (
     LABELS,
     METRICS,
     MODES,
@@ -33,6 +30,7 @@ from dakter_loop import (  # noqa: E402
     train_generator,
     write_json,
 )
+from dakter_hf.visualization import save_bar_chart, save_learning_curves
 
 
 def parse_args(argv=None):
@@ -97,8 +95,6 @@ def main(argv=None):
 
 def write_figures(out: Path, summary, reports):
     """Write the bar chart of the students' scores and their validation-mIoU learning curves under `out`."""
-    from dakter_hf.visualization import save_bar_chart, save_learning_curves
-
     values = {f"{mode} {LABELS[m]}": 100 * summary[mode][m]["mean"]
               for mode in MODES for m in ("mean_iou", "iou_oil_spill") if m in summary[mode]}
     save_bar_chart(values, out / "results.png", ylabel="% on held-out scenes",

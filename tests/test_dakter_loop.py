@@ -1,16 +1,16 @@
-"""`StageRunner` (examples/dakter_loop.py): stages are skipped once complete, and their wall times survive a rerun."""
+"""`StageRunner` (`dakter_hf.experiments`): stages are skipped once complete, and their wall times survive a rerun."""
 
 import json
 import sys
 
 import pytest
 
-from repo_scripts import load_script
+from dakter_hf.experiments import stages
 
 
 @pytest.fixture(scope="module")
 def loop():
-    return load_script("examples/dakter_loop.py")
+    return stages
 
 
 def write_script(path, body):
@@ -94,3 +94,19 @@ def test_flags_of_options(loop):
     flags = loop._flags({"steps": 600, "use_ema": True, "augment": False, "crop_size": None,
                          "block_out_channels": (32, 64), "seeds": [0, 1]})
     assert flags == ["--steps", "600", "--use_ema", "--block_out_channels", "32", "64", "--seeds", "0", "1"]
+
+
+def test_stage_logged_by_the_former_example_script_is_recognised(loop, tmp_path):
+    """Stages ran `examples/<script>.py` before they ran `python -m dakter_hf.commands.<name>`: a complete stage whose
+    log names the script is reused with the same arguments and refused with others, as before."""
+    done = tmp_path / "student" / "final.txt"
+    done.parent.mkdir()
+    done.write_text("ok")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "student-a.log").write_text(
+        f"\n$ {sys.executable} /repo/examples/distill.py --mode soft --max_train_steps 600\nlog output\n")
+    runner = loop.StageRunner(tmp_path, verbose=False)
+    distill = loop.COMMANDS["distill"]
+    assert runner.run("student-a", distill, ["--mode", "soft", "--max_train_steps", 600], done) == 0.0
+    with pytest.raises(loop.StageError, match=r"--max_train_steps 600 -> --max_train_steps 900"):
+        runner.run("student-a", distill, ["--mode", "soft", "--max_train_steps", 900], done)

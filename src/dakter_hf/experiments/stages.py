@@ -1,17 +1,15 @@
-"""The DAKTer loop as resumable stages: train the joint diffusion, generate pairs, distil students, compare.
+"""The DAKTer loop as resumable stages: train the joint diffusion, generate pairs, distil students, score them.
 
-Shared by `examples/demo.py` (simulated scenes) and `benchmarks/sos_benchmark.py` (real SOS data). Each stage runs
-one of the example scripts in a subprocess, logs to a file, and is skipped when its output is complete; the
-scripts themselves resume from their latest checkpoint, so an interrupted loop continues where it stopped.
+Each stage runs one of the package's commands (`python -m dakter_hf.commands.<name>`) in a subprocess, logs to
+`<work_dir>/logs/<stage>.log`, and is skipped when its output is complete; the commands themselves resume from their
+latest checkpoint, so an interrupted loop continues where it stopped.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -20,11 +18,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-EXAMPLES_DIR = Path(__file__).resolve().parent
-MODES = ("real", "hard", "soft")
-#: The student metrics the loops report, and their column labels in the tables.
-METRICS = ("mean_iou", "iou_oil_spill", "f1_oil_spill", "mean_f1")
-LABELS = {"mean_iou": "mIoU", "iou_oil_spill": "oil IoU", "f1_oil_spill": "oil F1", "mean_f1": "mean F1"}
+__all__ = [
+    "COMMANDS",
+    "StageError",
+    "StageRunner",
+    "distill_student",
+    "generate_pairs",
+    "train_generator",
+    "write_json",
+]
+
+#: The module each kind of stage runs with `python -m`.
+COMMANDS = {
+    "train": "dakter_hf.commands.train",
+    "generate": "dakter_hf.commands.generate",
+    "distill": "dakter_hf.commands.distill",
+    "evaluate": "dakter_hf.commands.evaluate",
+}
+#: The example scripts the stages ran before they ran the commands: a stage log written then names them, and a
+#: complete stage whose log shows the same arguments is still reused.
+FORMER_SCRIPTS = {
+    COMMANDS["train"]: "train_joint_diffusion.py",
+    COMMANDS["generate"]: "generate.py",
+    COMMANDS["distill"]: "distill.py",
+    COMMANDS["evaluate"]: "evaluate.py",
+}
 
 
 class StageError(RuntimeError):
@@ -93,8 +111,9 @@ class StageRunner:
         self._recorded[name] = seconds
         write_json(self.durations_path, self._recorded)
 
-    def _check_same_arguments(self, name: str, script: str, arguments: Sequence[str], done: Path) -> None:
-        """Raise if the last command in the stage's log ran `script` with other arguments (no log: nothing to check)."""
+    def _check_same_arguments(self, name: str, program: str, arguments: Sequence[str], done: Path) -> None:
+        """Raise if the last command in the stage's log ran `program` with other arguments (no log: nothing to
+        check)."""
         log_path = self.work_dir / "logs" / f"{name}.log"
         if not log_path.exists():
             return
@@ -102,22 +121,29 @@ class StageRunner:
                     if line.startswith("$ ")]
         if not commands:
             return
-        script_name = Path(script).name
+        names = [Path(program).name] + ([FORMER_SCRIPTS[program]] if program in FORMER_SCRIPTS else [])
         now = [str(a) for a in arguments]
-        wanted = " ".join([script_name, *now])
         last = commands[-1]
-        if last == wanted or last.endswith("/" + wanted) or last.endswith(" " + wanted):
-            return
-        start = last.find(script_name + " ")
-        then = last[start + len(script_name) + 1:].split() if start >= 0 else last.split()
+        for script_name in names:
+            wanted = " ".join([script_name, *now])
+            if last == wanted or last.endswith("/" + wanted) or last.endswith(" " + wanted):
+                return
+        then = last.split()
+        for script_name in names:
+            start = last.find(script_name + " ")
+            if start >= 0:
+                then = last[start + len(script_name) + 1:].split()
+                break
         raise StageError(
             f"stage {name!r} is complete ({done}) but ran with other arguments than now ({log_path}): "
             f"{_argument_changes(then, now)}. Use another output directory for other settings, or delete that "
             "stage's output to recompute it.")
 
-    def run(self, name: str, script: str, arguments: Sequence[str], done: Path) -> float:
-        """Run `examples/<script>` with `arguments` unless `done` exists; return the wall time of this call (0 if
-        skipped).
+    def run(self, name: str, program: str, arguments: Sequence[str], done: Path) -> float:
+        """Run `program` with `arguments` unless `done` exists; return the wall time of this call (0 if skipped).
+
+        `program` is a module run with `python -m` (e.g. `dakter_hf.commands.distill`, see `COMMANDS`) or the path of
+        a Python script (ending in `.py`).
 
         `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was).
 
@@ -125,13 +151,14 @@ class StageRunner:
             `StageError`: the stage fails, or it is complete but its log shows other arguments.
         """
         if done.exists():
-            self._check_same_arguments(name, script, arguments, done)
+            self._check_same_arguments(name, program, arguments, done)
             print(f"[skip] {name}: {done} exists")
             self.durations.setdefault(name, self._recorded.get(name, 0.0))
             return 0.0
         log_path = self.work_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, str(EXAMPLES_DIR / script), *map(str, arguments)]
+        entry = [program] if program.endswith(".py") else ["-m", program]
+        command = [sys.executable, *entry, *map(str, arguments)]
         env = dict(os.environ)
         if self.num_threads:
             env["OMP_NUM_THREADS"] = str(self.num_threads)
@@ -154,29 +181,29 @@ class StageRunner:
 
 
 def train_generator(runner: StageRunner, output_dir: Path, data_args: Sequence[str], **options) -> Path:
-    """Train the joint diffusion (`train_joint_diffusion.py`); resumes from its latest checkpoint."""
+    """Train the joint diffusion (`dakter_hf.commands.train`); resumes from its latest checkpoint."""
     arguments = [*data_args, "--output_dir", output_dir, "--resume_from_checkpoint", "latest",
                  *_flags(options)]
-    runner.run(f"generator-{output_dir.name}", "train_joint_diffusion.py", arguments, output_dir / "model_index.json")
+    runner.run(f"generator-{output_dir.name}", COMMANDS["train"], arguments, output_dir / "model_index.json")
     return output_dir
 
 
 def generate_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, num_samples: int, **options) -> Path:
-    """Generate `num_samples` pairs (`generate.py`); resumes at the first missing index."""
+    """Generate `num_samples` pairs (`dakter_hf.commands.generate`); resumes at the first missing index."""
     arguments = ["--pipeline", pipeline_dir, "--num_samples", num_samples, "--output_dir", output_dir,
                  *_flags(options)]
-    runner.run(f"generate-{output_dir.name}", "generate.py", arguments, output_dir / "dataset_info.json")
+    runner.run(f"generate-{output_dir.name}", COMMANDS["generate"], arguments, output_dir / "dataset_info.json")
     return output_dir
 
 
 def distill_student(runner: StageRunner, output_dir: Path, data_args: Sequence[str], mode: str,
                     generated_dataset: Path | None, **options) -> dict:
-    """Train one student (`distill.py`) and return its metrics report."""
+    """Train one student (`dakter_hf.commands.distill`) and return its metrics report."""
     arguments = [*data_args, "--mode", mode, "--output_dir", output_dir, "--resume_from_checkpoint", "latest",
                  *_flags(options)]
     if mode != "real":
         arguments += ["--generated_dataset", generated_dataset]
-    runner.run(f"student-{output_dir.name}", "distill.py", arguments, output_dir / "final" / "config.json")
+    runner.run(f"student-{output_dir.name}", COMMANDS["distill"], arguments, output_dir / "final" / "config.json")
     return json.loads((output_dir / "metrics.json").read_text())
 
 
@@ -193,34 +220,3 @@ def _flags(options: Mapping[str, object]) -> list[str]:
         elif value is not True:
             flags.append(str(value))
     return flags
-
-
-def summarize(reports: Mapping[str, Sequence[Mapping]], metrics: Sequence[str], which: str = "final") -> dict:
-    """Mean and standard deviation over seeds of each metric of each arm, from the `which` evaluation."""
-    summary = {}
-    for arm, arm_reports in reports.items():
-        summary[arm] = {}
-        for metric in metrics:
-            values = [r[which][metric] for r in arm_reports if r.get(which) and metric in r[which]]
-            values = [v for v in values if v is not None and math.isfinite(v)]
-            if values:
-                summary[arm][metric] = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                    "n": len(values),
-                    "values": values,
-                }
-    return summary
-
-
-def format_summary(summary: Mapping[str, Mapping], metrics: Sequence[str], labels: Mapping[str, str]) -> str:
-    """A Markdown table of `summarize` output, in percent (mean ± std over seeds)."""
-    header = "| arm | " + " | ".join(labels.get(m, m) for m in metrics) + " |"
-    lines = [header, "|" + "---|" * (len(metrics) + 1)]
-    for arm, values in summary.items():
-        cells = []
-        for metric in metrics:
-            v = values.get(metric)
-            cells.append("n/a" if v is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

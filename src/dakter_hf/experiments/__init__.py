@@ -1,0 +1,22 @@
+"""The whole DAKTer loop as an experiment: resumable stages (train the generator, generate pairs, distil students,
+score them) and their summaries. `examples/demo.py` (simulated scenes) and `benchmarks/sos_benchmark.py` (real SOS
+data) are built on it."""
+
+from .stages import COMMANDS, StageError, StageRunner, distill_student, generate_pairs, train_generator, write_json
+from .summaries import LABELS, METRICS, MODES, format_summary, summarize
+
+
+__all__ = [
+    "COMMANDS",
+    "LABELS",
+    "METRICS",
+    "MODES",
+    "StageError",
+    "StageRunner",
+    "distill_student",
+    "format_summary",
+    "generate_pairs",
+    "summarize",
+    "train_generator",
+    "write_json",
+]
