@@ -2,15 +2,16 @@
 
 Loaded offline from this file with `evaluate.load(<path>)` or `dakter_hf.metrics.load_segmentation_metric()`.
 `evaluate` copies this file into its module cache before importing it, so it must not use relative imports: it
-imports the installed `dakter_hf` library absolutely, and the numbers come from the very same functions as
-`dakter_hf.metrics.compute_segmentation_metrics` (one source of truth).
+imports the installed `dakter_hf` library absolutely. `evaluate` needs an `evaluate.Metric` subclass here;
+[`SegmentationMetricsModule`] is only that interface: it accumulates the maps in `dakter_hf.metrics.SegmentationMetrics`
+(the one implementation), so the numbers are those of `dakter_hf.metrics.compute_segmentation_metrics`.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from dakter_hf.metrics.segmentation import compute_segmentation_metrics, confusion_matrix
+from dakter_hf.metrics.segmentation import SegmentationMetrics
 
 
 _DESCRIPTION = """
@@ -48,8 +49,8 @@ _CITATION = """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class SegmentationMetrics(evaluate.Metric):
-    """Confusion-matrix segmentation metrics backed by `dakter_hf.metrics`."""
+class SegmentationMetricsModule(evaluate.Metric):
+    """The `evaluate` interface of `dakter_hf.metrics.SegmentationMetrics`."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
@@ -70,10 +71,7 @@ class SegmentationMetrics(evaluate.Metric):
                 f"`predictions` and `references` must hold as many maps, got {len(predictions)} and "
                 f"{len(references)}."
             )
-        matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, id2label=id2label)
         for prediction, reference in zip(predictions, references):
-            matrix += confusion_matrix(
-                np.asarray(prediction, dtype=np.int64), np.asarray(reference, dtype=np.int64), num_classes,
-                ignore_index,
-            ).numpy()
-        return compute_segmentation_metrics(matrix, id2label=id2label)
+            metrics.update(np.asarray(prediction, dtype=np.int64), np.asarray(reference, dtype=np.int64))
+        return metrics.compute()
