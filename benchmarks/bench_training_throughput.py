@@ -12,7 +12,6 @@ concat, dual, ...) with the shared `benchmarks/timing_utils.py`; medians over re
 """
 
 import argparse
-import os
 import statistics
 import sys
 
@@ -30,9 +29,7 @@ from dakter_hf.training import (
     joint_unet_config,
 )
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing_utils import add_common_args, apply_common_args, machine_info, time_interleaved, write_result  # noqa: E402
+from timing_utils import add_common_args, apply_common_args, machine_info, time_interleaved, write_result
 
 
 def parse_width(text: str) -> tuple[int, ...]:
