@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model_name_or_path", required=True, help="Checkpoint directory or Hub model id.")
     parser.add_argument("--revision", default=None, help="Hub revision.")
-    parser.add_argument("--hub_token", default=None)
+    parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN).")
     add_data_args(parser)
     parser.add_argument("--split", default="test",
                         help=f"Dataset split to score; '{HELDOUT_SPLIT}' = the training pairs outside the seeded "
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=None,
                         help="Only used without a preprocessor_config.json (input size; default config.image_size) "
                              "and as the scene size of --dataset simulated (default: the processor's size).")
-    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=16, help="Batch size per process.")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Score only the first N pairs.")
     parser.add_argument("--output_json", default=None,
                         help="Where to write the metrics (default: <checkpoint dir>/eval_<dataset>_<split>.json for a "
