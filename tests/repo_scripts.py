@@ -9,8 +9,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(relative_path: str):
-    """Import `<repo>/<relative_path>` under a private module name (`examples/evaluate.py` must not shadow the
-    `evaluate` package), running its top level once per call. The module is registered in `sys.modules` while and
+    """Import `<repo>/<relative_path>` under a private module name (a script named like a package must not shadow
+    it), running its top level once per call. The module is registered in `sys.modules` while and
     after it runs, as dataclasses need."""
     path = REPO_ROOT / relative_path
     spec = importlib.util.spec_from_file_location(f"dakter_script_{path.stem}", path)
