@@ -3,6 +3,8 @@ as plain torch code and as a local `evaluate` module that loads offline."""
 
 from pathlib import Path
 
+import evaluate
+
 from .segmentation import (
     SegmentationMetrics,
     compute_segmentation_metrics,
@@ -28,8 +30,6 @@ def load_segmentation_metric(**kwargs):
         ignore_index=255, id2label=...)` or `.add_batch(...)` then `.compute(...)`. Same numbers as
         [`compute_segmentation_metrics`].
     """
-    import evaluate
-
     return evaluate.load(SEGMENTATION_METRIC_PATH, **kwargs)
 
 
