@@ -15,7 +15,8 @@ What is compared, and the tolerances:
 
 * exact: world size 2 (written by the run into metrics.json), global batch size, batch composition, the number of
   evaluated pixels (the split is sharded without padding, so every pixel counts once), and
-  `examples/evaluate_student.py` under 2 processes reproduces the one-process metrics of the same checkpoint exactly (summed confusion matrices);
+  `examples/evaluate_student.py` under 2 processes reproduces the one-process metrics of the same checkpoint exactly
+  (summed confusion matrices);
 * approximate: the training itself. Both runs see the same samples at every step (the sampler's global batch is
   process-count invariant, see `test_mixed_batch_sampler_is_deterministic_balanced_and_shardable`) and start from the
   same weights, but SegFormer's decode head has a BatchNorm whose batch statistics are per process (4 samples instead
