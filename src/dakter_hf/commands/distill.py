@@ -28,7 +28,7 @@ from ..data import add_data_args, check_data_args
 from ..distill.sampler import DEFAULT_GENERATED_RATIO, batch_composition, parse_generated_ratio
 from ..distill.students import SEGFORMER_PRESETS, segformer_config
 from ..distill.trainer import train_student
-from ..training import resolve_resume_checkpoint
+from ..training.runs import resolve_resume_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

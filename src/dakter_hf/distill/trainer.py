@@ -23,7 +23,7 @@ from ..data import dataset_from_args, get_id2label
 from ..distributed import check_world_size
 from ..hub import push_student_to_hub
 from ..seeding import step_generator
-from ..training import JsonlLossLog, checkpoint_step, prune_checkpoints
+from ..training.runs import JsonlLossLog, checkpoint_step, prune_checkpoints
 from ..visualization import save_learning_curves
 from .data import build_distillation_dataloader, check_generated_dataset, load_generated_dataset
 from .evaluation import (

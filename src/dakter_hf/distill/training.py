@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ..training.runs import backward_and_step
 from .data import (  # noqa: F401  (re-exported, see the module doc)
     GENERATED_COLUMNS,
     DistillationDataset,
@@ -92,12 +93,7 @@ def distillation_training_step(
         logits = model(pixel_values=batch["pixel_values"]).logits
         output = distillation_loss(logits, batch, mode=mode, kd_temperature=kd_temperature, real_weight=real_weight,
                                    generated_weight=generated_weight, ignore_index=ignore_index)
-        accelerator.backward(output.loss)
-        if accelerator.sync_gradients and max_grad_norm is not None:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        backward_and_step(accelerator, output.loss, model, optimizer, lr_scheduler, max_grad_norm)
     device = output.loss.device
     losses = torch.stack([output.loss.detach(), output.loss_real.detach(), output.loss_generated.detach()]).float()
     losses = accelerator.reduce(losses, reduction="mean")
