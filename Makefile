@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Development and CI use the CPU build of torch 2.13.0 available locally; users may take any newer torch.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test quality env clean
+.PHONY: demo test quality env clean browser
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,17 @@ $(VENV)/.installed: setup.py
 
 env: $(VENV)/.installed
 
-test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+# The app's browser test (tests/test_app_browser.py) drives Debian's chromium through Playwright: installed here when
+# missing and apt-get can be used (as root); elsewhere the test skips and says why (-rs).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "Installing chromium failed: tests/test_app_browser.py will skip."; \
+	  else echo "No chromium and no apt-get as root: tests/test_app_browser.py will skip."; fi; }
+
+test: $(VENV)/.installed browser
+	$(PY) -m pytest -q -rs tests
 
 # Lint (ruff.toml: pycodestyle, pyflakes, import order), as diffusers' `make quality`.
 quality: $(VENV)/.installed

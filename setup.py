@@ -21,10 +21,14 @@ install_requires = [
     "matplotlib",
 ]
 
+# `app`: the Gradio app (`dakter app`) and the Playwright driver of its browser test (which uses the system
+# chromium, never a downloaded browser). `dev`: everything the test suite exercises.
 extras = {
     "test": ["pytest>=7"],
-    "dev": ["pytest>=7", "ruff"],
+    "app": ["gradio>=5", "playwright>=1.40"],
+    "tensorboard": ["tensorboard"],
 }
+extras["dev"] = ["pytest>=7", "ruff", *extras["app"], *extras["tensorboard"]]
 
 setup(
     name="dakter_hf",
@@ -39,7 +43,8 @@ setup(
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,
-    entry_points={"console_scripts": ["dakter-generate=dakter_hf.commands.generate:main"]},
+    entry_points={"console_scripts": ["dakter=dakter_hf.commands.dakter:main",
+                                      "dakter-generate=dakter_hf.commands.generate:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
