@@ -6,13 +6,25 @@ is never touched by a failed push. Downloading a pipeline is [`dakter_hf.pipelin
 remote-code files a repository can carry are built by [`dakter_hf.remote_code`].
 """
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
 
 import datasets
-from huggingface_hub import HfApi, ModelCard, create_repo, upload_folder
-from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+from datasets import SplitDict, SplitInfo
+from datasets.info import DatasetInfo, DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    DatasetCard,
+    HfApi,
+    ModelCard,
+    create_repo,
+    upload_folder,
+)
+from transformers import AutoConfig, AutoImageProcessor
 
 from .data.generated import PREVIEW_NAME
 from .labels import resolve_id2label
@@ -66,6 +78,36 @@ def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, what: str = "the
         raise _push_failed(what, folder, repo_id, error) from error
 
 
+#: Largest parquet shard written by [`push_dataset_to_hub`] (bytes of Arrow data per shard).
+MAX_SHARD_BYTES = 500 * 2**20
+
+
+def _dataset_operations(dataset, card_path: str, folder: str, split: str = "train") -> tuple[list, str]:
+    """Write `dataset` as parquet shards `data/<split>-XXXXX-of-YYYYY.parquet` under `folder` and its card with the
+    `configs` / `dataset_info` metadata that `datasets.load_dataset(repo)` reads (as `Dataset.push_to_hub` does);
+    returns the `CommitOperationAdd`s and the card's path."""
+    num_shards = max(1, math.ceil(dataset.data.nbytes / MAX_SHARD_BYTES))
+    operations, download_size = [], 0
+    for index in range(num_shards):
+        path_in_repo = f"data/{split}-{index:05d}-of-{num_shards:05d}.parquet"
+        local = os.path.join(folder, path_in_repo)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        dataset.shard(num_shards, index, contiguous=True).to_parquet(local)
+        download_size += os.path.getsize(local)
+        operations.append(CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=local))
+    card = DatasetCard.load(card_path)
+    splits = SplitDict()
+    splits.add(SplitInfo(name=split, num_bytes=dataset.data.nbytes, num_examples=len(dataset)))
+    info = DatasetInfo(features=dataset.features, splits=splits, download_size=download_size,
+                       dataset_size=dataset.data.nbytes)
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card.data)
+    MetadataConfigs({"default": {"data_files": [{"split": split, "path": f"data/{split}-*"}]}}).to_dataset_card_data(
+        card.data)
+    card_out = os.path.join(folder, "README.md")
+    card.save(card_out)
+    return operations, card_out
+
+
 def push_dataset_to_hub(
     output_dir: str | os.PathLike,
     repo_id: str,
@@ -73,8 +115,9 @@ def push_dataset_to_hub(
     private: bool | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """Push a dataset written by [`~dakter_hf.generation.generate_to_disk`] to the Hub: card and preview first, then
-    the data with `Dataset.push_to_hub` (which adds its `dataset_info` to the card's metadata). Read it back with
+    """Push a dataset written by [`~dakter_hf.generation.generate_to_disk`] to the Hub in one commit: the data as
+    parquet shards, its card (with the `dataset_info` and `configs` metadata `datasets` reads) and its preview.
+    Shards of an earlier push that the new data does not overwrite are deleted in the same commit. Read it back with
     `datasets.load_dataset(repo_id, split="train")`.
 
     Returns:
@@ -88,15 +131,22 @@ def push_dataset_to_hub(
         raise FileNotFoundError(f"{output_dir} is not a dataset written by generate_to_disk / dakter-generate.")
     dataset = datasets.load_from_disk(output_dir)
     api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=output_dir, repo_id=url.repo_id, repo_type="dataset",
-                          allow_patterns=[CARD_NAME, PREVIEW_NAME],
-                          commit_message=commit_message or "Add dataset card and preview")
-        dataset.push_to_hub(url.repo_id, token=token, private=private,
-                            commit_message=commit_message or "Upload generated DAKTer pairs")
-    except Exception as error:  # network, HTTP and permission errors all end the same way
-        raise _push_failed("the dataset", output_dir, repo_id, error) from error
+    with tempfile.TemporaryDirectory() as folder:
+        operations, card = _dataset_operations(dataset, os.path.join(output_dir, CARD_NAME), folder)
+        operations.append(CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card))
+        if os.path.isfile(os.path.join(output_dir, PREVIEW_NAME)):
+            operations.append(CommitOperationAdd(path_in_repo=PREVIEW_NAME,
+                                                 path_or_fileobj=os.path.join(output_dir, PREVIEW_NAME)))
+        try:
+            url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            new = {op.path_in_repo for op in operations}
+            stale = [path for path in api.list_repo_files(url.repo_id, repo_type="dataset")
+                     if path.startswith("data/train-") and path not in new]
+            api.create_commit(url.repo_id, operations + [CommitOperationDelete(path) for path in stale],
+                              repo_type="dataset",
+                              commit_message=commit_message or "Upload generated DAKTer pairs with their card")
+        except Exception as error:  # network, HTTP and permission errors all end the same way
+            raise _push_failed("the dataset", output_dir, repo_id, error) from error
     return str(url)
 
 
@@ -152,9 +202,11 @@ def push_pipeline_to_hub(
 
 
 def push_student_to_hub(save_directory: str | os.PathLike, repo_id: str, token: str | None = None,
-                        commit_message: str = "Upload DAKTer student", extra_files: Sequence[str] = ()) -> str:
-    """Push a student saved by [`~dakter_hf.distill.save_student`] with transformers' `push_to_hub` (model, then image
-    processor), and optionally extra files of the run (metrics JSON, learning curves).
+                        commit_message: str = "Upload DAKTer student", extra_files: Sequence[str] = (),
+                        private: bool | None = None) -> str:
+    """Push a student saved by [`~dakter_hf.distill.save_student`] (weights, config, image processor and, when it was
+    written, its model card) and optionally extra files of the run (metrics JSON, learning curves) in one commit.
+    The directory must load with `AutoModelForSemanticSegmentation` / `AutoImageProcessor` (checked first).
 
     Returns:
         `str`: the repository id.
@@ -164,16 +216,17 @@ def push_student_to_hub(save_directory: str | os.PathLike, repo_id: str, token: 
             is untouched.
     """
     save_directory = os.fspath(save_directory)
-    model = AutoModelForSemanticSegmentation.from_pretrained(save_directory)
-    image_processor = AutoImageProcessor.from_pretrained(save_directory)
+    AutoConfig.from_pretrained(save_directory)  # a clear transformers error for a directory that is not a student
+    AutoImageProcessor.from_pretrained(save_directory)
+    operations = [CommitOperationAdd(path_in_repo=os.path.relpath(os.path.join(root, name), save_directory),
+                                     path_or_fileobj=os.path.join(root, name))
+                  for root, _, names in os.walk(save_directory) for name in sorted(names)]
+    operations += [CommitOperationAdd(path_in_repo=os.path.basename(path), path_or_fileobj=os.fspath(path))
+                   for path in extra_files]
+    api = HfApi(token=token)
     try:
-        model.push_to_hub(repo_id, token=token, commit_message=commit_message)
-        image_processor.push_to_hub(repo_id, token=token, commit_message=f"{commit_message}: image processor")
-        if extra_files:
-            api = HfApi(token=token)
-            for path in extra_files:
-                api.upload_file(path_or_fileobj=path, path_in_repo=os.path.basename(path), repo_id=repo_id,
-                                commit_message=f"{commit_message}: {os.path.basename(path)}")
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        api.create_commit(repo_id, operations, commit_message=commit_message)
     except Exception as error:  # network, HTTP, permission errors
         raise _push_failed("the student", save_directory, repo_id, error) from error
     return repo_id
