@@ -1,0 +1,94 @@
+"""Images in experiment trackers: the generator's validation grids and the students' prediction overlays reach
+every tracker an `accelerate.Accelerator` was set up with (`--report_to tensorboard|wandb|trackio|all`), not only
+PNG files.
+
+Accelerate logs images for TensorBoard and Weights & Biases (`tracker.log_images`, also for Aim and ClearML);
+trackio takes `trackio.Image` values through `tracker.log`. Other trackers get no images (their scalars are
+logged as before).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+logger = logging.getLogger(__name__)
+
+
+def _as_rgb(image) -> np.ndarray:
+    """An `(H, W, 3)` uint8 array from a PIL image or an `(H, W)` / `(H, W, 1|3|4)` array."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8) if array.dtype.kind == "f" else \
+            array.astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"An image must be (H, W) or (H, W, C) with C in 1, 3, 4; got shape {array.shape}.")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return array[..., :3]
+
+
+def log_images(accelerator, images: Mapping[str, Sequence], step: int,
+               captions: Sequence[str] | None = None) -> list[str]:
+    """
+    Log images to every tracker of `accelerator` that takes images. Call it on every process: only the main process
+    logs (as `accelerator.log`).
+
+    Args:
+        accelerator (`accelerate.Accelerator`): with its trackers initialised (`init_trackers`).
+        images (`Mapping[str, Sequence]`): tag -> images (PIL images, or `(H, W[, C])` uint8 / [0, 1] float arrays);
+            the images of one tag must share one size (TensorBoard stacks them).
+        step (`int`): the training step.
+        captions (`Sequence[str]`, *optional*): one caption per image (wandb and trackio show them).
+
+    Returns:
+        `list[str]`: the names of the trackers the images were logged to.
+    """
+    if not accelerator.is_main_process or not images:
+        return []
+    arrays = {tag: [_as_rgb(image) for image in values] for tag, values in images.items()}
+    logged = []
+    for tracker in accelerator.trackers:
+        name = getattr(tracker, "name", type(tracker).__name__)
+        try:
+            if name == "tensorboard":
+                tracker.log_images({tag: np.stack(values) for tag, values in arrays.items()}, step=step,
+                                   dataformats="NHWC")
+            elif name == "wandb":
+                import wandb
+
+                tracker.log({tag: [wandb.Image(v, caption=(captions or [None] * len(values))[i])
+                                   for i, v in enumerate(values)] for tag, values in arrays.items()}, step=step)
+            elif name == "trackio":
+                import trackio
+
+                tracker.log({f"{tag}/{i}": trackio.Image(v, caption=(captions or [None] * len(values))[i])
+                             for tag, values in arrays.items() for i, v in enumerate(values)}, step=step)
+            elif hasattr(tracker, "log_images"):
+                tracker.log_images(arrays, step=step)
+            else:
+                continue
+        except Exception as error:  # a tracker that cannot take images must not stop the training
+            logger.warning("Could not log images to the %s tracker: %s", name, error)
+            continue
+        logged.append(name)
+    return logged
+
+
+def side_by_side(*panels, gap: int = 2) -> np.ndarray:
+    """Join same-height images left to right with a white gap: one row of a tracker image (e.g. image | prediction
+    overlay | ground-truth overlay)."""
+    arrays = [_as_rgb(panel) for panel in panels]
+    height = arrays[0].shape[0]
+    if any(a.shape[0] != height for a in arrays):
+        raise ValueError(f"Panels must share their height, got {[a.shape[0] for a in arrays]}.")
+    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+    parts = [arrays[0]]
+    for array in arrays[1:]:
+        parts += [spacer, array]
+    return np.concatenate(parts, axis=1)

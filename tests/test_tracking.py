@@ -1,0 +1,59 @@
+"""Images reach Accelerate's trackers (`dakter_hf.tracking`): logged to TensorBoard and read back from the event
+file."""
+
+import io
+
+import numpy as np
+import PIL.Image
+import pytest
+from accelerate import Accelerator
+
+from dakter_hf.tracking import log_images, side_by_side
+
+
+pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")
+
+
+def read_tensorboard_images(logging_dir) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """Every image of the event files under `logging_dir`: tag -> [(step, RGB array)]."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    multiplexer = EventMultiplexer(size_guidance={"images": 0})
+    multiplexer.AddRunsFromDirectory(str(logging_dir))
+    multiplexer.Reload()
+    found = {}
+    for run, tags in multiplexer.Runs().items():
+        for tag in tags["images"]:
+            found[tag] = [(event.step, np.asarray(PIL.Image.open(io.BytesIO(event.encoded_image_string))
+                                                  .convert("RGB"))) for event in multiplexer.Images(run, tag)]
+    return found
+
+
+def test_images_are_logged_to_tensorboard(tmp_path):
+    accelerator = Accelerator(log_with="tensorboard", project_dir=str(tmp_path))
+    accelerator.init_trackers("run")
+    red = np.zeros((6, 8, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    grey = np.full((6, 8), 0.5, dtype=np.float32)  # floats in [0, 1], single channel
+    assert log_images(accelerator, {"validation/samples": [red]}, step=3) == ["tensorboard"]
+    log_images(accelerator, {"validation/samples": [grey]}, step=5)
+    accelerator.end_training()
+
+    images = read_tensorboard_images(tmp_path)
+    assert [step for step, _ in images["validation/samples"]] == [3, 5]
+    first, second = (image for _, image in images["validation/samples"])
+    np.testing.assert_array_equal(first, red)
+    assert second.shape == (6, 8, 3) and np.all(second == 128)
+
+
+def test_without_trackers_nothing_is_logged(tmp_path):
+    accelerator = Accelerator(project_dir=str(tmp_path))
+    assert log_images(accelerator, {"x": [np.zeros((2, 2))]}, step=0) == []
+
+
+def test_side_by_side():
+    row = side_by_side(np.zeros((4, 3)), np.ones((4, 5, 3), dtype=np.float32), gap=2)
+    assert row.shape == (4, 3 + 2 + 5, 3)
+    assert row[0, 3, 0] == 255 and row[0, 0, 0] == 0 and row[0, -1, 0] == 255
+    with pytest.raises(ValueError, match="height"):
+        side_by_side(np.zeros((4, 3)), np.zeros((5, 3)))
