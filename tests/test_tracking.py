@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 from accelerate import Accelerator
 
-from dakter_hf.tracking import log_images, side_by_side
+from dakter_hf.tracking import log_images, segmentation_overlay_rows, side_by_side
 
 
 pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")
@@ -57,3 +57,20 @@ def test_side_by_side():
     assert row[0, 3, 0] == 255 and row[0, 0, 0] == 0 and row[0, -1, 0] == 255
     with pytest.raises(ValueError, match="height"):
         side_by_side(np.zeros((4, 3)), np.zeros((5, 3)))
+
+
+def test_segmentation_overlay_rows():
+    import torch
+
+    pixel_values = torch.linspace(-1, 1, 2 * 8 * 8).reshape(2, 1, 8, 8)
+    logits = torch.zeros(2, 2, 4, 4)
+    logits[:, 1, :2] = 5.0  # class 1 predicted in the top half
+    labels = [torch.zeros(8, 8, dtype=torch.long), torch.full((6, 6), 255)]
+    labels[0][4:] = 1
+    rows = segmentation_overlay_rows(pixel_values, logits, labels, palette=[(0, 0, 0), (0, 0, 1)])
+    assert [row.shape for row in rows] == [(8, 8 * 3 + 4, 3), (6, 6 * 3 + 4, 3)]
+    prediction, truth = rows[0][:, 10:18], rows[0][:, 20:28]
+    assert (prediction[0, :, 2] > prediction[0, :, 0]).all() and (prediction[-1, :, 2] == prediction[-1, :, 0]).all()
+    assert (truth[-1, :, 2] > truth[-1, :, 0]).all() and (truth[0, :, 2] == truth[0, :, 0]).all()
+    np.testing.assert_array_equal(rows[1][:, 16:22], rows[1][:, :6])  # all ignored: the plain image
+    assert len(segmentation_overlay_rows(pixel_values, logits, max_rows=1)) == 1

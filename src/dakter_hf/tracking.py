@@ -92,3 +92,45 @@ def side_by_side(*panels, gap: int = 2) -> np.ndarray:
     for array in arrays[1:]:
         parts += [spacer, array]
     return np.concatenate(parts, axis=1)
+
+
+def segmentation_overlay_rows(pixel_values, logits, labels=None, max_rows: int = 4, ignore_index: int = 255,
+                              palette=None) -> list[np.ndarray]:
+    """
+    Rows `image | predicted classes | ground truth` (labels drawn over the image with
+    [`~dakter_hf.visualization.label_overlay`]) of a student's predictions on an evaluation batch, for the trackers.
+
+    Args:
+        pixel_values (`torch.Tensor`): `(B, 1, H, W)` model inputs (any range; drawn min-max as greyscale).
+        logits (`torch.Tensor`): `(B, K, h, w)` model outputs; upsampled (bilinear) to each mask's size.
+        labels (`torch.Tensor` or list of `torch.Tensor`, *optional*): `(B, H', W')` masks, or one mask per sample
+            (native sizes); `ignore_index` pixels are drawn untinted. Without them the rows have two panels.
+        max_rows (`int`, *optional*, defaults to 4): at most this many samples.
+        ignore_index (`int`, *optional*, defaults to 255): unlabelled pixels.
+        palette (*optional*): class colours (default [`~dakter_hf.visualization.DEFAULT_PALETTE`]).
+
+    Returns:
+        `list[np.ndarray]`: `(H', W'(2|3) + gaps, 3)` uint8 rows.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .visualization import label_overlay
+
+    num_classes = logits.shape[1]
+    rows = []
+    for i in range(min(len(pixel_values), max_rows)):
+        label = None if labels is None else torch.as_tensor(labels[i]).long().cpu()
+        size = tuple(label.shape[-2:]) if label is not None else tuple(pixel_values.shape[-2:])
+        image = F.interpolate(pixel_values[i:i + 1].float().cpu(), size=size, mode="bilinear", align_corners=False)
+        image = image[0].mean(dim=0)
+        image = ((image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)).numpy()
+        predicted = F.interpolate(logits[i:i + 1].float().cpu(), size=size, mode="bilinear", align_corners=False)
+        predicted = F.one_hot(predicted[0].argmax(dim=0), num_classes).permute(2, 0, 1).numpy()
+        panels = [image, label_overlay(image, predicted, palette=palette)]
+        if label is not None:
+            valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
+            truth = F.one_hot(torch.where(valid, label, 0), num_classes).permute(2, 0, 1) * valid
+            panels.append(label_overlay(image, truth.numpy(), palette=palette))
+        rows.append(side_by_side(*panels))
+    return rows
