@@ -92,3 +92,44 @@ def test_label_overlay_tints_only_the_foreground():
         label_overlay(image, soft_label, alpha=2.0)
     with pytest.raises(ValueError, match="pixels"):
         label_overlay(np.zeros((3, 3)), soft_label)
+
+
+def test_mask_classes():
+    from dakter_hf.app import mask_classes
+
+    drawing = np.zeros((4, 4), dtype=np.uint8)
+    drawing[1:3, 1:3] = 255
+    np.testing.assert_array_equal(mask_classes(drawing, 2), (drawing == 255).astype(np.int64))
+    ids = np.array([[0, 2], [1, 0]], dtype=np.uint8)
+    np.testing.assert_array_equal(mask_classes(ids, 3), ids)
+    with pytest.raises(ValueError, match=r"class ids 0\.\.2"):
+        mask_classes(np.full((2, 2), 7, dtype=np.uint8), 3)
+
+
+def _has(name):
+    import dakter_hf
+
+    return hasattr(dakter_hf, name)
+
+
+@pytest.mark.skipif(not _has("DAKTerMaskToImagePipeline"), reason="dakter_hf has no DAKTerMaskToImagePipeline yet")
+def test_mask_to_image_tab_work(pipe):
+    from dakter_hf.app import _task_pipelines, images_for_mask
+
+    task_pipe = dict((title, p) for title, _, p in _task_pipelines(pipe))["Mask -> image"]
+    mask = np.zeros((20, 24), dtype=np.uint8)
+    mask[5:10, 5:12] = 2
+    items = images_for_mask(task_pipe, mask, num_images=2, seed=3, num_inference_steps=2)
+    assert [caption for _, caption in items][::2] == ["seed 3", "seed 4"]
+    assert items[0][0].shape == (16, 16) and items[1][0].shape == (16, 16, 3)
+
+
+@pytest.mark.skipif(not _has("DAKTerSegmentationPipeline"), reason="dakter_hf has no DAKTerSegmentationPipeline yet")
+def test_segmentation_tab_work(pipe):
+    from dakter_hf.app import _task_pipelines, segment_image
+
+    task_pipe = dict((title, p) for title, _, p in _task_pipelines(pipe))["Segmentation"]
+    image = np.random.default_rng(0).integers(0, 255, (30, 40)).astype(np.uint8)
+    soft_label, overlay = segment_image(task_pipe, image, num_samples=1, seed=0, num_inference_steps=2,
+                                        soft_label_temperature=1.0)
+    assert soft_label.shape == overlay.shape == (30, 40, 3)  # at the uploaded image's size

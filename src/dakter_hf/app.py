@@ -7,7 +7,8 @@ mask -> image (`DAKTerMaskToImagePipeline`) and segmentation of an uploaded SAR 
 see [`TASK_TABS`].
 
 Gradio is an optional dependency (`pip install "dakter_hf[app]"`): it is imported by [`build_app`] only. The
-sampling itself ([`sample_pairs`], [`render_pairs`], [`save_pairs_archive`]) runs without it.
+work behind the buttons ([`sample_pairs`], [`render_pairs`], [`save_pairs_archive`], [`images_for_mask`],
+[`segment_image`]) runs without it.
 """
 
 from __future__ import annotations
@@ -116,20 +117,122 @@ def save_pairs_archive(dataset, settings: dict, pipeline_name: str, directory: s
 # The Gradio interface
 # ------------------------------------------------------------------------------------------------------------------
 
-#: Further tabs, one per task pipeline: `(name of the pipeline class in dakter_hf, function adding the tab)`. A tab
-#: is shown when `dakter_hf` exports the class; its function gets the pipeline built with `Class.from_pipe(pipe)`
+def mask_classes(mask, num_classes: int) -> np.ndarray:
+    """An uploaded mask as `(H, W)` class indices: a greyscale PNG of class ids (the datasets' format), or, for two
+    classes, a black / white drawing (white = class 1). Raises `ValueError` for other values."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask[..., :3].max(axis=-1)
+    values = set(np.unique(mask).tolist())
+    if num_classes == 2 and values <= {0, 255}:
+        return (mask == 255).astype(np.int64)
+    if max(values) >= num_classes:
+        raise ValueError(f"The mask holds values {sorted(values)[:8]}: expected class ids 0..{num_classes - 1} (or, "
+                         "for two classes, a black / white drawing).")
+    return mask.astype(np.int64)
+
+
+def images_for_mask(task_pipe, mask, num_images: int, seed: int, num_inference_steps: int) -> list:
+    """Images drawn by `DAKTerMaskToImagePipeline` for one mask: `(image, caption)` and `(overlay, caption)` items,
+    image i from seed `seed + i`."""
+    import torch
+
+    classes = mask_classes(mask, task_pipe.unet.config.num_classes)
+    generators = [torch.Generator().manual_seed(int(seed) + i) for i in range(int(num_images))]
+    out = task_pipe(masks=classes, num_images_per_mask=int(num_images), generator=generators,
+                    num_inference_steps=int(num_inference_steps), output_type="pt")
+    items = []
+    for i, image in enumerate(out.images.float().cpu()):
+        grey = image.mean(dim=0).numpy()
+        size = grey.shape
+        resized = torch.nn.functional.interpolate(torch.as_tensor(classes)[None, None].float(), size=size,
+                                                  mode="nearest")[0, 0].long()
+        onehot = torch.nn.functional.one_hot(resized, task_pipe.unet.config.num_classes).permute(2, 0, 1).numpy()
+        items += [((grey * 255).round().astype(np.uint8), f"seed {int(seed) + i}"),
+                  (label_overlay(grey, onehot), f"seed {int(seed) + i}: mask over the image")]
+    return items
+
+
+def segment_image(task_pipe, image, num_samples: int, seed: int, num_inference_steps: int,
+                  soft_label_temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """`DAKTerSegmentationPipeline` on one uploaded image: its soft label and overlay as RGB arrays."""
+    import torch
+
+    image = np.asarray(image)
+    grey = image[..., :3].mean(axis=-1) if image.ndim == 3 else image.astype(np.float64)
+    out = task_pipe(images=grey.round().astype(np.uint8), num_samples=int(num_samples),
+                    generator=torch.Generator().manual_seed(int(seed)), num_inference_steps=int(num_inference_steps),
+                    soft_label_temperature=float(soft_label_temperature), output_type="pt")
+    soft_label = out.soft_labels[0].float().cpu().numpy()
+    return soft_label_to_rgb(soft_label), label_overlay(grey / 255.0, soft_label)
+
+
+def _mask_to_image_tab(task_pipe) -> None:
+    import gradio as gr
+
+    def run(mask, num_images, seed, steps):
+        if mask is None:
+            raise gr.Error("Upload a mask first.")
+        try:
+            return images_for_mask(task_pipe, mask, num_images, seed, steps)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+
+    with gr.Row():
+        mask = gr.Image(type="numpy", image_mode="L", label="mask (class ids, or black / white)", elem_id="mask")
+        with gr.Column():
+            num_images = gr.Slider(1, MAX_PAIRS, value=2, step=1, label="images")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="seed (image i uses seed + i)")
+            steps = gr.Slider(1, 200, value=25, step=1, label="steps")
+            button = gr.Button("Draw images", variant="primary", elem_id="draw-images")
+    gallery = gr.Gallery(label="image | mask over the image", columns=2, height="auto", elem_id="mask-images")
+    button.click(run, [mask, num_images, seed, steps], gallery)
+
+
+def _segmentation_tab(task_pipe) -> None:
+    import gradio as gr
+
+    def run(image, num_samples, seed, steps, temperature):
+        if image is None:
+            raise gr.Error("Upload a SAR image first.")
+        try:
+            return segment_image(task_pipe, image, num_samples, seed, steps, temperature)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+
+    with gr.Row():
+        image = gr.Image(type="numpy", image_mode="L", label="SAR image", elem_id="sar-image")
+        with gr.Column():
+            num_samples = gr.Slider(1, 8, value=1, step=1, label="draws averaged")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
+            steps = gr.Slider(1, 200, value=25, step=1, label="steps")
+            temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.1, label="soft-label temperature")
+            button = gr.Button("Segment", variant="primary", elem_id="segment")
+    with gr.Row():
+        soft_label = gr.Image(label="soft label", elem_id="segmentation-soft-label")
+        overlay = gr.Image(label="overlay", elem_id="segmentation-overlay")
+    button.click(run, [image, num_samples, seed, steps, temperature], [soft_label, overlay])
+
+
+#: Tabs of the task pipelines: `(tab title, name of the pipeline class in dakter_hf, function adding the tab)`. A
+#: tab is shown when `dakter_hf` exports the class; its function gets the pipeline built with `Class.from_pipe(pipe)`
 #: (sharing the loaded weights) and is called inside a `gradio.Tab`.
-TASK_TABS: list[tuple[str, Callable]] = []
+TASK_TABS: list[tuple[str, str, Callable]] = [
+    ("Mask -> image", "DAKTerMaskToImagePipeline", _mask_to_image_tab),
+    ("Segmentation", "DAKTerSegmentationPipeline", _segmentation_tab),
+]
 
 
 def _task_pipelines(pipe: DAKTerPipeline) -> list[tuple[str, Callable, object]]:
     import dakter_hf
 
     found = []
-    for class_name, add_tab in TASK_TABS:
+    for title, class_name, add_tab in TASK_TABS:
         task_class = getattr(dakter_hf, class_name, None)
         if task_class is not None:
-            found.append((class_name, add_tab, task_class.from_pipe(pipe)))
+            task_pipe = task_class.from_pipe(pipe)
+            task_pipe.set_progress_bar_config(disable=True)
+            found.append((title, add_tab, task_pipe))
     return found
 
 
@@ -202,7 +305,7 @@ def build_app(pipe: DAKTerPipeline | str, pipeline_name: str | None = None, work
                               elem_id="pairs-archive")
             button.click(generate, [seed, steps, scheduler, temperature, num_pairs],
                          [images, soft_labels, overlays, archive])
-        for class_name, add_tab, task_pipe in _task_pipelines(pipe):
-            with gr.Tab(class_name):
+        for title, add_tab, task_pipe in _task_pipelines(pipe):
+            with gr.Tab(title):
                 add_tab(task_pipe)
     return app
