@@ -11,7 +11,8 @@ from huggingface_hub import DatasetCard
 from test_hub_pipeline_code import make_tiny_pipeline
 
 from dakter_hf.app import SamplingSettings, render_pairs, sample_pairs, save_pairs_archive
-from dakter_hf.generation import decode_soft_labels, generate_dataset
+from dakter_hf.generation import generate_dataset
+from dakter_hf.labels import decode_soft_labels
 from dakter_hf.visualization import label_overlay, soft_label_to_rgb
 
 

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .generation import SCHEDULERS, decode_soft_labels, generate_dataset, generation_settings, resolve_id2label
+from .generation import generate_dataset, generation_settings
+from .labels import decode_soft_labels, resolve_id2label
 from .model_cards import CARD_NAME, make_dataset_card
 from .pipelines import DAKTerPipeline
+from .pipelines.schedulers import SCHEDULERS
 from .visualization import label_overlay, soft_label_to_rgb
 
 
