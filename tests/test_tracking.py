@@ -74,3 +74,19 @@ def test_segmentation_overlay_rows():
     assert (truth[-1, :, 2] > truth[-1, :, 0]).all() and (truth[0, :, 2] == truth[0, :, 0]).all()
     np.testing.assert_array_equal(rows[1][:, 16:22], rows[1][:, :6])  # all ignored: the plain image
     assert len(segmentation_overlay_rows(pixel_values, logits, max_rows=1)) == 1
+
+
+def test_generator_validation_grids_reach_tensorboard(tmp_path):
+    from accelerate.state import AcceleratorState
+    from test_training import TINY_ARGS
+
+    from dakter_hf.commands import train
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    train.main([*TINY_ARGS, "--output_dir", str(tmp_path), "--max_train_steps", "2", "--validation_steps", "1",
+                "--checkpointing_steps", "2", "--report_to", "tensorboard"])
+    images = read_tensorboard_images(tmp_path)
+    assert [step for step, _ in images["validation/samples"]] == [1, 2]
+    for step, image in images["validation/samples"]:  # the PNG grid written at that step
+        saved = np.asarray(PIL.Image.open(tmp_path / "validation" / f"step-{step:06d}.png").convert("RGB"))
+        np.testing.assert_array_equal(image, saved)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.generated import PREVIEW_NAME
 from ..labels import check_soft_label_dtype, resolve_id2label
-from ..model_cards import CARD_NAME, make_dataset_card
+from ..model_cards import CARD_NAME, make_dataset_card, read_card_metadata
 from .preview import save_preview
 from .sampling import generate_rows, pipeline_features, quiet_pipeline
 from .settings import generation_settings
@@ -341,8 +341,9 @@ def generate_to_disk(
         with _quiet_datasets():
             dataset = _assemble(work_dir, num_samples, seed)
             dataset.save_to_disk(staging)
-        card = make_dataset_card(settings, num_samples, pipeline_name or getattr(pipe, "name_or_path", None),
-                                 soft_label_dtype)
+        source = getattr(pipe, "name_or_path", None)
+        card = make_dataset_card(settings, num_samples, pipeline_name or source, soft_label_dtype,
+                                 generator_metadata=read_card_metadata(source))
         card.save(os.path.join(staging, CARD_NAME))
         if preview_rows:
             preview_path = save_preview(dataset, os.path.join(staging, PREVIEW_NAME), id2label, preview_rows)

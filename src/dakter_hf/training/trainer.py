@@ -12,6 +12,7 @@ import logging
 import math
 import os
 
+import PIL.Image
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
@@ -26,6 +27,7 @@ from ..hub import HubPushError, create_hub_repo, push_folder_to_hub
 from ..model_cards import save_joint_diffusion_model_card
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..seeding import step_generator
+from ..tracking import log_images
 from ..visualization import save_learning_curves
 from .joint_diffusion import (
     assemble_pipeline,
@@ -136,11 +138,14 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
 
     def validate(step: int) -> None:
         with ema_weights(unwrapped, ema_model):
-            save_validation_grid(assemble_pipeline(unwrapped, noise_scheduler, id2label),
-                                 os.path.join(args.output_dir, "validation", f"step-{step:06d}.png"),
-                                 num_samples=args.num_validation_samples,
-                                 num_inference_steps=args.validation_inference_steps, seed=args.seed,
-                                 id2label=id2label, title=f"step {step}")
+            grid = save_validation_grid(assemble_pipeline(unwrapped, noise_scheduler, id2label),
+                                        os.path.join(args.output_dir, "validation", f"step-{step:06d}.png"),
+                                        num_samples=args.num_validation_samples,
+                                        num_inference_steps=args.validation_inference_steps, seed=args.seed,
+                                        id2label=id2label, title=f"step {step}")
+        if args.report_to != "none":  # the same grid in the trackers (TensorBoard, wandb, trackio)
+            with PIL.Image.open(grid) as image:
+                log_images(accelerator, {"validation/samples": [image.convert("RGB")]}, step=step)
 
     def save_checkpoint(step: int) -> None:
         if accelerator.is_main_process:
