@@ -1,0 +1,171 @@
+"""The card of a DAKTer generator: written by the training run ([`save_joint_diffusion_model_card`]) or, for a
+pipeline pushed without one, built from the pipeline ([`make_pipeline_card`])."""
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from ..labels import normalize_id2label
+from .common import DEFAULT_LICENSE, QUALITY_KEY, _describe_data, dataset_id
+
+
+_LOAD_SNIPPET = """```python
+import torch
+from dakter_hf import DAKTerPipeline
+
+pipe = DAKTerPipeline.from_pretrained("{path}")
+out = pipe(batch_size=4, num_inference_steps=50, generator=torch.Generator().manual_seed(0), output_type="np")
+out.images.shape       # (4, {size}, {size}, 1), values in [0, 1]
+out.soft_labels.shape  # (4, {size}, {size}, {num_classes}), per-pixel class probabilities
+out.labels.shape       # (4, {size}, {size}), argmax class indices
+```"""
+
+
+def joint_diffusion_model_card(
+    unet_config: Mapping[str, Any],
+    args: Mapping[str, Any],
+    num_train_examples: int,
+    id2label: Mapping[int, str],
+    global_step: int,
+    final_losses: Mapping[str, float],
+    num_parameters: int,
+    load_path: str = "path/to/this/directory",
+    has_loss_curve: bool = True,
+    license: str = DEFAULT_LICENSE,
+    quality: Mapping[str, float] | None = None,
+) -> str:
+    """
+    The README.md of a trained joint diffusion pipeline.
+
+    Args:
+        unet_config (`Mapping`): the saved `JointUNet2DModel` config.
+        args (`Mapping`): the training arguments (`vars(args)` of `examples/train_joint_diffusion.py`).
+        num_train_examples (`int`): size of the training split.
+        id2label (`Mapping[int, str]`): class names.
+        global_step (`int`): optimisation steps done.
+        final_losses (`Mapping[str, float]`): mean losses over the last logged steps (from `JsonlLossLog.final_means`).
+        num_parameters (`int`): number of model parameters.
+        load_path (`str`, *optional*): the local path or Hub id shown in the loading snippet.
+        has_loss_curve (`bool`, *optional*, defaults to `True`): whether `loss_curve.png` sits next to the card.
+        license (`str`, *optional*, defaults to [`DEFAULT_LICENSE`]): the licence in the metadata.
+        quality (`Mapping[str, float]`, *optional*): generator quality measures computed for this model, written
+            under [`QUALITY_KEY`] and in the text.
+
+    Returns:
+        `str`: the card, with YAML metadata.
+    """
+    metadata = ModelCardData(library_name="diffusers", pipeline_tag="unconditional-image-generation",
+                             license=license, datasets=[dataset_id(args)],
+                             tags=["dakter", "sar", "oil-spill", "segmentation", "joint-diffusion",
+                                   "diffusers:DAKTerPipeline"])
+    if quality:
+        metadata[QUALITY_KEY] = {k: float(v) for k, v in quality.items()}
+    size = unet_config["sample_size"]
+    size = size if isinstance(size, int) else size[0]
+    label_scale = unet_config["label_scale"]
+    scale_source = ("estimated as the RMS of the normalised training images (`--label_scale auto`)"
+                    if args.get("label_scale") == "auto" else "given (`--label_scale`)")
+    classes = ", ".join(f"{i}: {name}" for i, name in sorted(id2label.items()))
+    crop = f", trained on random {args['crop_size']}x{args['crop_size']} crops" if args.get("crop_size") else ""
+    if final_losses:
+        n = final_losses.get("num_steps_averaged", 0)
+        losses = (f"Training losses, mean over the last {n} steps: total {final_losses['loss']:.4f}, image "
+                  f"{final_losses['image_loss']:.4f}, label cross-entropy {final_losses['label_loss']:.4f}.")
+    else:
+        losses = "No training losses were logged."
+    lines = [
+        "---", metadata.to_yaml(), "---", "",
+        "# DAKTer joint image + soft-label diffusion model", "",
+        "A `JointUNet2DModel` that jointly generates a SAR image and per-pixel class probabilities (soft labels), "
+        "trained with `examples/train_joint_diffusion.py` of `dakter_hf`.", "",
+        "## Training", "",
+        f"- Data: {_describe_data(args, num_train_examples)}",
+        f"- Classes ({unet_config['num_classes']}): {classes}",
+        f"- Resolution: {size}x{size}{crop}",
+        f"- Balancing factor b (`label_scale`): {label_scale:.6f}, {scale_source}",
+        f"- Architecture: `{unet_config['architecture']}`, preset `{args.get('model_size')}`, block_out_channels "
+        f"{list(unet_config['block_out_channels'])}, {num_parameters / 1e6:.2f}M parameters",
+        f"- Image prediction: `{unet_config['prediction_type']}`; label: logits with cross-entropy weight "
+        f"{args.get('ce_weight')}",
+        f"- Noise schedule: DDPM, {args.get('num_train_timesteps')} training timesteps",
+        f"- Steps: {global_step}, batch size {args.get('train_batch_size')} per device, gradient accumulation "
+        f"{args.get('gradient_accumulation_steps')}, learning rate {args.get('learning_rate')} "
+        f"({args.get('lr_scheduler')}, {args.get('lr_warmup_steps')} warm-up steps), EMA weights: "
+        f"{'yes' if args.get('use_ema') else 'no'}, seed {args.get('seed')}",
+        "", "## Measured", "", losses,
+    ]
+    if has_loss_curve:
+        lines += ["", "![training losses](loss_curve.png)"]
+    if quality:
+        lines += ["", "Generator quality measures: " + ", ".join(f"{k} {float(v):.4f}" for k, v in quality.items())
+                  + "."]
+    else:
+        lines += ["", "No generation quality (FID) or downstream segmentation results were measured for this model "
+                  "by the training run."]
+    lines += [
+        "",
+        "## Usage", "",
+        _LOAD_SNIPPET.format(path=load_path, size=size, num_classes=unet_config["num_classes"]), "",
+    ]
+    return "\n".join(lines)
+
+
+def save_joint_diffusion_model_card(output_dir: str | os.PathLike, repo_id: str | None = None, **kwargs) -> str:
+    """
+    Write [`joint_diffusion_model_card`] to `output_dir/README.md`.
+
+    Args:
+        output_dir (`str`): the saved pipeline's directory.
+        repo_id (`str`, *optional*): the Hub repository id, shown in the loading snippet instead of a local path.
+        **kwargs: the other arguments of [`joint_diffusion_model_card`].
+
+    Returns:
+        `str`: the path of the card.
+    """
+    kwargs.setdefault("load_path", repo_id or str(output_dir))
+    kwargs.setdefault("has_loss_curve", os.path.exists(os.path.join(output_dir, "loss_curve.png")))
+    path = os.path.join(output_dir, "README.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(joint_diffusion_model_card(**kwargs))
+    return path
+
+
+def make_pipeline_card(pipe, id2label: Mapping[int, str], repo_id: str | None = None,
+                       license: str = DEFAULT_LICENSE):
+    """The model card (`README.md`) of a DAKTer pipeline without a training card: metadata (licence, task, `id2label`
+    and `label_scale`) and usage."""
+    config = pipe.unet.config
+    id2label = normalize_id2label(id2label, config.num_classes)
+    name = repo_id or "path/to/pipeline"
+    data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        license=license,
+        tags=["dakter", "sar", "oil-spill", "image-segmentation", "diffusers", "joint-diffusion"],
+        id2label={str(k): v for k, v in id2label.items()},
+        label_scale=float(config.label_scale),
+    )
+    size = config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    text = f"""
+# DAKTer joint SAR image / soft-label generator
+
+A [DAKTer](https://arxiv.org/abs/2412.08116) joint diffusion model (`JointUNet2DModel`, architecture
+`{config.architecture}`): it generates {height}x{width} SAR images together with per-pixel soft labels over
+{config.num_classes} classes ({", ".join(f"{k} = {v}" for k, v in id2label.items())}). Balancing factor b
+(`label_scale`) = {config.label_scale}; scheduler `{type(pipe.scheduler).__name__}`.
+
+## Usage
+
+```python
+from dakter_hf import DAKTerPipeline
+
+pipe = DAKTerPipeline.from_pretrained("{name}")
+out = pipe(batch_size=4, num_inference_steps=50, output_type="np")
+```
+
+Generate a dataset for student training: `dakter-generate --pipeline {name} --num_samples 1000 --output_dir generated`.
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
