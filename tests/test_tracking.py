@@ -90,3 +90,13 @@ def test_generator_validation_grids_reach_tensorboard(tmp_path):
     for step, image in images["validation/samples"]:  # the PNG grid written at that step
         saved = np.asarray(PIL.Image.open(tmp_path / "validation" / f"step-{step:06d}.png").convert("RGB"))
         np.testing.assert_array_equal(image, saved)
+
+
+def test_images_of_different_sizes_share_one_grid(tmp_path):
+    accelerator = Accelerator(log_with="tensorboard", project_dir=str(tmp_path))
+    accelerator.init_trackers("run")
+    log_images(accelerator, {"eval/predictions": [np.zeros((4, 6, 3), np.uint8), np.zeros((2, 3, 3), np.uint8)]},
+               step=1)
+    accelerator.end_training()
+    ((step, grid),) = read_tensorboard_images(tmp_path)["eval/predictions"]
+    assert step == 1 and grid.shape[0] >= 4 and (grid == 255).any() and (grid == 0).any()

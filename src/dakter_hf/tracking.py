@@ -33,6 +33,16 @@ def _as_rgb(image) -> np.ndarray:
     return array[..., :3]
 
 
+def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
+    """`(N, H, W, 3)` from same-channel images, the smaller ones padded with white at the bottom / right."""
+    height = max(image.shape[0] for image in images)
+    width = max(image.shape[1] for image in images)
+    stacked = np.full((len(images), height, width, 3), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        stacked[i, :image.shape[0], :image.shape[1]] = image
+    return stacked
+
+
 def log_images(accelerator, images: Mapping[str, Sequence], step: int,
                captions: Sequence[str] | None = None) -> list[str]:
     """
@@ -42,7 +52,7 @@ def log_images(accelerator, images: Mapping[str, Sequence], step: int,
     Args:
         accelerator (`accelerate.Accelerator`): with its trackers initialised (`init_trackers`).
         images (`Mapping[str, Sequence]`): tag -> images (PIL images, or `(H, W[, C])` uint8 / [0, 1] float arrays);
-            the images of one tag must share one size (TensorBoard stacks them).
+            TensorBoard shows the images of one tag as one grid (smaller ones padded with white).
         step (`int`): the training step.
         captions (`Sequence[str]`, *optional*): one caption per image (wandb and trackio show them).
 
@@ -57,7 +67,7 @@ def log_images(accelerator, images: Mapping[str, Sequence], step: int,
         name = getattr(tracker, "name", type(tracker).__name__)
         try:
             if name == "tensorboard":
-                tracker.log_images({tag: np.stack(values) for tag, values in arrays.items()}, step=step,
+                tracker.log_images({tag: _stack(values) for tag, values in arrays.items()}, step=step,
                                    dataformats="NHWC")
             elif name == "wandb":
                 import wandb
