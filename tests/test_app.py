@@ -13,7 +13,7 @@ from test_hub_pipeline_code import make_tiny_pipeline
 from dakter_hf.app import SamplingSettings, render_pairs, sample_pairs, save_pairs_archive
 from dakter_hf.generation import generate_dataset
 from dakter_hf.labels import decode_soft_labels
-from dakter_hf.visualization import label_overlay, soft_label_to_rgb
+from dakter_hf.overlays import label_overlay, soft_label_to_rgb
 
 
 @pytest.fixture(scope="module")

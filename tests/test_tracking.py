@@ -8,7 +8,8 @@ import PIL.Image
 import pytest
 from accelerate import Accelerator
 
-from dakter_hf.tracking import log_images, segmentation_overlay_rows, side_by_side
+from dakter_hf.overlays import segmentation_overlay_rows, side_by_side
+from dakter_hf.tracking import log_images
 
 
 pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")

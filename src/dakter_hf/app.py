@@ -24,9 +24,9 @@ import numpy as np
 from .generation import generate_dataset, generation_settings
 from .labels import decode_soft_labels, resolve_id2label
 from .model_cards import CARD_NAME, make_dataset_card
+from .overlays import label_overlay, soft_label_to_rgb
 from .pipelines import DAKTerPipeline
 from .pipelines.schedulers import SCHEDULERS
-from .visualization import label_overlay, soft_label_to_rgb
 
 
 #: Choice of the scheduler menu that keeps the pipeline's own scheduler.

@@ -14,23 +14,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .overlays import as_rgb
+
 
 logger = logging.getLogger(__name__)
-
-
-def _as_rgb(image) -> np.ndarray:
-    """An `(H, W, 3)` uint8 array from a PIL image or an `(H, W)` / `(H, W, 1|3|4)` array."""
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8) if array.dtype.kind == "f" else \
-            array.astype(np.uint8)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"An image must be (H, W) or (H, W, C) with C in 1, 3, 4; got shape {array.shape}.")
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return array[..., :3]
 
 
 def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -61,7 +48,7 @@ def log_images(accelerator, images: Mapping[str, Sequence], step: int,
     """
     if not accelerator.is_main_process or not images:
         return []
-    arrays = {tag: [_as_rgb(image) for image in values] for tag, values in images.items()}
+    arrays = {tag: [as_rgb(image) for image in values] for tag, values in images.items()}
     logged = []
     for tracker in accelerator.trackers:
         name = getattr(tracker, "name", type(tracker).__name__)
@@ -88,59 +75,3 @@ def log_images(accelerator, images: Mapping[str, Sequence], step: int,
             continue
         logged.append(name)
     return logged
-
-
-def side_by_side(*panels, gap: int = 2) -> np.ndarray:
-    """Join same-height images left to right with a white gap: one row of a tracker image (e.g. image | prediction
-    overlay | ground-truth overlay)."""
-    arrays = [_as_rgb(panel) for panel in panels]
-    height = arrays[0].shape[0]
-    if any(a.shape[0] != height for a in arrays):
-        raise ValueError(f"Panels must share their height, got {[a.shape[0] for a in arrays]}.")
-    spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
-    parts = [arrays[0]]
-    for array in arrays[1:]:
-        parts += [spacer, array]
-    return np.concatenate(parts, axis=1)
-
-
-def segmentation_overlay_rows(pixel_values, logits, labels=None, max_rows: int = 4, ignore_index: int = 255,
-                              palette=None) -> list[np.ndarray]:
-    """
-    Rows `image | predicted classes | ground truth` (labels drawn over the image with
-    [`~dakter_hf.visualization.label_overlay`]) of a student's predictions on an evaluation batch, for the trackers.
-
-    Args:
-        pixel_values (`torch.Tensor`): `(B, 1, H, W)` model inputs (any range; drawn min-max as greyscale).
-        logits (`torch.Tensor`): `(B, K, h, w)` model outputs; upsampled (bilinear) to each mask's size.
-        labels (`torch.Tensor` or list of `torch.Tensor`, *optional*): `(B, H', W')` masks, or one mask per sample
-            (native sizes); `ignore_index` pixels are drawn untinted. Without them the rows have two panels.
-        max_rows (`int`, *optional*, defaults to 4): at most this many samples.
-        ignore_index (`int`, *optional*, defaults to 255): unlabelled pixels.
-        palette (*optional*): class colours (default [`~dakter_hf.visualization.DEFAULT_PALETTE`]).
-
-    Returns:
-        `list[np.ndarray]`: `(H', W'(2|3) + gaps, 3)` uint8 rows.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from .visualization import label_overlay
-
-    num_classes = logits.shape[1]
-    rows = []
-    for i in range(min(len(pixel_values), max_rows)):
-        label = None if labels is None else torch.as_tensor(labels[i]).long().cpu()
-        size = tuple(label.shape[-2:]) if label is not None else tuple(pixel_values.shape[-2:])
-        image = F.interpolate(pixel_values[i:i + 1].float().cpu(), size=size, mode="bilinear", align_corners=False)
-        image = image[0].mean(dim=0)
-        image = ((image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)).numpy()
-        predicted = F.interpolate(logits[i:i + 1].float().cpu(), size=size, mode="bilinear", align_corners=False)
-        predicted = F.one_hot(predicted[0].argmax(dim=0), num_classes).permute(2, 0, 1).numpy()
-        panels = [image, label_overlay(image, predicted, palette=palette)]
-        if label is not None:
-            valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
-            truth = F.one_hot(torch.where(valid, label, 0), num_classes).permute(2, 0, 1) * valid
-            panels.append(label_overlay(image, truth.numpy(), palette=palette))
-        rows.append(side_by_side(*panels))
-    return rows

@@ -26,8 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 
-__all__ = ["DEFAULT_PALETTE", "label_overlay", "save_bar_chart", "save_learning_curves", "save_sample_grid",
-           "soft_label_to_rgb"]
+__all__ = ["DEFAULT_PALETTE", "save_bar_chart", "save_learning_curves", "save_sample_grid"]
 
 #: Default class colours (RGB in [0, 1]): the OSD colour code, extended with `tab10`.
 DEFAULT_PALETTE: list[tuple[float, float, float]] = [
@@ -82,72 +81,6 @@ def _image_range(images: np.ndarray) -> tuple[float, float]:
     if images.dtype == np.uint8 or images.max() > 1.0 + 1e-6:
         return 0.0, 255.0
     return (-1.0, 1.0) if images.min() < 0 else (0.0, 1.0)
-
-
-def _to_unit_image(image: Any) -> np.ndarray:
-    """A single-channel `(H, W)`, `(1, H, W)` or `(H, W, 1)` image as floats in [0, 1]."""
-    image = np.squeeze(_to_numpy(image)).astype(np.float64)
-    if image.ndim != 2:
-        raise ValueError(f"`image` must be single-channel (H, W), got shape {image.shape}.")
-    low, high = _image_range(image)
-    return np.clip((image - low) / (high - low), 0.0, 1.0)
-
-
-def _check_soft_label(soft_label: Any, name: str = "soft_label") -> np.ndarray:
-    soft_label = _to_numpy(soft_label).astype(np.float64)
-    if soft_label.ndim != 3 or soft_label.shape[0] < 2:
-        raise ValueError(f"`{name}` must be (K, H, W) class probabilities with K >= 2, got shape {soft_label.shape}.")
-    return soft_label
-
-
-def soft_label_to_rgb(soft_label: torch.Tensor | np.ndarray,
-                      palette: Sequence[Sequence[float]] | None = None) -> np.ndarray:
-    """Draw one soft label as an RGB image, as the soft-label column of [`save_sample_grid`]: for K = 2 the
-    probability of class 1 in the `magma` colour map, for K > 2 the probability-weighted mix of the class colours.
-
-    Args:
-        soft_label (`torch.Tensor` or `np.ndarray`): `(K, H, W)` class probabilities.
-        palette (`Sequence`, *optional*): RGB class colours; defaults to [`DEFAULT_PALETTE`].
-
-    Returns:
-        `np.ndarray`: `(H, W, 3)` uint8.
-    """
-    soft_label = _check_soft_label(soft_label)
-    if soft_label.shape[0] == 2:
-        rgb = colormaps["magma"](np.clip(soft_label[1], 0.0, 1.0))[..., :3]
-    else:
-        rgb = np.einsum("khw,kc->hwc", soft_label, _palette(soft_label.shape[0], palette))
-    return (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
-def label_overlay(image: torch.Tensor | np.ndarray, soft_label: torch.Tensor | np.ndarray, alpha: float = 0.6,
-                  palette: Sequence[Sequence[float]] | None = None) -> np.ndarray:
-    """Tint a greyscale image with the colours of its label: each pixel moves towards the colour mix of the
-    classes other than class 0 (the background) by `alpha` times their total probability, so background stays
-    the plain image and confident foreground takes its class colour. A hard mask drawn this way is its one-hot
-    encoding (`np.eye(K)[mask].transpose(2, 0, 1)`).
-
-    Args:
-        image (`torch.Tensor` or `np.ndarray`): `(H, W)` (or `(1, H, W)`) image in [-1, 1], [0, 1] or [0, 255].
-        soft_label (`torch.Tensor` or `np.ndarray`): `(K, H, W)` class probabilities.
-        alpha (`float`, *optional*, defaults to 0.6): opacity of a certain foreground pixel's colour.
-        palette (`Sequence`, *optional*): RGB class colours; defaults to [`DEFAULT_PALETTE`].
-
-    Returns:
-        `np.ndarray`: `(H, W, 3)` uint8.
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
-    grey = _to_unit_image(image)
-    soft_label = _check_soft_label(soft_label)
-    if soft_label.shape[1:] != grey.shape:
-        raise ValueError(f"`soft_label` covers {soft_label.shape[1:]} pixels, the image {grey.shape}.")
-    colours = _palette(soft_label.shape[0], palette)
-    foreground = soft_label[1:].sum(axis=0)
-    tint = np.einsum("khw,kc->hwc", soft_label[1:], colours[1:]) / np.maximum(foreground, 1e-8)[..., None]
-    weight = (alpha * foreground)[..., None]
-    rgb = (1.0 - weight) * grey[..., None] + weight * tint
-    return (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def save_sample_grid(
