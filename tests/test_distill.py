@@ -6,6 +6,7 @@ runs in-process (one thread)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load_file
 
 from dakter_hf.commands import distill as distill_command
@@ -92,6 +94,20 @@ def soft_run(tmp_path_factory, generated_dir):
 # ----------------------------------------------------------------------------------------------------------------------
 # Library: the mixed stream
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_best_and_final_students_carry_their_cards(soft_run):
+    output_dir, report = soft_run
+    for name in ("best", "final"):
+        card = ModelCard.load(output_dir / name / "README.md")
+        scores = {r.metric_name: r.metric_value for r in card.data.eval_results}
+        evaluation = report[name]
+        assert scores["mIoU"] == pytest.approx(round(evaluation["mean_iou"], 4))
+        per_class = {f"IoU {k[4:]}": v for k, v in evaluation.items() if k.startswith("iou_") and math.isfinite(v)}
+        assert per_class and {k: scores[k] for k in per_class} == pytest.approx(
+            {k: round(v, 4) for k, v in per_class.items()})
+        assert card.data.pipeline_tag == "image-segmentation" and card.data.base_model is None  # a preset student
+        assert f"this checkpoint: step {evaluation['step']}" in card.text
 
 
 def test_batch_composition_and_ratio():
@@ -356,7 +372,10 @@ def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generat
                                   "--max_train_steps", "2", "--eval_steps", "2", "--push_to_hub",
                                   "--hub_model_id", hub_repo_id))
     files = set(hub_server.repo_files(hub_repo_id, "model"))
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "metrics.json"} <= files
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "README.md"} <= files
+    assert len(HfApi().list_repo_commits(hub_repo_id)) == 2  # created, then one commit with everything
+    card = ModelCard.load(hub_repo_id)
+    assert card.data.datasets == ["dakter-simulated", generated_repo] and hub_repo_id in card.text
     remote = SegformerForSemanticSegmentation.from_pretrained(hub_repo_id).eval()
     local = SegformerForSemanticSegmentation.from_pretrained(output_dir / "best").eval()
     processor = AutoImageProcessor.from_pretrained(hub_repo_id)

@@ -101,3 +101,16 @@ def test_images_of_different_sizes_share_one_grid(tmp_path):
     accelerator.end_training()
     ((step, grid),) = read_tensorboard_images(tmp_path)["eval/predictions"]
     assert step == 1 and grid.shape[0] >= 4 and (grid == 255).any() and (grid == 0).any()
+
+
+def test_student_prediction_overlays_reach_tensorboard(tmp_path):
+    from test_distill import base_args
+
+    from dakter_hf.commands import distill
+
+    distill.main(base_args(tmp_path, "--mode", "real", "--max_train_steps", "2", "--eval_steps", "1",
+                           "--report_to", "tensorboard"))
+    images = read_tensorboard_images(tmp_path)
+    assert [step for step, _ in images["eval/predictions"]] == [1, 2]
+    _, grid = images["eval/predictions"][0]
+    assert grid.shape[1] > 3 * 32  # image | prediction | ground truth rows of the 32x32 evaluation scenes

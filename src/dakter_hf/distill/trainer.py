@@ -22,7 +22,10 @@ from transformers import get_scheduler
 from ..data import dataset_from_args, get_id2label
 from ..distributed import check_world_size
 from ..hub import push_student_to_hub
+from ..model_cards import CARD_NAME, make_student_card
+from ..overlays import segmentation_overlay_rows
 from ..seeding import step_generator
+from ..tracking import log_images
 from ..training.runs import JsonlLossLog, checkpoint_step, prune_checkpoints
 from ..visualization import save_learning_curves
 from .data import build_distillation_dataloader, check_generated_dataset, load_generated_dataset
@@ -35,7 +38,7 @@ from .evaluation import (
     write_metrics_report,
 )
 from .sampler import batch_composition, resolve_generated_ratio
-from .students import create_image_processor, create_student
+from .students import SEGFORMER_PRESETS, create_image_processor, create_student
 from .training import distillation_training_step, save_student
 
 
@@ -115,17 +118,49 @@ def train_student(args: argparse.Namespace) -> dict | None:
         train_log = JsonlLossLog.start(os.path.join(args.output_dir, "logs", "train_log.jsonl"), resume_step)
         eval_log = JsonlLossLog.start(os.path.join(args.output_dir, "logs", "eval_log.jsonl"), resume_step)
     best_dir, final_dir = os.path.join(args.output_dir, "best"), os.path.join(args.output_dir, "final")
+    repo_id = (args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))) if args.push_to_hub else None
+    card_args = {k: v for k, v in vars(args).items() if k not in ("hub_token", "resume_path")}
+
+    def save_with_card(directory: str, step: int, metrics: dict | None) -> None:
+        """The student, its image processor and its model card (with the scores of `step` on the evaluation split)."""
+        save_student(model, image_processor, directory, accelerator)
+        make_student_card(id2label, metrics, card_args, step, generated_ratio=generated_ratio,
+                          num_train_real=len(train_dataset),
+                          num_train_generated=0 if generated is None else len(generated),
+                          base_model=None if args.student in SEGFORMER_PRESETS else args.student,
+                          repo_id=repo_id).save(os.path.join(directory, CARD_NAME))
+
+    preview = {}
+
+    def log_predictions(step: int) -> None:
+        """Image | prediction | ground truth of the first evaluation pairs, to the trackers."""
+        if args.report_to == "none" or not accelerator.is_main_process:
+            return
+        if "batch" not in preview:
+            preview["batch"] = next(iter(eval_dataloader), None)
+        batch = preview["batch"]
+        if batch is None:  # this process has no evaluation pairs
+            return
+        student = accelerator.unwrap_model(model)
+        was_training = student.training
+        student.eval()
+        with torch.no_grad():
+            logits = student(pixel_values=batch["pixel_values"].to(accelerator.device)).logits
+        student.train(was_training)
+        rows = segmentation_overlay_rows(batch["pixel_values"], logits, batch["labels"], max_rows=4)
+        log_images(accelerator, {"eval/predictions": rows}, step=step)
 
     def run_evaluation(step: int) -> dict:
         metrics = evaluate_student(model, eval_dataloader, id2label, accelerator)
         accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        log_predictions(step)
         if accelerator.is_main_process:
             current = {"step": step, **metrics}
             previous = best_evaluation(eval_log.read())
             eval_log.append(step, **metrics)
             best = best_evaluation([previous, current] if previous else [current])  # ties keep the earlier one
             if best is current:
-                save_student(model, image_processor, best_dir, accelerator)
+                save_with_card(best_dir, step, metrics)
             logger.info(f"step {step}: {args.eval_split} mIoU {metrics['mean_iou']:.4f} (best {best['mean_iou']:.4f} "
                         f"at step {best['step']})")
         return metrics
@@ -175,8 +210,8 @@ def train_student(args: argparse.Namespace) -> dict | None:
     report = None
     push_error = None
     if accelerator.is_main_process:
-        save_student(model, image_processor, final_dir, accelerator)
         evaluations = eval_log.read()
+        save_with_card(final_dir, global_step, next((e for e in evaluations if e["step"] == global_step), None))
         best = best_evaluation(evaluations)
         curves_path = os.path.join(args.output_dir, "learning_curves.png")
         save_learning_curves(learning_curve_history(train_log.read(), evaluations), curves_path,
@@ -196,7 +231,6 @@ def train_student(args: argparse.Namespace) -> dict | None:
         logger.info(f"Best {args.eval_split} mIoU {report['best']['mean_iou']:.4f} at step {report['best']['step']}; "
                     f"final {report['final']['mean_iou']:.4f}. Outputs in {args.output_dir}")
         if args.push_to_hub:
-            repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
             try:
                 push_student_to_hub(best_dir, repo_id, token=args.hub_token,
                                     commit_message=f"DAKTer student ({args.mode}), best of {global_step} steps",
