@@ -47,3 +47,8 @@ def test_env_reports_versions():
 
     assert f"torch version: {torch.__version__}" in result.stdout
     assert "dakter_hf version" in result.stdout and "Accelerator" in result.stdout
+
+
+def test_app_with_a_missing_pipeline_is_a_clear_error(tmp_path, capsys):
+    assert dakter.main(["app", str(tmp_path / "no-such-pipeline")]) == 2
+    assert "no-such-pipeline" in capsys.readouterr().err

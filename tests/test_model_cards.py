@@ -105,3 +105,9 @@ def test_generator_card_metadata(tmp_path):
     assert metadata["license"] == "apache-2.0" and metadata["datasets"] == ["sos-palsar"]
     assert metadata[QUALITY_KEY] == {"alignment_miou": 0.5}
     assert read_card_metadata(tmp_path / "missing") == {} and read_card_metadata(None) == {}
+
+
+def test_student_card_is_named_after_the_repository_or_the_run():
+    assert ModelCard(str(student_card())).data.model_name == "student"
+    named = student_card(repo_id=None, args={**DISTILL_ARGS, "output_dir": "/runs/sos-soft-seed1"})
+    assert ModelCard(str(named)).data.model_name == "sos-soft-seed1" and "# sos-soft-seed1" in named.text

@@ -73,7 +73,8 @@ def make_student_card(
                                       dataset_type=real, dataset_name=real, dataset_split=split,
                                       metric_type=metric_type, metric_name=metric_name,
                                       metric_value=round(float(value), 4)))
-    model_name = (repo_id or "dakter-student").split("/")[-1]
+    output_name = os.path.basename(os.path.normpath(str(args["output_dir"]))) if args.get("output_dir") else None
+    model_name = (repo_id or output_name or "dakter-student").split("/")[-1]
     data = ModelCardData(
         model_name=model_name, license=license, library_name="transformers", pipeline_tag="image-segmentation",
         base_model=base_model, datasets=[real] + ([os.fspath(generated)] if generated else []),
