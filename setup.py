@@ -22,11 +22,13 @@ install_requires = [
 ]
 
 # `app`: the Gradio app (`dakter app`) and the Playwright driver of its browser test (which uses the system
-# chromium, never a downloaded browser). `dev`: everything the test suite exercises.
+# chromium, never a downloaded browser). `trackers`: every experiment tracker the images are logged to (the tests of
+# wandb and trackio skip without them). `dev`: what the test suite needs.
 extras = {
     "test": ["pytest>=7"],
     "app": ["gradio>=5", "playwright>=1.40"],
     "tensorboard": ["tensorboard"],
+    "trackers": ["tensorboard", "wandb", "trackio"],
 }
 extras["dev"] = ["pytest>=7", "ruff", *extras["app"], *extras["tensorboard"]]
 

@@ -114,3 +114,30 @@ def test_student_prediction_overlays_reach_tensorboard(tmp_path):
     assert [step for step, _ in images["eval/predictions"]] == [1, 2]
     _, grid = images["eval/predictions"][0]
     assert grid.shape[1] > 3 * 32  # image | prediction | ground truth rows of the 32x32 evaluation scenes
+
+
+def test_images_are_logged_to_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    accelerator = Accelerator(log_with="wandb", project_dir=str(tmp_path))
+    accelerator.init_trackers("dakter-test")
+    images = [np.zeros((6, 8, 3), dtype=np.uint8), np.full((6, 8, 3), 255, dtype=np.uint8)]
+    assert log_images(accelerator, {"validation/samples": images}, step=2, captions=["a", "b"]) == ["wandb"]
+    accelerator.end_training()
+    media = sorted(tmp_path.glob("wandb/offline-run-*/files/media/images/validation/samples_*.png"))
+    assert len(media) == 2
+    assert {np.asarray(PIL.Image.open(path).convert("RGB"))[0, 0, 0] for path in media} == {0, 255}
+
+
+def test_images_are_logged_to_trackio(tmp_path):
+    pytest.importorskip("trackio", reason="trackio is not installed")
+    from trackio.utils import MEDIA_DIR
+
+    project = f"dakter-test-{tmp_path.name}"
+    accelerator = Accelerator(log_with="trackio", project_dir=str(tmp_path))
+    accelerator.init_trackers(project)
+    assert log_images(accelerator, {"eval/predictions": [np.zeros((6, 8, 3), dtype=np.uint8)]}, step=1) == ["trackio"]
+    accelerator.end_training()
+    assert list((MEDIA_DIR / project).rglob("*.png"))
