@@ -54,8 +54,9 @@ def test_command_generates_the_library_dataset(pipeline_dir, reference, tmp_path
     ds = datasets.load_from_disk(str(output_dir))
     assert get_generated_id2label(ds) == ID2LABEL  # read from the pipeline's model_index.json
     assert_same_rows(ds, reference.dataset.select(range(3)).flatten_indices())
-    with pytest.raises(FileExistsError):
+    with pytest.raises(SystemExit) as exit_info:  # one line on stderr (tests/test_bad_input.py), exit code 2
         main(cli_args(pipeline_dir, output_dir))
+    assert exit_info.value.code == 2
     assert main(cli_args(pipeline_dir, output_dir, "--overwrite", "--scheduler", "ddim", "--soft_label_dtype",
                          "float16")) == 0
     meta = json.loads((output_dir / "dataset_info.json").read_text())

@@ -178,7 +178,7 @@ def test_interrupted_run_resumes_to_the_same_dataset(pipe, reference, tmp_path):
         generate_to_disk(pipe, output_dir, NUM_SAMPLES, batch_size=2, callback=stop_after_two_batches, **SETTINGS)
     assert not output_dir.exists()
     assert sorted(os.listdir(work_dir_for(output_dir))) == [
-        "manifest.json", "shard-000000000-000000002", "shard-000000002-000000004"]
+        ".dakter_hf_owner.json", "manifest.json", "shard-000000000-000000002", "shard-000000002-000000004"]
 
     seen = []
     with pytest.raises(ValueError, match=r"differing: \['batch_size'\]"):
@@ -247,12 +247,15 @@ def test_channels_last_run_is_recorded_and_differs_by_rounding_only(pipe, refere
 
 def test_existing_output_dir_needs_overwrite(pipe, tmp_path):
     output_dir = tmp_path / "generated"
-    output_dir.mkdir()
-    (output_dir / "old.txt").write_text("old")
+    generate_to_disk(pipe, output_dir, 1, **SETTINGS)
     with pytest.raises(FileExistsError, match="overwrite"):
-        generate_to_disk(pipe, output_dir, 1, **SETTINGS)
-    out = generate_to_disk(pipe, output_dir, 1, overwrite=True, **SETTINGS)
-    assert not (output_dir / "old.txt").exists() and len(datasets.load_from_disk(out.output_dir)) == 1
+        generate_to_disk(pipe, output_dir, 2, **SETTINGS)
+    out = generate_to_disk(pipe, output_dir, 2, overwrite=True, **SETTINGS)  # a dataset may be replaced
+    assert len(datasets.load_from_disk(out.output_dir)) == 2
+    assert sorted(os.listdir(tmp_path)) == ["generated"]  # no .old, no .partial left
+    (tmp_path / "notes").mkdir()  # ... another kind of directory may not (tests/test_bad_input.py)
+    with pytest.raises(FileExistsError, match="replaces a dataset only"):
+        generate_to_disk(pipe, tmp_path / "notes", 1, overwrite=True, **SETTINGS)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])

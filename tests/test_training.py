@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.utils import is_tensorboard_available
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel, estimate_balancing_factor
@@ -171,9 +172,10 @@ def test_bad_arguments(script, tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_missing_resume_checkpoint(script, tmp_path):
-    with pytest.raises(FileNotFoundError, match="--resume_from_checkpoint"):
+def test_missing_resume_checkpoint(script, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # one line on stderr, exit code 2
         run(script, tmp_path, "--resume_from_checkpoint", str(tmp_path / "checkpoint-7"))
+    assert exit_info.value.code == 2 and "--resume_from_checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()  # failed before any work
 
 
@@ -259,10 +261,13 @@ def test_resume_is_exact(script, tmp_path, accumulation):
         a, b = load_file(full / weights), load_file(resumed / weights)
         assert a.keys() == b.keys()
         assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6, weights
-    ema_full = torch.load(full / "checkpoint-8" / "custom_checkpoint_0.pkl", weights_only=True)
-    ema_resumed = torch.load(resumed / "checkpoint-8" / "custom_checkpoint_0.pkl", weights_only=True)
-    assert ema_full["optimization_step"] == ema_resumed["optimization_step"] == 8
-    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(ema_full["shadow_params"], ema_resumed["shadow_params"]))
+    ema_full, ema_resumed = (load_file(d / "checkpoint-8" / "ema.safetensors") for d in (full, resumed))  # no pickle
+    for run_dir in (full, resumed):
+        with safe_open(run_dir / "checkpoint-8" / "ema.safetensors", framework="pt") as f:
+            assert json.loads(f.metadata()["ema_state"])["optimization_step"] == 8
+    assert ema_full.keys() == ema_resumed.keys() and len(ema_full) == len(list(JointUNet2DModel.from_pretrained(
+        full / "unet").parameters()))
+    assert all(torch.allclose(ema_full[k], ema_resumed[k], atol=1e-6) for k in ema_full)
     # The EMA weights (not the raw ones) were saved in the pipeline.
     raw = load_file(full / "checkpoint-8" / "model.safetensors")
     saved = load_file(full / "unet" / "diffusion_pytorch_model.safetensors")

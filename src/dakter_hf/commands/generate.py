@@ -24,10 +24,14 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
 from ..distributed import check_world_size
+from ..errors import DAKTerError
+from ..filesystem import OutputDirLock, is_launcher_main_process
 from ..generation import generate_to_disk
 from ..hub import HubPushError, push_dataset_to_hub
 from ..labels import SOFT_LABEL_DTYPES
+from ..models import JointUNet2DModel
 from ..pipelines import SCHEDULERS, DAKTerPipeline, set_scheduler
+from .errors import DEBUG_HELP, command_line_errors
 
 
 logger = logging.getLogger("dakter_hf.generate")
@@ -88,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Dataset repository id for --push_to_hub (default: the name of output_dir).")
     parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN).")
     parser.add_argument("--private", action="store_true", help="Create the dataset repository as private.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if args.soft_label_temperature <= 0:
         parser.error(f"--soft_label_temperature must be > 0, got {args.soft_label_temperature}")
@@ -111,12 +116,37 @@ def distributed_state():
     return state
 
 
+@command_line_errors
 def main(argv: list[str] | None = None) -> int:
-    """Run `dakter-generate`; returns the process exit code (0: success, 1: the Hub push failed)."""
+    """Run `dakter-generate`; returns the process exit code (0: success, 1: the Hub push failed; a bad input ends
+    it with one line on stderr and exit code 2). One run at a time per `--output_dir` (lock `<output_dir>.lock`)."""
     args = parse_args(argv)
+    if not is_launcher_main_process():
+        return generate(args)
+    with OutputDirLock.beside(args.output_dir):
+        return generate(args)
+
+
+def load_pipeline(name_or_path: str, token: str | None = None) -> DAKTerPipeline:
+    """`DAKTerPipeline.from_pretrained(name_or_path)`, with a one-line [`DAKTerError`] naming `--pipeline` when it
+    cannot be loaded (missing, truncated or corrupt files, a `model_index.json` naming other classes)."""
+    try:
+        pipe = DAKTerPipeline.from_pretrained(name_or_path, token=token)
+        if not isinstance(pipe.unet, JointUNet2DModel):
+            raise TypeError(f"its model_index.json makes the unet a {type(pipe.unet).__name__}, not a "
+                            "JointUNet2DModel")
+        return pipe
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:400]
+        raise DAKTerError(f"--pipeline {name_or_path} cannot be loaded as a DAKTerPipeline ({reason}); expected the "
+                          "directory (or Hub id) of a pipeline saved by train_joint_diffusion.py.") from error
+
+
+def generate(args: argparse.Namespace) -> int:
+    """The generation run of parsed arguments `args` (see [`main`])."""
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     state = distributed_state()
-    pipe = DAKTerPipeline.from_pretrained(args.pipeline, token=args.hub_token).to(state.device)
+    pipe = load_pipeline(args.pipeline, token=args.hub_token).to(state.device)
     if args.scheduler is not None:
         set_scheduler(pipe, args.scheduler)
     if args.channels_last:

@@ -15,7 +15,9 @@ import accelerate.utils
 from diffusers.optimization import SchedulerType
 
 from ..data import add_data_args, check_data_args
+from ..filesystem import OutputDirLock, is_launcher_main_process
 from ..training import JOINT_UNET_PRESETS, check_training_resolution, parse_label_scale, train_joint_diffusion
+from .errors import DEBUG_HELP, command_line_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="Upload the final pipeline (not the checkpoints) to the Hub.")
     out.add_argument("--hub_model_id", default=None, help="Hub repository; None takes the name of --output_dir.")
     out.add_argument("--hub_token", default=None, help="Hub token; None uses the saved login.")
+    out.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
 
     positive = ["train_batch_size", "max_train_steps", "gradient_accumulation_steps", "num_train_timesteps",
@@ -89,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be a positive integer, got {value}.")
     if args.learning_rate <= 0 or args.ce_weight < 0:
         parser.error("--learning_rate must be > 0 and --ce_weight >= 0.")
+    for name in ("lr_warmup_steps", "dataloader_num_workers", "max_grad_norm", "adam_weight_decay"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
     num_levels = len(args.block_out_channels or JOINT_UNET_PRESETS[args.model_size]["block_out_channels"])
     try:
         check_training_resolution(args.resolution, num_levels)
@@ -107,12 +113,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@command_line_errors
 def main(argv: list[str] | None = None) -> int:
     """Train (or resume) the joint diffusion model and save it as a `DAKTerPipeline` under `--output_dir`.
 
-    The saved pipeline holds the EMA weights when `--use_ema` is set. Returns 0 (errors raise).
+    The saved pipeline holds the EMA weights when `--use_ema` is set. Returns 0; a bad input ends the command with
+    one line on stderr and exit code 2. One run at a time per `--output_dir` (a second one stops at once, naming the
+    lock's holder).
     """
-    train_joint_diffusion(parse_args(argv))
+    args = parse_args(argv)
+    if not is_launcher_main_process():
+        train_joint_diffusion(args)
+        return 0
+    with OutputDirLock.inside(args.output_dir):
+        train_joint_diffusion(args)
     return 0
 
 

@@ -172,6 +172,7 @@ def _process_pair(
                 "scene_id": pair.key,
                 "patch_box": list(box),
                 "_max_label": int(mask.max(initial=0)),
+                "_labels": (pair.mask_path, np.unique(mask).tolist()),
             }
         )
     return rows
@@ -241,6 +242,35 @@ def _decode_subset(
     return kept
 
 
+def check_inferred_classes(mask_values: Sequence[Tuple[str, Sequence[int]]], context: str) -> None:
+    """Refuse a class set inferred from mask values (``max + 1``) that has gaps: values that occur nowhere below
+    the largest one mean the masks are not consecutive class indices (0/255 masks, a stray pixel value...).
+
+    Args:
+        mask_values (`Sequence[Tuple[str, Sequence[int]]]`): ``(mask path, distinct values)`` of every mask.
+        context (`str`): prefix of the message (the dataset).
+
+    Raises:
+        `DataError`: naming the values that occur nowhere, the masks holding values above the gap, and the flags
+            that state the class set.
+    """
+    present = sorted({int(v) for _, values in mask_values for v in values})
+    missing = sorted(set(range(present[-1] + 1)) - set(present)) if present else []
+    if not missing:
+        return
+    above = [v for v in present if v > missing[0]]
+    files = sorted({path for path, values in mask_values if any(v in above for v in values)})
+    shown = ", ".join(files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+    gap = f"{missing[0]}..{missing[-1]}" if len(missing) > 1 else str(missing[0])
+    raise DataError(
+        f"{context}: the number of classes would be inferred as {present[-1] + 1} from mask values {present}, but "
+        f"values {gap} occur in no mask; value(s) {above[:10]} come from {shown}. Expected consecutive class "
+        "indices 0..K-1: for 0/255 masks pass --mask_threshold 127; otherwise state the classes with --num_classes "
+        "(or id2label) and fix the masks holding unexpected values",
+        tuple(files),
+    )
+
+
 def build_pair_dataset(
     pairs: Sequence[PairSpec],
     *,
@@ -265,7 +295,8 @@ def build_pair_dataset(
         pairs (`Sequence[PairSpec]`): candidate pairs.
         decode_mask (`Callable[[PIL.Image.Image, str], np.ndarray]`): mask file → ``(H, W)`` class indices
             (see :func:`~dakter_hf.data.files.make_mask_decoder`).
-        num_classes (`int`, *optional*): number of classes; ``None`` infers ``max(mask) + 1`` over the data.
+        num_classes (`int`, *optional*): number of classes; ``None`` infers ``max(mask) + 1`` over the data, and
+            refuses values with gaps ([`check_inferred_classes`]).
         id2label (`Dict[int, str]`, *optional*): class names; default ``{i: f"class_{i}"}``.
         source, sensor, split (`str`): metadata written to every row.
         context (`str`): prefix for error / warning messages (e.g. ``"SOS palsar/train"``); default ``source``.
@@ -305,8 +336,11 @@ def build_pair_dataset(
         logger.warning("%s: only %d valid pair(s) for num_samples=%d", context, len(kept), num_samples)
 
     rows = [row for index in sorted(kept, key=lambda i: pairs[i].key) for row in kept[index]]
+    mask_values = [row.pop("_labels") for row in rows]
     if num_classes is None:
         num_classes = max(row.pop("_max_label") for row in rows) + 1
+        if not id2label:
+            check_inferred_classes(mask_values, context)
         num_classes = max(num_classes, len(id2label) if id2label else 0)
     else:
         for row in rows:

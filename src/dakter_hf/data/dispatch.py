@@ -142,6 +142,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        "(default: --patch_size, i.e. no overlap)")
     group.add_argument("--mask_threshold", type=int, default=None,
                        help="folder: binary masks, class 1 where the mask value is > this (e.g. 127 for 0/255 masks)")
+    group.add_argument("--num_classes", type=int, default=None,
+                       help="folder: number of classes K (mask values must be 0..K-1); default: inferred from the "
+                            "masks, refused when the values have gaps")
     group.add_argument("--colormap", type=str, default=None,
                        help='folder: RGB masks; JSON file or string mapping class index to colour, e.g. '
                             '\'{"0": [0, 0, 0], "1": [255, 255, 255]}\'')
@@ -175,8 +178,18 @@ def check_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace, s
     options (applicable to the dataset, a valid ``--colormap``) and, for ``split="train_heldout"``, that the flags
     define that split.
     """
+    if args.dataset == "simulated" and (args.data_dir is not None or args.sensor is not None):
+        flag = "--data_dir" if args.data_dir is not None else "--sensor"
+        parser.error(f"{flag} is read by --dataset sos / osd / folder, but --dataset is 'simulated' (the default), "
+                     f"which would ignore it and train on simulated scenes: add --dataset sos, osd or folder.")
     if args.dataset != "simulated" and args.data_dir is None:
         parser.error(f"--dataset {args.dataset} needs --data_dir.")
+    if args.num_train_samples is not None and args.num_train_samples < 1:
+        parser.error(f"--num_train_samples must be a positive integer, got {args.num_train_samples}.")
+    if args.dataset == "simulated" and split is not None and split != HELDOUT_SPLIT \
+            and split not in SIMULATED_DEFAULT_SCENES:
+        parser.error(f"split {split!r} does not exist for --dataset simulated; expected one of "
+                     f"{', '.join(SIMULATED_DEFAULT_SCENES)}.")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         parser.error(f"--data_dir {args.data_dir!r} is not a directory.")
     if args.dataset == "sos" and args.sensor is None:
@@ -193,7 +206,7 @@ def _loader_options(args: argparse.Namespace) -> dict:
     """Loader keyword arguments from the osd / folder flags; a flag given for a dataset that has no use for it is an
     error rather than silently ignored."""
     flags = {"patch_size": ("osd", "folder"), "patch_stride": ("osd", "folder"), "mask_threshold": ("folder",),
-             "colormap": ("folder",)}
+             "colormap": ("folder",), "num_classes": ("folder",)}
     options = {}
     for flag, datasets in flags.items():
         value = getattr(args, flag, None)
@@ -203,6 +216,8 @@ def _loader_options(args: argparse.Namespace) -> dict:
             raise ValueError(f"--{flag} applies to --dataset {' / '.join(datasets)}, not {args.dataset!r}.")
         if flag == "colormap":
             value = parse_colormap(value)
+        if flag == "num_classes" and not 2 <= value <= 256:
+            raise ValueError(f"--num_classes must be between 2 and 256, got {value}.")
         options["stride" if flag == "patch_stride" else flag] = value
     if "stride" in options and "patch_size" not in options:
         raise ValueError("--patch_stride needs --patch_size.")

@@ -3,12 +3,14 @@
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from ..errors import DAKTerError
+
 
 #: How many files / problems an error message or warning lists before "(and N more)".
 MAX_LISTED = 10
 
 
-class DataError(ValueError):
+class DataError(DAKTerError, ValueError):
     """Raised when input data on disk is missing, unreadable or inconsistent.
 
     The message always names the offending file(s) and says what was expected. ``files`` holds the paths

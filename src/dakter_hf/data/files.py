@@ -286,6 +286,13 @@ def decode_index_mask(image: PIL.Image.Image, path: str, threshold: Optional[int
         grey = np.asarray(image)
     grey = grey.astype(np.int64)
     if threshold is not None:
+        if 0 < grey.max(initial=0) <= 1 < threshold:
+            raise DataError(
+                f"mask {path} holds 0/1 values but is read as a 0/255 mask (class 1 where the value is > {threshold}):"
+                " every pixel would become class 0; expected 0/255 masks (or a folder dataset of 0/1 index masks "
+                "without --mask_threshold)",
+                (path,),
+            )
         return (grey > threshold).astype(np.int64)
     return grey
 

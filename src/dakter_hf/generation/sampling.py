@@ -15,6 +15,7 @@ from datasets import Dataset, Features
 from tqdm.auto import tqdm
 
 from ..data.generated import generated_features, image_mode
+from ..errors import NonFiniteError
 from ..labels import encode_soft_labels, resolve_id2label
 
 
@@ -64,6 +65,10 @@ def generate_rows(
     out = pipe(batch_size=len(padded), generator=generators, num_inference_steps=num_inference_steps,
                soft_label_temperature=soft_label_temperature, eta=eta, output_type="pt")
     n = len(seeds)
+    for name, values in (("images", out.images[:n]), ("soft labels", out.soft_labels[:n])):
+        if not bool(torch.isfinite(values).all()):
+            raise NonFiniteError(f"the pipeline produced non-finite {name} for the seeds {seeds[0]}..{seeds[-1]}: "
+                                 "its model is broken (a diverged training run?); nothing of this batch is saved.")
     images = (out.images[:n].float().cpu() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if image_mode(images.shape[-1]) == "L":
         images = images[..., 0]

@@ -27,6 +27,8 @@ from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
 from ..data.generated import PREVIEW_NAME
+from ..errors import OutputExistsError, UsageError, check_finite_parameters
+from ..filesystem import mark_owned, owner_of, remove_owned
 from ..labels import check_soft_label_dtype, resolve_id2label
 from ..model_cards import CARD_NAME, make_dataset_card, read_card_metadata
 from .preview import save_preview
@@ -40,6 +42,8 @@ MANIFEST_NAME = "manifest.json"
 WORK_DIR_SUFFIX = ".partial"
 _SHARD_RE = re.compile(r"^shard-(\d{9})-(\d{9})$")
 _MANIFEST_VERSION = 1
+#: Owner marker of the directories `generate_to_disk` creates and deletes (`dakter_hf.filesystem.mark_owned`).
+GENERATION_OWNER = "dakter-generate"
 
 
 @dataclass
@@ -166,20 +170,25 @@ def _read_manifest(work_dir: str) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete {work_dir} to start over.") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON ({error}); delete {work_dir} to start over.") from error
 
 
 def _prepare_work_dir(work_dir: str, settings: dict[str, Any], overwrite: bool = False) -> None:
     """Create the work directory with its manifest, or check that an existing one was made with `settings` (with
     `overwrite`, an existing one made with other settings is discarded instead)."""
     expected = {"version": _MANIFEST_VERSION, "settings": settings}
+    if os.path.lexists(work_dir) and owner_of(work_dir) != GENERATION_OWNER:
+        legacy = os.path.isfile(os.path.join(work_dir, MANIFEST_NAME))  # written before the marker existed
+        if not os.path.isdir(work_dir) or (os.listdir(work_dir) and not legacy):
+            remove_owned(work_dir, GENERATION_OWNER)  # not ours: refused, naming it
+        mark_owned(work_dir, GENERATION_OWNER)  # empty, or an older version's run: adopted
     previous = _read_manifest(work_dir) if os.path.isdir(work_dir) else None
     if os.path.isdir(work_dir) and overwrite and previous != expected:
-        shutil.rmtree(work_dir)
+        remove_owned(work_dir, GENERATION_OWNER)
         previous = None
     if previous is None and os.path.isdir(work_dir) and _completed_shards(work_dir):
-        raise ValueError(f"{work_dir} holds shards but no {MANIFEST_NAME}: their settings are unknown. Delete it (or "
+        raise UsageError(f"{work_dir} holds shards but no {MANIFEST_NAME}: their settings are unknown. Delete it (or "
                          f"pass `overwrite=True` / --overwrite) to start over.")
     if os.path.isdir(work_dir):  # temporary shards of a killed run, and the staging copy of an unfinished one
         for name in os.listdir(work_dir):
@@ -189,13 +198,13 @@ def _prepare_work_dir(work_dir: str, settings: dict[str, Any], overwrite: bool =
         if previous != expected:
             changed = sorted(k for k in set(settings) | set(previous.get("settings", {}))
                              if previous.get("settings", {}).get(k) != settings.get(k))
-            raise ValueError(
+            raise UsageError(
                 f"{work_dir} holds an interrupted run with different settings (differing: {changed}). Resume it with "
                 f"the same pipeline and settings, or delete {work_dir} (or pass `overwrite=True` / --overwrite) to "
                 f"start over."
             )
         return
-    os.makedirs(work_dir, exist_ok=True)
+    mark_owned(work_dir, GENERATION_OWNER)
     manifest_path = os.path.join(work_dir, MANIFEST_NAME)
     tmp_path = manifest_path + ".tmp"
     with open(tmp_path, "w", encoding="utf-8") as f:
@@ -221,7 +230,11 @@ def _assemble(work_dir: str, num_samples: int, seed: int) -> Dataset:
         if start != next_index:
             problem = "missing" if start > next_index else "generated twice"
             raise RuntimeError(f"Cannot assemble {work_dir}: indices {min(start, next_index)}.. are {problem}.")
-        shard = datasets.load_from_disk(path)
+        try:
+            shard = datasets.load_from_disk(path)
+        except Exception as error:  # truncated / corrupt arrow or JSON files
+            raise UsageError(f"shard {path} cannot be read ({type(error).__name__}: {error}); delete that shard "
+                             "directory and rerun the same command to generate its rows again.") from error
         parts.append(shard.select(range(min(stop, num_samples) - start)) if stop > num_samples else shard)
         next_index = min(stop, num_samples)
     if next_index != num_samples:
@@ -232,13 +245,34 @@ def _assemble(work_dir: str, num_samples: int, seed: int) -> Dataset:
     return dataset
 
 
+def _is_saved_dataset(path: str) -> bool:
+    """Whether `path` holds a `save_to_disk` dataset (or dataset dict): what `--overwrite` may replace."""
+    names = set(os.listdir(path)) if os.path.isdir(path) and not os.path.islink(path) else set()
+    return {"dataset_info.json", "state.json"} <= names or "dataset_dict.json" in names
+
+
+def _check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Before any work: `output_dir` is free, or (with `overwrite`) a dataset whose aside name is free or ours."""
+    if not os.path.lexists(output_dir):
+        return
+    if not overwrite:
+        raise OutputExistsError(f"`output_dir` {output_dir} already exists; pass overwrite=True / --overwrite to "
+                                f"replace it, or choose another directory.")
+    if not _is_saved_dataset(output_dir):
+        raise OutputExistsError(f"--overwrite replaces a dataset only, but {output_dir} is not one (no "
+                                "dataset_info.json + state.json): it is left alone; choose another --output_dir.")
+    old = output_dir.rstrip(os.sep) + ".old"
+    if os.path.lexists(old) and owner_of(old) != GENERATION_OWNER:
+        remove_owned(old, GENERATION_OWNER)  # refused, naming it
+
+
 def _move_into_place(staging_dir: str, output_dir: str, overwrite: bool) -> None:
-    """Atomically rename the finished dataset to `output_dir` (replacing an old one only if `overwrite`)."""
-    if os.path.exists(output_dir):
-        if not overwrite:
-            raise FileExistsError(f"`output_dir` {output_dir} already exists; pass overwrite=True / --overwrite.")
+    """Atomically rename the finished dataset to `output_dir` (replacing an old dataset only if `overwrite`)."""
+    if os.path.lexists(output_dir):
+        _check_output_dir(output_dir, overwrite)
         old = output_dir.rstrip(os.sep) + ".old"
-        shutil.rmtree(old, ignore_errors=True)
+        remove_owned(old, GENERATION_OWNER)
+        mark_owned(output_dir, GENERATION_OWNER)  # the replaced dataset is deleted below, also after a kill
         os.replace(output_dir, old)
         os.replace(staging_dir, output_dir)
         shutil.rmtree(old)
@@ -286,8 +320,9 @@ def generate_to_disk(
         soft_label_dtype (`str`, *optional*, defaults to `"uint8"`): `"uint8"`, `"float16"` or `"float32"`.
         id2label (`dict`, *optional*): class names; by default those stored with the pipeline
             ([`resolve_id2label`]).
-        overwrite (`bool`, *optional*, defaults to `False`): replace an existing `output_dir` and discard an
-            interrupted run with other settings; otherwise both are errors.
+        overwrite (`bool`, *optional*, defaults to `False`): replace an existing `output_dir` (a dataset only) and
+            discard an interrupted run with other settings; otherwise both are errors. Only directories this
+            function created (they carry its marker file) are ever deleted.
         pipeline_name (`str`, *optional*): how the card names the generator (defaults to `pipe.name_or_path`).
         distributed_state (`accelerate.PartialState`, *optional*): the process group of an `accelerate launch`.
         callback (`Callable[[GenerationProgress], None]`, *optional*): called after each committed batch.
@@ -303,9 +338,9 @@ def generate_to_disk(
     check_soft_label_dtype(soft_label_dtype)
     state = distributed_state or _ProcessSlot()
     output_dir = os.path.normpath(os.fspath(output_dir))
-    if os.path.exists(output_dir) and not overwrite:
-        raise FileExistsError(f"`output_dir` {output_dir} already exists; pass overwrite=True / --overwrite to "
-                              f"replace it, or choose another directory.")
+    _check_output_dir(output_dir, overwrite)
+    check_finite_parameters(pipe.unet, f"the pipeline {pipeline_name or getattr(pipe, 'name_or_path', '')}".strip(),
+                            advice="it cannot generate anything (a diverged training run?)")
     work_dir = work_dir_for(output_dir)
     id2label = resolve_id2label(pipe, id2label)
     settings = generation_settings(pipe, batch_size, seed, num_inference_steps, soft_label_temperature, eta,
@@ -348,7 +383,7 @@ def generate_to_disk(
         if preview_rows:
             preview_path = save_preview(dataset, os.path.join(staging, PREVIEW_NAME), id2label, preview_rows)
         _move_into_place(staging, output_dir, overwrite)
-        shutil.rmtree(work_dir)
+        remove_owned(work_dir, GENERATION_OWNER)
         if preview_path:
             preview_path = os.path.join(output_dir, PREVIEW_NAME)
     state.wait_for_everyone()

@@ -2,7 +2,8 @@
 
 - [`joint_diffusion`](joint_diffusion.py): model-size presets, the loss and one training step, the balancing factor,
   augmentation, data loader, noise scheduler, pipeline assembly and validation grid.
-- [`runs`](runs.py): checkpoints (list, prune, resume), the JSON-lines loss log, EMA weights, and
+- [`runs`](runs.py): checkpoints (crash-safe save, load without pickle, list, prune, resume), the non-finite loss
+  check, the JSON-lines loss log, EMA weights, and
   [`backward_and_step`], the optimizer step of both training loops.
 - [`trainer`](trainer.py): the Accelerate loop of `examples/train_joint_diffusion.py` ([`train_joint_diffusion`]).
 """
@@ -25,27 +26,35 @@ from .joint_diffusion import (
 )
 from .runs import (
     CHECKPOINT_PREFIX,
+    EMA_WEIGHTS_NAME,
     JsonlLossLog,
+    MissingCheckpointError,
     backward_and_step,
+    check_finite_losses,
     checkpoint_step,
     ema_weights,
     list_checkpoints,
+    load_checkpoint,
     prune_checkpoints,
     resolve_resume_checkpoint,
+    save_checkpoint,
 )
 from .trainer import train_joint_diffusion
 
 
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "EMA_WEIGHTS_NAME",
     "JOINT_UNET_PRESETS",
     "JointDiffusionLossOutput",
     "JsonlLossLog",
+    "MissingCheckpointError",
     "assemble_pipeline",
     "augment_batch",
     "backward_and_step",
     "build_noise_scheduler",
     "build_train_dataloader",
+    "check_finite_losses",
     "check_training_resolution",
     "checkpoint_step",
     "downsampling_factor",
@@ -55,9 +64,11 @@ __all__ = [
     "joint_diffusion_training_step",
     "joint_unet_config",
     "list_checkpoints",
+    "load_checkpoint",
     "parse_label_scale",
     "prune_checkpoints",
     "resolve_resume_checkpoint",
+    "save_checkpoint",
     "save_validation_grid",
     "train_joint_diffusion",
 ]

@@ -1,19 +1,27 @@
 """Run utilities shared by the generator and the student training loops.
 
-Checkpoint directories (`checkpoint-<step>`: listing, pruning, which one to resume from), the JSON-lines loss log,
-the EMA weights swap and the optimizer step that both loops take under `accelerator.accumulate`.
+Checkpoint directories (`checkpoint-<step>`: crash-safe saving with the EMA weights as safetensors, loading without
+unpickling, listing, pruning, which one to resume from), the non-finite loss check, the JSON-lines loss log, the EMA
+weights swap and the optimizer step that both loops take under `accelerator.accumulate`.
 """
 
 import json
+import math
 import os
+import pickle
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from diffusers.training_utils import EMAModel
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import DAKTerError, NonFiniteError, check_finite_parameters
+from ..filesystem import commit_directory, staging_path, start_staging
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -64,6 +72,125 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, ro
     return removed
 
 
+#: Owner recorded in the checkpoints this package writes (see `dakter_hf.filesystem.mark_owned`).
+CHECKPOINT_OWNER = "dakter_hf checkpoint"
+#: The EMA weights inside a checkpoint (safetensors; never a pickle).
+EMA_WEIGHTS_NAME = "ema.safetensors"
+
+
+class MissingCheckpointError(DAKTerError, FileNotFoundError):
+    """`--resume_from_checkpoint` names a checkpoint that does not exist."""
+
+
+def check_finite_losses(losses: Mapping[str, float], step: int, output_dir: str | os.PathLike | None = None) -> None:
+    """Raise [`NonFiniteError`] when a loss of optimisation step `step` is NaN or infinite (naming the step and
+    the checkpoint to resume from)."""
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if not bad:
+        return
+    checkpoints = list_checkpoints(output_dir) if output_dir is not None else []
+    resume = (f"the last complete checkpoint {checkpoints[-1]} is kept (resume from it with a lower "
+              "--learning_rate)" if checkpoints else "no checkpoint was written; lower --learning_rate")
+    raise NonFiniteError(f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}): the "
+                         f"run diverged and stops here; {resume}.")
+
+
+def _ema_to_safetensors(ema_model: EMAModel, path: str) -> None:
+    state = ema_model.state_dict()
+    tensors = {f"shadow_params.{i}": p.detach().contiguous().cpu() for i, p in enumerate(state.pop("shadow_params"))}
+    save_file(tensors, path, metadata={"ema_state": json.dumps(state)})
+
+
+def _ema_from_safetensors(ema_model: EMAModel, path: str) -> None:
+    if not os.path.isfile(path):
+        raise DAKTerError(f"checkpoint {os.path.dirname(path)} has no {EMA_WEIGHTS_NAME} but this run uses --use_ema "
+                          "(the checkpoint was written without --use_ema, or by an older version that pickled the "
+                          "EMA, which is not loaded); resume with the settings of the run that wrote it.")
+    with safe_open(path, framework="pt") as f:
+        state = json.loads(f.metadata()["ema_state"])
+        count = len(f.keys())
+        shadow = [f.get_tensor(f"shadow_params.{i}") for i in range(count)]
+    if len(shadow) != len(ema_model.shadow_params) or any(
+            a.shape != b.shape for a, b in zip(shadow, ema_model.shadow_params)):
+        raise DAKTerError(f"{path} holds EMA weights of another model ({len(shadow)} tensors, the model has "
+                          f"{len(ema_model.shadow_params)}): resume with the model settings of the run that wrote it.")
+    device = ema_model.shadow_params[0].device if ema_model.shadow_params else "cpu"
+    ema_model.load_state_dict({**state, "shadow_params": [t.to(device) for t in shadow]})
+
+
+def save_checkpoint(
+    accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    total_limit: int | None = None,
+    ema_model: EMAModel | None = None,
+    model: torch.nn.Module | None = None,
+) -> str:
+    """
+    Save the training state of step `step` as `<output_dir>/checkpoint-<step>`, crash-safely.
+
+    The state is written to `checkpoint-<step>.incomplete` ([`accelerator.save_state`] plus the EMA weights as
+    `ema.safetensors`) and renamed when complete; only then are the oldest checkpoints pruned to `total_limit`. A
+    kill at any moment leaves the previous complete checkpoints in place, and `--resume_from_checkpoint latest`
+    never sees a half-written one. Call it on every process.
+
+    Args:
+        accelerator (`accelerate.Accelerator`): the run's accelerator.
+        output_dir (`str`): the run's output directory.
+        step (`int`): the global step.
+        total_limit (`int`, *optional*): keep at most this many checkpoints; `None` keeps all.
+        ema_model (`EMAModel`, *optional*): EMA weights to save with the checkpoint (never registered with
+            `accelerator.register_for_checkpointing`, which pickles).
+        model (`torch.nn.Module`, *optional*): refused (before anything is written) if its weights are not finite.
+
+    Returns:
+        `str`: the checkpoint directory.
+    """
+    if model is not None:
+        check_finite_parameters(model, f"the model at step {step}")
+    target = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}")
+    staging = staging_path(target)
+    if accelerator.is_main_process:
+        start_staging(target, CHECKPOINT_OWNER)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(staging)
+    if accelerator.is_main_process and ema_model is not None:
+        _ema_to_safetensors(ema_model, os.path.join(staging, EMA_WEIGHTS_NAME))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        commit_directory(staging, target, CHECKPOINT_OWNER)
+        prune_checkpoints(output_dir, total_limit, room_for=0)
+    accelerator.wait_for_everyone()
+    return target
+
+
+def load_checkpoint(accelerator, path: str | os.PathLike, ema_model: EMAModel | None = None) -> int:
+    """
+    Restore the training state saved by [`save_checkpoint`] and return its step.
+
+    Nothing is unpickled: Accelerate's model / optimizer / scheduler / RNG files load with `weights_only=True`, the
+    EMA weights from `ema.safetensors`. A checkpoint that cannot be read (truncated, from another model or other
+    settings) raises [`DAKTerError`] naming it.
+    """
+    path = os.fspath(path)
+    step = checkpoint_step(path)
+    pickled = sorted(n for n in os.listdir(path) if n.startswith("custom_checkpoint_"))
+    if pickled:
+        raise DAKTerError(f"checkpoint {path} holds pickled objects ({', '.join(pickled)}: an older version's EMA, or "
+                          "a crafted file), which are never loaded as unpickling can run code; delete them to resume "
+                          "(the EMA then restarts from the model's weights) or resume from another checkpoint.")
+    try:
+        accelerator.load_state(path)
+    except (OSError, EOFError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        raise DAKTerError(f"checkpoint {path} cannot be resumed ({reason}); it is incomplete or was written by a run "
+                          "with other model / optimiser settings: resume from another checkpoint-<step> with the "
+                          "settings of the run that wrote it.") from error
+    if ema_model is not None:
+        _ema_from_safetensors(ema_model, os.path.join(path, EMA_WEIGHTS_NAME))
+    return step
+
+
 def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> str | None:
     """
     The checkpoint directory to resume from, or `None` to start afresh.
@@ -74,7 +201,7 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
             `None` when there is none), a path, or the name of a checkpoint inside `output_dir`.
 
     Raises:
-        `FileNotFoundError`: when an explicit checkpoint does not exist.
+        [`MissingCheckpointError`] (a `FileNotFoundError`): when an explicit checkpoint does not exist.
     """
     if resume_from_checkpoint is None:
         return None
@@ -83,9 +210,12 @@ def resolve_resume_checkpoint(output_dir: str | os.PathLike, resume_from_checkpo
         return checkpoints[-1] if checkpoints else None
     for candidate in (resume_from_checkpoint, os.path.join(output_dir, resume_from_checkpoint)):
         if os.path.isdir(candidate):
-            checkpoint_step(candidate)  # validates the name
+            try:
+                checkpoint_step(candidate)  # validates the name
+            except ValueError as error:
+                raise DAKTerError(f"--resume_from_checkpoint: {error}") from None
             return candidate
-    raise FileNotFoundError(
+    raise MissingCheckpointError(
         f"--resume_from_checkpoint {resume_from_checkpoint!r} does not exist (neither as a path nor inside "
         f"{str(output_dir)!r}); use 'latest' or an existing '{CHECKPOINT_PREFIX}<step>' directory."
     )

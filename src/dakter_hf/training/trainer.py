@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data import dataset_from_args, get_id2label
 from ..distributed import check_world_size
+from ..errors import check_finite_parameters
 from ..hub import HubPushError, create_hub_repo, push_folder_to_hub
 from ..model_cards import save_joint_diffusion_model_card
 from ..models.joint_unet_2d import JointUNet2DModel
@@ -38,7 +39,14 @@ from .joint_diffusion import (
     joint_unet_config,
     save_validation_grid,
 )
-from .runs import JsonlLossLog, checkpoint_step, ema_weights, prune_checkpoints, resolve_resume_checkpoint
+from .runs import (
+    JsonlLossLog,
+    check_finite_losses,
+    ema_weights,
+    load_checkpoint,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+)
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -61,7 +69,11 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
         `args.use_ema` is set).
 
     Raises:
-        `FileNotFoundError`: an explicit `--resume_from_checkpoint` does not exist (before any work).
+        [`~dakter_hf.training.MissingCheckpointError`]: an explicit `--resume_from_checkpoint` does not exist (before
+            any work); [`~dakter_hf.errors.DAKTerError`]: the checkpoint cannot be resumed (incomplete, other
+            settings, a pickled object in it).
+        [`~dakter_hf.errors.NonFiniteError`]: a loss is NaN or infinite (the run diverged); the checkpoints written
+            before hold finite weights, and no pipeline of non-finite weights is saved.
         [`~dakter_hf.hub.HubPushError`]: with `--push_to_hub`, the repository cannot be created (before training) or
             the final upload fails (the local output is complete).
     """
@@ -115,8 +127,7 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, lr_scheduler)
     if ema_model is not None:
-        ema_model.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema_model)
+        ema_model.to(accelerator.device)  # saved by save_checkpoint as safetensors (Accelerate's hook pickles)
     if accelerator.is_main_process and args.report_to != "none":
         accelerator.init_trackers("train_joint_diffusion", config={
             k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in vars(args).items()
@@ -127,8 +138,7 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
     global_step = 0
     if resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {resume_path}")
-        accelerator.load_state(resume_path)
-        global_step = checkpoint_step(resume_path)
+        global_step = load_checkpoint(accelerator, resume_path, ema_model)
     elif args.resume_from_checkpoint is not None:
         accelerator.print(f"No checkpoint in {args.output_dir!r}; starting a new training run.")
     first_epoch = global_step // steps_per_epoch
@@ -146,13 +156,6 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
         if args.report_to != "none":  # the same grid in the trackers (TensorBoard, wandb, trackio)
             with PIL.Image.open(grid) as image:
                 log_images(accelerator, {"validation/samples": [image.convert("RGB")]}, step=step)
-
-    def save_checkpoint(step: int) -> None:
-        if accelerator.is_main_process:
-            for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
-                logger.info(f"Removed old checkpoint {removed}")
-        accelerator.wait_for_everyone()
-        accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{step}"))
 
     num_params = sum(p.numel() for p in unwrapped.parameters())
     logger.info(f"***** Training: {len(train_dataset)} examples, {num_params / 1e6:.2f}M parameters, "
@@ -180,6 +183,7 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
             if ema_model is not None:
                 ema_model.step(unwrapped.parameters())
             global_step += 1
+            check_finite_losses(losses, global_step, args.output_dir)
             progress_bar.update(1)
             logs = {**losses, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch}
             if ema_model is not None:
@@ -189,7 +193,9 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
             if accelerator.is_main_process:
                 loss_log.append(global_step, **logs)
             if global_step % args.checkpointing_steps == 0 or global_step >= args.max_train_steps:
-                save_checkpoint(global_step)  # also at the end, so that training can be continued
+                # also at the end, so that training can be continued; pruned after the new one is complete
+                save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit, ema_model,
+                                model=unwrapped)
             if accelerator.is_main_process and global_step % args.validation_steps == 0:
                 validate(global_step)
             if global_step >= args.max_train_steps:
@@ -206,6 +212,7 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
         save_learning_curves(loss_log.history(), os.path.join(args.output_dir, "loss_curve.png"),
                              title="Joint diffusion training loss")
         with ema_weights(unwrapped, ema_model):
+            check_finite_parameters(unwrapped, "the trained model")
             assemble_pipeline(unwrapped, noise_scheduler, id2label).save_pretrained(args.output_dir)
         save_joint_diffusion_model_card(
             args.output_dir, unet_config=dict(unwrapped.config), args=vars(args), num_train_examples=len(train_dataset),
