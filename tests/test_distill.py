@@ -344,15 +344,17 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, generated_dir, ext
     assert not (tmp_path / "out").exists()
 
 
-def test_generated_dataset_with_other_classes_is_rejected_before_training(tmp_path):
+def test_generated_dataset_with_other_classes_is_rejected_before_training(tmp_path, capsys):
     generated = make_generated_dataset(tmp_path / "gen-k2", num_rows=2, num_classes=2)
-    with pytest.raises(ValueError, match=r"K=2 classes but the real data has K=5"):
+    with pytest.raises(SystemExit) as error:  # one line on stderr, exit code 2
         distill_command.main(base_args(tmp_path / "out", "--mode", "soft", "--generated_dataset", generated,
-                                      "--max_train_steps", "2"))
+                                       "--max_train_steps", "2"))
+    assert error.value.code == 2 and "K=2 classes but the real data has K=5" in capsys.readouterr().err
     assert not (tmp_path / "out" / "logs").exists()
-    with pytest.raises(ValueError, match="could not be loaded"):
+    with pytest.raises(SystemExit) as error:
         distill_command.main(base_args(tmp_path / "out", "--mode", "soft", "--generated_dataset",
-                                      str(tmp_path / "missing"), "--max_train_steps", "2"))
+                                       str(tmp_path / "missing"), "--max_train_steps", "2"))
+    assert error.value.code == 2 and "could not be loaded" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------------------

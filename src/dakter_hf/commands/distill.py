@@ -28,7 +28,9 @@ from ..data import add_data_args, check_data_args
 from ..distill.sampler import DEFAULT_GENERATED_RATIO, batch_composition, parse_generated_ratio
 from ..distill.students import SEGFORMER_PRESETS, segformer_config
 from ..distill.trainer import train_student
+from ..filesystem import OutputDirLock, is_launcher_main_process
 from ..training.runs import resolve_resume_checkpoint
+from .errors import DEBUG_HELP, command_line_errors
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--push_to_hub", action="store_true", help="Push the best student (+ image processor, metrics).")
     out.add_argument("--hub_model_id", default=None, help="Defaults to the name of --output_dir.")
     out.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN).")
+    out.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
 
     positive = ["train_batch_size", "max_train_steps", "eval_steps", "eval_batch_size", "checkpointing_steps"]
@@ -108,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("real_loss_weight", "generated_loss_weight", "lr_warmup_steps", "dataloader_num_workers"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
-    check_data_args(parser, args)
+    check_data_args(parser, args, split=args.eval_split)
 
     # Student and resolution: presets are checked here, pretrained students when loaded (create_student).
     if args.student in SEGFORMER_PRESETS:
@@ -145,14 +148,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@command_line_errors
 def main(argv: list[str] | None = None) -> dict | None:
     """Train one student, save its best and final checkpoints with `save_pretrained` and write `metrics.json`.
 
-    Returns that report (best and final scores, settings) on the main process, `None` on the others.
+    Returns that report (best and final scores, settings) on the main process, `None` on the others. A bad input
+    ends the command with one line on stderr and exit code 2. One run at a time per `--output_dir` (a second one
+    stops at once, naming the lock's holder).
     """
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
-    return train_student(args)
+    if not is_launcher_main_process():
+        return train_student(args)
+    with OutputDirLock.inside(args.output_dir):
+        return train_student(args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ from ..distill.evaluation import (
 )
 from ..distill.students import create_image_processor
 from ..distributed import check_world_size
+from ..errors import check_finite_parameters
+from ..filesystem import write_text_atomic
+from .errors import DEBUG_HELP, command_line_errors
 
 
 logger = logging.getLogger(__name__)
@@ -54,12 +57,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_json", default=None,
                         help="Where to write the metrics (default: <checkpoint dir>/eval_<dataset>_<split>.json for a "
                              "local checkpoint, ./eval_<dataset>_<split>.json otherwise).")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     for name in ("batch_size", "max_eval_samples", "resolution"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name} must be a positive integer, got {value}.")
     check_data_args(parser, args, split=args.split)
+    if args.output_json is not None and os.path.isdir(args.output_json):
+        parser.error(f"--output_json {args.output_json!r} is a directory; expected the path of a JSON file to write.")
     if args.output_json is None:
         name = f"eval_{args.dataset}{'_' + args.sensor if args.sensor else ''}_{args.split}.json"
         base = args.model_name_or_path if os.path.isdir(args.model_name_or_path) else os.curdir
@@ -85,6 +91,7 @@ def load_checkpoint(args):
     return model, image_processor
 
 
+@command_line_errors
 def main(argv: list[str] | None = None) -> dict:
     """Score a checkpoint on one split and return the metrics (also printed and, if asked, written as JSON)."""
     args = parse_args(argv)
@@ -101,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
                          f"({model.config.id2label}) but --dataset {args.dataset} has {len(id2label)} ({id2label}).")
     if {int(k): v for k, v in model.config.id2label.items()} != id2label:
         logger.warning(f"Class names differ: model {model.config.id2label}, data {id2label}; matched by index.")
+    check_finite_parameters(model, f"--model_name_or_path {args.model_name_or_path}",
+                            advice="its scores would be meaningless, so it is not evaluated")
     model.to(accelerator.device)
     dataloader = build_evaluation_dataloader(dataset, image_processor, args.batch_size, accelerator.process_index,
                                              accelerator.num_processes, args.max_eval_samples)
@@ -119,10 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     if accelerator.is_main_process:
         print(format_metrics_table(metrics, id2label, title=f"{args.model_name_or_path} on {args.dataset} "
                                                             f"{args.split} ({num_samples} images)"))
-        os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-        with open(args.output_json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        write_text_atomic(args.output_json, json.dumps(result, indent=2) + "\n")
         print(f"Metrics written to {args.output_json}")
     return result
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ..data.errors import DataError
 from ..data.generated import get_generated_id2label
 from ..data.transforms import image_to_tensor, mask_to_tensor, random_dihedral, resize_image, resize_mask
 from ..labels import decode_soft_labels
@@ -58,30 +59,30 @@ def load_generated_dataset(name_or_path: str, split: str = "train", token: str |
         `datasets.Dataset`.
 
     Raises:
-        `ValueError`: if it cannot be loaded or lacks the `image` / `soft_label` columns.
+        `DataError` (a `ValueError`): if it cannot be loaded or lacks the `image` / `soft_label` columns.
     """
     try:
         if os.path.isdir(name_or_path):
             dataset = datasets.load_from_disk(name_or_path)
             if isinstance(dataset, datasets.DatasetDict):
                 if split not in dataset:
-                    raise ValueError(f"it is a DatasetDict without a {split!r} split ({list(dataset)})")
+                    raise DataError(f"it is a DatasetDict without a {split!r} split ({list(dataset)})")
                 dataset = dataset[split]
         else:
             dataset = datasets.load_dataset(name_or_path, split=split, token=token)
     except Exception as error:  # FileNotFoundError, DatasetNotFoundError, HF errors, ...
-        raise ValueError(
+        raise DataError(
             f"--generated_dataset {name_or_path!r} could not be loaded (not a `save_to_disk` directory nor a "
             f"loadable Hub dataset id): {type(error).__name__}: {error}"
         ) from error
     missing = [c for c in GENERATED_COLUMNS if c not in dataset.column_names]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"--generated_dataset {name_or_path!r} is not a generated dataset: missing columns {missing} "
             f"(has {dataset.column_names}); write one with `dakter_hf.generation.generate_to_disk`."
         )
     if len(dataset) == 0:
-        raise ValueError(f"--generated_dataset {name_or_path!r} is empty.")
+        raise DataError(f"--generated_dataset {name_or_path!r} is empty.")
     return dataset
 
 
@@ -100,14 +101,14 @@ def check_generated_dataset(generated, id2label: Mapping[int, str], resolution: 
     training `resolution` (the pairs are then resized by [`DistillationDataset`]).
 
     Raises:
-        `ValueError`: when the soft labels are not `(K, H, W)` with the real data's K.
+        `DataError` (a `ValueError`): when the soft labels are not `(K, H, W)` with the real data's K.
     """
     num_classes = len(id2label)
     shape = _soft_label_shape(generated)
     if len(shape) != 3:
-        raise ValueError(f"--generated_dataset: `soft_label` rows must have shape (K, H, W), got {shape}.")
+        raise DataError(f"--generated_dataset: `soft_label` rows must have shape (K, H, W), got {shape}.")
     if shape[0] != num_classes:
-        raise ValueError(
+        raise DataError(
             f"--generated_dataset has soft labels over K={shape[0]} classes but the real data has K={num_classes} "
             f"classes {dict(id2label)}: generate with a pipeline trained on this dataset."
         )

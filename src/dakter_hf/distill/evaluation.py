@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data import dataset_from_args
 from ..data.transforms import mask_to_tensor
+from ..filesystem import write_text_atomic
 from ..metrics import SegmentationMetrics, compute_segmentation_metrics, metric_key_names
 
 
@@ -188,10 +189,7 @@ def write_metrics_report(path: str | os.PathLike, evaluations: Sequence[Mapping[
         "best": by_step.get(best_step) if best_step is not None else None,
         "final": by_step.get(final_step) if final_step is not None else None,
     }
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, default=str)
-        f.write("\n")
+    write_text_atomic(path, json.dumps(report, indent=2, default=str) + "\n")  # never a truncated report
     return report
 
 

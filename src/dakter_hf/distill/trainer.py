@@ -21,12 +21,13 @@ from transformers import get_scheduler
 
 from ..data import dataset_from_args, get_id2label
 from ..distributed import check_world_size
+from ..errors import check_finite_parameters
 from ..hub import push_student_to_hub
 from ..model_cards import CARD_NAME, make_student_card
 from ..overlays import segmentation_overlay_rows
 from ..seeding import step_generator
 from ..tracking import log_images
-from ..training.runs import JsonlLossLog, checkpoint_step, prune_checkpoints
+from ..training.runs import JsonlLossLog, check_finite_losses, load_checkpoint, save_checkpoint
 from ..visualization import save_learning_curves
 from .data import build_distillation_dataloader, check_generated_dataset, load_generated_dataset
 from .evaluation import (
@@ -107,8 +108,7 @@ def train_student(args: argparse.Namespace) -> dict | None:
     global_step = 0
     if args.resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {args.resume_path}")
-        accelerator.load_state(args.resume_path)
-        global_step = checkpoint_step(args.resume_path)
+        global_step = load_checkpoint(accelerator, args.resume_path)
     elif args.resume_from_checkpoint is not None:
         accelerator.print(f"No checkpoint in {args.output_dir!r}; starting a new training run.")
     resume_step = global_step if args.resume_path is not None else None
@@ -151,6 +151,7 @@ def train_student(args: argparse.Namespace) -> dict | None:
         log_images(accelerator, {"eval/predictions": rows}, step=step)
 
     def run_evaluation(step: int) -> dict:
+        check_finite_parameters(accelerator.unwrap_model(model), f"the student at step {step}")  # no NaN metrics
         metrics = evaluate_student(model, eval_dataloader, id2label, accelerator)
         accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
         log_predictions(step)
@@ -185,6 +186,7 @@ def train_student(args: argparse.Namespace) -> dict | None:
             max_grad_norm=args.max_grad_norm, augment=args.augment,
             generator=step_generator(args.seed, global_step, accelerator.process_index) if args.augment else None)
         global_step += 1
+        check_finite_losses(losses, global_step, args.output_dir)
         progress_bar.update(1)
         logs = {**losses, "lr": lr_scheduler.get_last_lr()[0]}
         progress_bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{logs['lr']:.2e}")
@@ -194,12 +196,9 @@ def train_student(args: argparse.Namespace) -> dict | None:
         if global_step % args.eval_steps == 0 or global_step == args.max_train_steps:
             run_evaluation(global_step)
             last_eval_step = global_step
-        if global_step % args.checkpointing_steps == 0:
-            if accelerator.is_main_process:
-                for removed in prune_checkpoints(args.output_dir, args.checkpoints_total_limit):
-                    logger.info(f"Removed old checkpoint {removed}")
-            accelerator.wait_for_everyone()
-            accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+        if global_step % args.checkpointing_steps == 0:  # crash-safe; pruned after the new one is complete
+            save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit,
+                            model=accelerator.unwrap_model(model))
         if global_step >= args.max_train_steps:
             break
     progress_bar.close()
@@ -210,6 +209,7 @@ def train_student(args: argparse.Namespace) -> dict | None:
     report = None
     push_error = None
     if accelerator.is_main_process:
+        check_finite_parameters(unwrapped, "the final student")
         evaluations = eval_log.read()
         save_with_card(final_dir, global_step, next((e for e in evaluations if e["step"] == global_step), None))
         best = best_evaluation(evaluations)

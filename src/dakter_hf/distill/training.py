@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ..filesystem import commit_directory, start_staging
 from ..training.runs import backward_and_step
 from .data import (  # noqa: F401  (re-exported, see the module doc)
     GENERATED_COLUMNS,
@@ -107,18 +108,24 @@ def distillation_training_step(
     }
 
 
+#: Owner marker of the student directories [`save_student`] writes (and may replace).
+STUDENT_OWNER = "dakter_hf student"
+
+
 def save_student(model, image_processor, save_directory: str | os.PathLike, accelerator=None) -> str:
     """Save a student with `save_pretrained` (config with `id2label`, safetensors weights) and its image processor
     (`preprocessor_config.json`) in one directory, loadable with `AutoModelForSemanticSegmentation` and
-    `AutoImageProcessor` without `dakter_hf`. Call it on the main process only.
+    `AutoImageProcessor` without `dakter_hf`. Call it on the main process only. The student is written to
+    `<save_directory>.incomplete` and renamed when complete, replacing an earlier student saved there.
 
     Returns:
         `str`: the directory.
     """
     if accelerator is not None:
         model = accelerator.unwrap_model(model)
-    save_directory = os.fspath(save_directory)
-    os.makedirs(save_directory, exist_ok=True)
-    model.save_pretrained(save_directory)
-    image_processor.save_pretrained(save_directory)
+    save_directory = os.fspath(save_directory).rstrip(os.sep)
+    staging = start_staging(save_directory, STUDENT_OWNER)  # renamed when complete: never a half-written student
+    model.save_pretrained(staging)
+    image_processor.save_pretrained(staging)
+    commit_directory(staging, save_directory, STUDENT_OWNER)
     return save_directory
