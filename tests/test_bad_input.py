@@ -185,6 +185,16 @@ def test_unknown_eval_split_of_simulated_data(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_evaluation_output_json_that_is_a_directory(tmp_path, capsys):
+    from dakter_hf.commands.evaluate import main as evaluate_main
+
+    (tmp_path / "results").mkdir()
+    line = expect_error(capsys, evaluate_main, ["--model_name_or_path", str(tmp_path / "student"),
+                                                "--output_json", str(tmp_path / "results")])
+    assert f"--output_json '{tmp_path / 'results'}' is a directory" in line
+    assert os.listdir(tmp_path / "results") == []
+
+
 def test_missing_checkpoint_fails_before_work(tmp_path, capsys):
     line = expect_error(capsys, train, tmp_path / "out", "--resume_from_checkpoint", tmp_path / "checkpoint-7")
     assert "--resume_from_checkpoint" in line and "checkpoint-7" in line
