@@ -375,6 +375,7 @@ def test_push_to_hub_then_from_pretrained_predicts_identically(tmp_path, generat
                                   "--hub_model_id", hub_repo_id))
     files = set(hub_server.repo_files(hub_repo_id, "model"))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "README.md"} <= files
+    assert ".dakter_hf_owner.json" not in files  # save_student's marker stays local
     assert len(HfApi().list_repo_commits(hub_repo_id)) == 2  # created, then one commit with everything
     card = ModelCard.load(hub_repo_id)
     assert card.data.datasets == ["dakter-simulated", generated_repo] and hub_repo_id in card.text

@@ -298,6 +298,7 @@ def test_push_to_hub(script, tmp_path, hub_server, hub_repo_id):
     assert {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
             "scheduler/scheduler_config.json", "README.md"} <= files
     assert not any(f.startswith("checkpoint-") for f in files)
+    assert ".dakter_hf.lock" not in files  # the run's lock (held during the push) is not uploaded
     assert hub_repo_id in (tmp_path / "README.md").read_text()
 
 

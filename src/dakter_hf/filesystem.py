@@ -30,6 +30,10 @@ except ImportError:  # Windows: exclusive creation only (see OutputDirLock)
 OWNER_MARKER = ".dakter_hf_owner.json"
 #: Suffix of a directory being written; renamed to its final name when complete.
 STAGING_SUFFIX = ".incomplete"
+#: Name of the lock file inside an output directory ([`OutputDirLock.inside`]).
+LOCK_NAME = ".dakter_hf.lock"
+#: Glob patterns (relative paths) of this module's bookkeeping files, which uploads of an output directory skip.
+BOOKKEEPING_PATTERNS = (f"*{LOCK_NAME}", f"*{OWNER_MARKER}", f"*{STAGING_SUFFIX}/*", "*.replaced/*")
 
 
 def _process_info() -> dict:
@@ -160,7 +164,7 @@ class OutputDirLock:
     @classmethod
     def inside(cls, output_dir: str | os.PathLike, flag: str = "--output_dir") -> "OutputDirLock":
         """The lock of a run writing into `output_dir`: `<output_dir>/.dakter_hf.lock`."""
-        return cls(os.path.join(output_dir, ".dakter_hf.lock"), what=f"{flag} {os.fspath(output_dir)}")
+        return cls(os.path.join(output_dir, LOCK_NAME), what=f"{flag} {os.fspath(output_dir)}")
 
     @classmethod
     def beside(cls, output_dir: str | os.PathLike, flag: str = "--output_dir") -> "OutputDirLock":

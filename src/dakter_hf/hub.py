@@ -27,6 +27,7 @@ from huggingface_hub import (
 from transformers import AutoConfig, AutoImageProcessor
 
 from .data.generated import PREVIEW_NAME
+from .filesystem import BOOKKEEPING_PATTERNS, OWNER_MARKER
 from .labels import resolve_id2label
 from .model_cards import CARD_NAME, make_pipeline_card
 
@@ -73,7 +74,7 @@ def push_folder_to_hub(folder: str | os.PathLike, repo_id: str, what: str = "the
     folder = os.fspath(folder)
     try:
         return str(upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                 ignore_patterns=list(ignore_patterns or []), token=token))
+                                 ignore_patterns=[*(ignore_patterns or []), *BOOKKEEPING_PATTERNS], token=token))
     except Exception as error:
         raise _push_failed(what, folder, repo_id, error) from error
 
@@ -220,7 +221,7 @@ def push_student_to_hub(save_directory: str | os.PathLike, repo_id: str, token: 
     AutoImageProcessor.from_pretrained(save_directory)
     operations = [CommitOperationAdd(path_in_repo=os.path.relpath(os.path.join(root, name), save_directory),
                                      path_or_fileobj=os.path.join(root, name))
-                  for root, _, names in os.walk(save_directory) for name in sorted(names)]
+                  for root, _, names in os.walk(save_directory) for name in sorted(names) if name != OWNER_MARKER]
     operations += [CommitOperationAdd(path_in_repo=os.path.basename(path), path_or_fileobj=os.fspath(path))
                    for path in extra_files]
     api = HfApi(token=token)
