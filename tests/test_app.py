@@ -134,3 +134,15 @@ def test_segmentation_tab_work(pipe):
     soft_label, overlay = segment_image(task_pipe, image, num_samples=1, seed=0, num_inference_steps=2,
                                         soft_label_temperature=1.0)
     assert soft_label.shape == overlay.shape == (30, 40, 3)  # at the uploaded image's size
+
+
+def test_app_loads_a_pipeline_from_the_hub(pipe, hub_server, hub_repo_id, clean_hub_cache):
+    from dakter_hf.app import load_pipeline
+
+    pipe.push_to_hub(hub_repo_id)
+    loaded = load_pipeline(hub_repo_id)
+    dataset, _ = sample_pairs(loaded, SamplingSettings(seed=1, num_inference_steps=2, num_pairs=1))
+    expected, _ = sample_pairs(pipe, SamplingSettings(seed=1, num_inference_steps=2, num_pairs=1))
+    np.testing.assert_array_equal(np.asarray(dataset[0]["image"]), np.asarray(expected[0]["image"]))
+    with pytest.raises(OSError, match="no-such-pipeline"):
+        load_pipeline("dakter-tester/no-such-pipeline")
