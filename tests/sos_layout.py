@@ -1,9 +1,18 @@
-"""A tiny release in SOS's original layout, written on the fly (tests never read or copy the real SOS files)."""
+"""A tiny release in SOS's original layout, written on the fly (tests never read or copy the real SOS files), and
+where the real SOS subset lives for the few tests that read it (`../shared/data/sos` beside the repository)."""
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+
+SOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sos"
+needs_sos = pytest.mark.skipif(
+    not (SOS_DIR / "train").is_dir() or not (SOS_DIR / "test").is_dir(),
+    reason=f"real SOS data not found at {SOS_DIR} (../shared/data/sos)",
+)
 
 
 def save_grey_as_rgb_jpeg(path: Path, grey: np.ndarray) -> None:

@@ -7,7 +7,6 @@ folder fixtures are generated in tmp_path. No data file is ever written into the
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +38,7 @@ from dakter_hf.data import (
     tile_boxes,
 )
 
-from sos_layout import save_grey_as_rgb_jpeg, speckle, write_sos_release
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SOS_DIR = REPO_ROOT.parent / "shared" / "data" / "sos"
-needs_sos = pytest.mark.skipif(
-    not (SOS_DIR / "train").is_dir(), reason=f"real SOS data not found at {SOS_DIR} (../shared/data/sos)"
-)
+from sos_layout import SOS_DIR, needs_sos, save_grey_as_rgb_jpeg, speckle, write_sos_release
 
 
 def arr(image) -> np.ndarray:
@@ -107,12 +99,9 @@ def folder_fixture(tmp_path):
 
 
 @needs_sos
-def test_sos_real_train_palsar_loads_fast_with_binary_masks():
-    start = time.perf_counter()
+def test_sos_real_train_palsar_loads_with_binary_masks():
     ds = load_sos(SOS_DIR, "palsar", "train")
-    elapsed = time.perf_counter() - start
     assert len(ds) == 600
-    assert elapsed < 15, f"loading 600 SOS pairs took {elapsed:.1f}s"
     assert set(ds.column_names) == {"image", "mask", "id", "scene_id", "source", "sensor", "split", "patch_box"}
     assert get_id2label(ds) == {0: "sea", 1: "oil_spill"}
     assert set(ds["source"]) == {"sos"} and set(ds["sensor"]) == {"palsar"} and set(ds["split"]) == {"train"}
@@ -378,11 +367,8 @@ def test_simulator_determinism_and_independence():
     assert not any(np.array_equal(t, a) for t in test_img for a in a_img)
 
 
-def test_simulator_speed_schema_and_label_consistency():
-    start = time.perf_counter()
+def test_simulator_schema_and_label_consistency():
     ds = simulate_sar_scenes(200, size=64, seed=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5, f"200 scenes took {elapsed:.2f}s"
     assert set(ds["source"]) == {"simulated"} and set(ds["sensor"]) == {""}
     assert get_id2label(ds) == {0: "sea", 1: "oil_spill", 2: "look_alike", 3: "ship", 4: "land"}
     images, masks = as_arrays(ds)

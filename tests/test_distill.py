@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -24,11 +23,10 @@ from dakter_hf.commands import distill as distill_command
 from dakter_hf.commands import evaluate as evaluate_command
 from dakter_hf.distill import create_student
 
+from sos_layout import SOS_DIR, needs_sos
 
-REPO = Path(__file__).resolve().parents[1]
+
 RESOLUTION = 32
-
-
 
 
 @pytest.fixture(autouse=True)
@@ -413,10 +411,7 @@ def test_failed_push_reports_error_and_keeps_local_output(tmp_path, generated_di
         assert (output_dir / name).is_file(), name
 
 
-SOS_DIR = REPO.parent / "shared" / "data" / "sos"
-
-
-@pytest.mark.skipif(not (SOS_DIR / "test").is_dir(), reason=f"real SOS data not found at {SOS_DIR}")
+@needs_sos
 def test_real_sos_is_scored_at_native_mask_size_by_both_scripts(tmp_path):
     """Training at 32x32, the 256x256 SOS masks are scored at 256x256 (logits upsampled), in distill.py and
     evaluate_student.py alike, even when --resolution is given."""

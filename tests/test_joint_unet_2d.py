@@ -5,17 +5,7 @@ import torch
 
 from dakter_hf import JointUNet2DModel, JointUNet2DOutput
 
-
-TINY = dict(
-    sample_size=16,
-    num_classes=3,
-    label_scale=0.5,
-    block_out_channels=(8, 16),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    norm_num_groups=4,
-    layers_per_block=1,
-)
+from tiny_models import TINY_UNET as TINY
 
 
 def tiny_model(**overrides):

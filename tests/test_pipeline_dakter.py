@@ -16,17 +16,9 @@ from diffusers import (
 import dakter_hf
 from dakter_hf import DAKTerPipeline, DAKTerPipelineOutput, JointUNet2DModel, JointUNet2DOutput, logits_to_clean_label
 
+from tiny_models import TINY_UNET as TINY
 
-TINY = dict(
-    sample_size=16,
-    num_classes=3,
-    label_scale=0.5,
-    block_out_channels=(8, 16),
-    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    norm_num_groups=4,
-    layers_per_block=1,
-)
+
 SCHEDULERS = [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
               UniPCMultistepScheduler]
 

@@ -30,10 +30,9 @@ from dakter_hf.training import (
 )
 
 from repo_scripts import load_script
+from sos_layout import SOS_DIR, needs_sos
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SOS_DIR = REPO_ROOT.parent / "shared" / "data" / "sos"
 # A tiny model on a tiny simulated split: 12 scenes of 16x16, batches of 4 (3 batches per epoch).
 TINY_ARGS = ["--dataset", "simulated", "--num_train_samples", "12", "--resolution", "16", "--model_size", "tiny",
              "--train_batch_size", "4", "--validation_inference_steps", "2", "--num_validation_samples", "2",
@@ -335,7 +334,7 @@ def test_failed_final_push_keeps_the_local_output(script, tmp_path, hub_server, 
     assert (tmp_path / "README.md").is_file() and list_checkpoints(tmp_path)
 
 
-@pytest.mark.skipif(not SOS_DIR.is_dir(), reason=f"SOS data not found at {SOS_DIR}")
+@needs_sos
 def test_sos_smoke(script, tmp_path):
     run(script, tmp_path, "--dataset", "sos", "--data_dir", SOS_DIR, "--sensor", "palsar", "--resolution", 32,
         "--num_train_samples", 8, "--max_train_steps", 4, "--checkpointing_steps", 4, "--validation_steps", 100)

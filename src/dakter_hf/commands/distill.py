@@ -31,6 +31,7 @@ from ..distill.trainer import train_student
 from ..filesystem import OutputDirLock, is_launcher_main_process
 from ..training.runs import resolve_resume_checkpoint
 from .errors import DEBUG_HELP, command_line_errors
+from .options import add_adamw_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,11 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--lr_scheduler", default="linear",
                        help='"linear", "cosine", "constant", "constant_with_warmup", "polynomial", ...')
     train.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warm-up steps of the schedule.")
-    train.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
-    train.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
-    train.add_argument("--adam_weight_decay", type=float, default=0.01, help="AdamW weight decay.")
-    train.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
+    add_adamw_args(train, weight_decay=0.01)
     train.add_argument("--augment", action="store_true", help="Random flips / 90-degree rotations per sample.")
     train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
                        help="Defaults to the `accelerate config` value.")

@@ -18,6 +18,7 @@ from ..data import add_data_args, check_data_args
 from ..filesystem import OutputDirLock, is_launcher_main_process
 from ..training import JOINT_UNET_PRESETS, check_training_resolution, parse_label_scale, train_joint_diffusion
 from .errors import DEBUG_HELP, command_line_errors
+from .options import add_adamw_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,11 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--lr_scheduler", default="cosine", choices=[t.value for t in SchedulerType],
                        help="Learning-rate schedule (diffusers.optimization.get_scheduler).")
     train.add_argument("--lr_warmup_steps", type=int, default=100, help="Linear warm-up steps of the schedule.")
-    train.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
-    train.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
-    train.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW weight decay.")
-    train.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
+    add_adamw_args(train, weight_decay=0.0)
     train.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights; the pipeline uses it.")
     train.add_argument("--ema_max_decay", type=float, default=0.9999, help="EMA: largest decay (after warm-up).")
     train.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse multiplicative factor.")

@@ -1,0 +1,13 @@
+"""The tiny `JointUNet2DModel` configuration that the model and pipeline tests build (3 classes, 16x16, one
+attention level), so that both test files exercise the same model."""
+
+TINY_UNET = dict(
+    sample_size=16,
+    num_classes=3,
+    label_scale=0.5,
+    block_out_channels=(8, 16),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=4,
+    layers_per_block=1,
+)
