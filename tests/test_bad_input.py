@@ -195,6 +195,19 @@ def test_evaluation_output_json_that_is_a_directory(tmp_path, capsys):
     assert os.listdir(tmp_path / "results") == []
 
 
+def test_unloadable_student_and_evaluated_model(tmp_path, capsys):
+    from dakter_hf.commands.evaluate import main as evaluate_main
+
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "config.json").write_text('{"model_type": "segformer", ')  # truncated
+    line = expect_error(capsys, distill, tmp_path / "out", "--mode", "real", "--student", student)
+    assert f"--student {student}" in line and "loadable pretrained directory" in line
+    line = expect_error(capsys, evaluate_main, ["--model_name_or_path", str(student), "--dataset", "simulated"])
+    assert f"--model_name_or_path '{student}' could not be loaded" in line
+    assert sorted(os.listdir(student)) == ["config.json"]
+
+
 def test_missing_checkpoint_fails_before_work(tmp_path, capsys):
     line = expect_error(capsys, train, tmp_path / "out", "--resume_from_checkpoint", tmp_path / "checkpoint-7")
     assert "--resume_from_checkpoint" in line and "checkpoint-7" in line
@@ -495,7 +508,7 @@ def test_truncated_shard_is_one_clear_line(pipeline_dir, tmp_path, capsys):
     assert f"shard {shard} cannot be read" in line
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupt_json", "wrong_class"])
+@pytest.mark.parametrize("damage", ["missing", "corrupt_json", "wrong_class", "truncated_weights"])
 def test_unloadable_pipeline_is_one_clear_line(pipeline_dir, tmp_path, capsys, damage):
     import shutil
 
@@ -505,6 +518,9 @@ def test_unloadable_pipeline_is_one_clear_line(pipeline_dir, tmp_path, capsys, d
         index = broken / "model_index.json"
         if damage == "corrupt_json":
             index.write_text('{"_class_name": "DAKTerPipeline", ')
+        elif damage == "truncated_weights":
+            weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
         else:
             config = json.loads(index.read_text())
             config["unet"] = ["diffusers", "UNet2DConditionModel"]

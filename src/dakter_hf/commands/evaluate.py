@@ -30,7 +30,7 @@ from ..distill.evaluation import (
 )
 from ..distill.students import create_image_processor
 from ..distributed import check_world_size
-from ..errors import check_finite_parameters
+from ..errors import DAKTerError, check_finite_parameters
 from ..filesystem import write_text_atomic
 from .errors import DEBUG_HELP, command_line_errors
 
@@ -79,8 +79,8 @@ def load_checkpoint(args):
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(args.model_name_or_path, **options)
     except (OSError, ValueError) as error:
-        raise SystemExit(f"--model_name_or_path {args.model_name_or_path!r} could not be loaded as a segmentation "
-                         f"model: {error}") from error
+        raise DAKTerError(f"--model_name_or_path {args.model_name_or_path!r} could not be loaded as a segmentation "
+                          f"model: {error}") from error
     try:  # the PIL backend is bit-exact with the training resize (torchvision may differ by one grey level)
         image_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path, backend="pil", **options)
     except (OSError, ValueError):
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = evaluation_dataset_from_args(args, args.split, simulated_resolution=scene_size)
     id2label = get_id2label(dataset)
     if model.config.num_labels != len(id2label):
-        raise SystemExit(f"--model_name_or_path predicts {model.config.num_labels} classes "
-                         f"({model.config.id2label}) but --dataset {args.dataset} has {len(id2label)} ({id2label}).")
+        raise DAKTerError(f"--model_name_or_path predicts {model.config.num_labels} classes "
+                          f"({model.config.id2label}) but --dataset {args.dataset} has {len(id2label)} ({id2label}).")
     if {int(k): v for k, v in model.config.id2label.items()} != id2label:
         logger.warning(f"Class names differ: model {model.config.id2label}, data {id2label}; matched by index.")
     check_finite_parameters(model, f"--model_name_or_path {args.model_name_or_path}",

@@ -21,7 +21,7 @@ from transformers import get_scheduler
 
 from ..data import dataset_from_args, get_id2label
 from ..distributed import check_world_size
-from ..errors import check_finite_parameters
+from ..errors import UsageError, check_finite_parameters
 from ..hub import push_student_to_hub
 from ..model_cards import CARD_NAME, make_student_card
 from ..overlays import segmentation_overlay_rows
@@ -84,7 +84,10 @@ def train_student(args: argparse.Namespace) -> dict | None:
 
     # Student, image processor, optimisation.
     set_seed(args.seed)  # student initialisation
-    model = create_student(args.student, id2label=id2label, image_size=args.resolution, num_channels=1)
+    try:
+        model = create_student(args.student, id2label=id2label, image_size=args.resolution, num_channels=1)
+    except ValueError as error:  # a directory / Hub id that is not a loadable SegFormer
+        raise UsageError(f"--student {args.student}: {' '.join(str(error).split())}") from error
     image_processor = create_image_processor(args.resolution)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                   weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
