@@ -16,7 +16,13 @@ from diffusers.optimization import SchedulerType
 
 from ..data import add_data_args, check_data_args
 from ..filesystem import OutputDirLock, is_launcher_main_process
-from ..training import JOINT_UNET_PRESETS, check_training_resolution, parse_label_scale, train_joint_diffusion
+from ..training import (
+    JOINT_UNET_PRESETS,
+    ModalityTimestepSampling,
+    check_training_resolution,
+    parse_label_scale,
+    train_joint_diffusion,
+)
 from .errors import DEBUG_HELP, command_line_errors
 from .options import add_adamw_args
 
@@ -42,6 +48,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--prediction_type", choices=["sample", "epsilon"], default="sample",
                        help="What the image side predicts: the clean image or the noise.")
     model.add_argument("--num_train_timesteps", type=int, default=1000, help="Timesteps of the DDPM noise schedule.")
+    model.add_argument("--per_modality_timesteps", action="store_true",
+                       help="Separate image and label timesteps (UniDiffuser-style), so that the mask -> image and "
+                            "segmentation pipelines condition exactly; the next three flags set how often a sample "
+                            "has a clean image, a clean label or independent timesteps (the rest trains jointly).")
+    model.add_argument("--clean_image_prob", type=float, default=None,
+                       help="With --per_modality_timesteps: share of samples with a clean image (None: 0.25).")
+    model.add_argument("--clean_label_prob", type=float, default=None,
+                       help="With --per_modality_timesteps: share of samples with a clean label (None: 0.25).")
+    model.add_argument("--independent_timesteps_prob", type=float, default=None,
+                       help="With --per_modality_timesteps: share of samples with independent timesteps (None: 0).")
     train = parser.add_argument_group("training")
     train.add_argument("--ce_weight", type=float, default=1.0, help="Weight of the label cross-entropy.")
     train.add_argument("--train_batch_size", type=int, default=16, help="Batch size per device.")
@@ -107,7 +123,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "logs/train_log.jsonl).")
     if args.crop_size is not None and args.crop_size > args.resolution:
         parser.error(f"--crop_size={args.crop_size} must not exceed --resolution={args.resolution}.")
+    args.timestep_sampling = _timestep_sampling(parser, args)
     return args
+
+
+def _timestep_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ModalityTimestepSampling | None:
+    """The per-modality timestep sampling of the flags (`None` without `--per_modality_timesteps`)."""
+    names = {"clean_image_prob": "clean_image", "clean_label_prob": "clean_label",
+             "independent_timesteps_prob": "independent"}
+    given = {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag) is not None}
+    if not args.per_modality_timesteps:
+        if given:
+            parser.error(f"{', '.join('--' + f for f in names if getattr(args, f) is not None)} only apply with "
+                         "--per_modality_timesteps.")
+        return None
+    try:
+        return ModalityTimestepSampling(**given)
+    except ValueError as error:
+        parser.error(f"--clean_image_prob, --clean_label_prob, --independent_timesteps_prob: {error}")
 
 
 @command_line_errors

@@ -89,7 +89,7 @@ def joint_diffusion_model_card(
         f"{list(unet_config['block_out_channels'])}, {num_parameters / 1e6:.2f}M parameters",
         f"- Image prediction: `{unet_config['prediction_type']}`; label: logits with cross-entropy weight "
         f"{args.get('ce_weight')}",
-        f"- Noise schedule: DDPM, {args.get('num_train_timesteps')} training timesteps",
+        f"- Noise schedule: DDPM, {args.get('num_train_timesteps')} training timesteps{_describe_timesteps(args)}",
         f"- Steps: {global_step}, batch size {args.get('train_batch_size')} per device, gradient accumulation "
         f"{args.get('gradient_accumulation_steps')}, learning rate {args.get('learning_rate')} "
         f"({args.get('lr_scheduler')}, {args.get('lr_warmup_steps')} warm-up steps), EMA weights: "
@@ -110,6 +110,15 @@ def joint_diffusion_model_card(
         _LOAD_SNIPPET.format(path=load_path, size=size, num_classes=unet_config["num_classes"]), "",
     ]
     return "\n".join(lines)
+
+
+def _describe_timesteps(args: Mapping[str, Any]) -> str:
+    """', per-modality timesteps (...)' for a run with `--per_modality_timesteps`, '' otherwise."""
+    sampling = args.get("timestep_sampling")
+    if not args.get("per_modality_timesteps") or sampling is None:
+        return ""
+    return (f"; per-modality timesteps: clean image {sampling.clean_image:g}, clean label {sampling.clean_label:g}, "
+            f"independent {sampling.independent:g}, joint {sampling.joint:g} of the samples")
 
 
 def save_joint_diffusion_model_card(output_dir: str | os.PathLike, repo_id: str | None = None, **kwargs) -> str:

@@ -40,11 +40,18 @@ class UNetBranch(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels, block_out_channels, down_block_types, up_block_types,
-                 layers_per_block, attention_head_dim, norm_num_groups, dropout, act_fn):
+                 layers_per_block, attention_head_dim, norm_num_groups, dropout, act_fn, second_timestep=False):
         super().__init__()
         time_embed_dim = block_out_channels[0] * 4
         self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
+        # With per-modality timesteps, the other modality's noise level enters through a second embedding whose last
+        # layer starts at zero: at initialisation the branch sees exactly the single-timestep embedding.
+        self.second_time_embedding = None
+        if second_timestep:
+            self.second_time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
+            nn.init.zeros_(self.second_time_embedding.linear_2.weight)
+            nn.init.zeros_(self.second_time_embedding.linear_2.bias)
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
         common = dict(temb_channels=time_embed_dim, resnet_eps=1e-5, resnet_act_fn=act_fn,
                       resnet_groups=norm_num_groups, dropout=dropout)
@@ -80,9 +87,17 @@ class UNetBranch(nn.Module):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
 
-    def embed_time(self, timesteps: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The branch's timestep embedding `(B, time_embed_dim)` of `timesteps` `(B,)`."""
-        return self.time_embedding(self.time_proj(timesteps).to(dtype))
+    def embed_time(self, timesteps: torch.Tensor, dtype: torch.dtype,
+                   second_timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """The branch's timestep embedding `(B, time_embed_dim)` of `timesteps` `(B,)`.
+
+        A branch built with `second_timestep=True` adds the embedding of `second_timesteps` `(B,)` (the other
+        modality's timesteps) to it.
+        """
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype))
+        if self.second_time_embedding is not None:
+            emb = emb + self.second_time_embedding(self.time_proj(second_timesteps).to(dtype))
+        return emb
 
     def head(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The output head: group norm, SiLU and a 3x3 convolution to the branch's output channels."""
@@ -103,6 +118,15 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
 
     It takes a noisy image and a noisy scaled one-hot label at one timestep and predicts the clean image (or the
     noise) and the per-pixel class logits of the clean label.
+
+    With `per_modality_timesteps=True` (after UniDiffuser, Bao et al. 2023) image and label may carry different noise
+    levels: `forward(image, label, timestep, label_timestep=...)`. Every branch then embeds its own modality's
+    timestep as usual and adds the embedding of the other modality's timestep through a second time embedding whose
+    output layer starts at zero, so that at initialisation the model computes exactly what the single-timestep
+    model computes. Trained with one modality sometimes clean (timestep 0), the model gives exact conditionals:
+    p(image | label) with the clean label at `label_timestep=0`, p(label | image) with the clean image at
+    `timestep=0`. Without the option (the default, and every checkpoint saved before it existed) the model has no
+    extra parameters and the label shares the image's timestep.
 
     Two architectures:
 
@@ -130,6 +154,8 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         norm_num_groups (`int`, *optional*, defaults to 32): groups of the group normalisations.
         dropout (`float`, *optional*, defaults to 0.0): dropout probability.
         act_fn (`str`, *optional*, defaults to `"silu"`): activation function.
+        per_modality_timesteps (`bool`, *optional*, defaults to `False`): accept a separate timestep for the label
+            (`label_timestep` of `forward`); see above.
     """
 
     _supports_gradient_checkpointing = False
@@ -151,6 +177,7 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         norm_num_groups: int = 32,
         dropout: float = 0.0,
         act_fn: str = "silu",
+        per_modality_timesteps: bool = False,
     ):
         super().__init__()
         self._check_config(sample_size, image_channels, num_classes, label_scale, architecture, prediction_type,
@@ -158,7 +185,7 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         branch_kwargs = dict(block_out_channels=tuple(block_out_channels), down_block_types=down_block_types,
                              up_block_types=up_block_types, layers_per_block=layers_per_block,
                              attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups,
-                             dropout=dropout, act_fn=act_fn)
+                             dropout=dropout, act_fn=act_fn, second_timestep=bool(per_modality_timesteps))
         if architecture == "dual":
             self.image_branch = UNetBranch(image_channels, image_channels, **branch_kwargs)
             self.label_branch = UNetBranch(num_classes, num_classes, **branch_kwargs)
@@ -215,13 +242,18 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         label: torch.Tensor,
         timestep: torch.Tensor | float | int,
         return_dict: bool = True,
+        *,
+        label_timestep: torch.Tensor | float | int | None = None,
     ) -> JointUNet2DOutput | tuple:
         r"""
         Args:
             image (`torch.Tensor`): the noisy image, `(batch, image_channels, height, width)`.
             label (`torch.Tensor`): the noisy scaled label, `(batch, num_classes, height, width)`.
-            timestep (`torch.Tensor` or `float` or `int`): the timestep, one for the batch or one per sample.
+            timestep (`torch.Tensor` or `float` or `int`): the timestep, one for the batch or one per sample; the
+                image's timestep when `label_timestep` is given.
             return_dict (`bool`, *optional*, defaults to `True`): return a [`JointUNet2DOutput`] or a tuple.
+            label_timestep (`torch.Tensor` or `float` or `int`, *optional*, keyword-only): the label's timestep, one
+                for the batch or one per sample (only with `per_modality_timesteps=True`); defaults to `timestep`.
 
         Returns:
             [`JointUNet2DOutput`] or `tuple`: the image prediction and the label logits.
@@ -237,23 +269,43 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
                 f"`label` must have shape ({image.shape[0]}, {config.num_classes}, {image.shape[2]}, "
                 f"{image.shape[3]}) to match `image`, got {tuple(label.shape)}."
             )
-        timesteps = torch.as_tensor(timestep, device=image.device)
-        if timesteps.dim() == 0:
-            timesteps = timesteps[None]
-        timesteps = timesteps.expand(image.shape[0])
+        per_modality = config.get("per_modality_timesteps", False)
+        if label_timestep is not None and not per_modality:
+            raise ValueError(
+                "`label_timestep` needs a model built with `per_modality_timesteps=True`; this model takes one "
+                "timestep for image and label."
+            )
+        timesteps = self._batch_timesteps(timestep, image, "timestep")
+        label_timesteps = timesteps if label_timestep is None else self._batch_timesteps(label_timestep, image,
+                                                                                          "label_timestep")
+        second = label_timesteps if per_modality else None
 
         if config.architecture == "dual":
-            image_out, label_logits = self._forward_dual(image, label, timesteps)
+            image_out, label_logits = self._forward_dual(image, label, timesteps, label_timesteps, per_modality)
         else:
-            joint = self._forward_branch(self.joint_branch, torch.cat([image, label], dim=1), timesteps)
+            joint = self._forward_branch(self.joint_branch, torch.cat([image, label], dim=1), timesteps, second)
             image_out, label_logits = joint.split([config.image_channels, config.num_classes], dim=1)
 
         if not return_dict:
             return (image_out, label_logits)
         return JointUNet2DOutput(image=image_out, label_logits=label_logits)
 
-    def _forward_branch(self, branch: UNetBranch, sample: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        emb = branch.embed_time(timesteps, self.dtype)
+    @staticmethod
+    def _batch_timesteps(timestep, image: torch.Tensor, name: str) -> torch.Tensor:
+        """`timestep` (a number, `(1,)` or `(batch,)`) as a `(batch,)` tensor on the image's device."""
+        timesteps = torch.as_tensor(timestep, device=image.device)
+        if timesteps.dim() == 0:
+            timesteps = timesteps[None]
+        if timesteps.dim() != 1 or timesteps.shape[0] not in (1, image.shape[0]):
+            raise ValueError(
+                f"`{name}` must be a number or hold one value per sample ({image.shape[0]}), got shape "
+                f"{tuple(timesteps.shape)}."
+            )
+        return timesteps.expand(image.shape[0])
+
+    def _forward_branch(self, branch: UNetBranch, sample: torch.Tensor, timesteps: torch.Tensor,
+                        second_timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        emb = branch.embed_time(timesteps, self.dtype, second_timesteps)
         hidden = branch.conv_in(sample)
         skips = (hidden,)
         for block in branch.down_blocks:
@@ -269,9 +321,12 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         return (image_hidden + self.label_to_image[level](label_hidden),
                 label_hidden + self.image_to_label[level](image_hidden))
 
-    def _forward_dual(self, image: torch.Tensor, label: torch.Tensor, timesteps: torch.Tensor):
+    def _forward_dual(self, image: torch.Tensor, label: torch.Tensor, timesteps: torch.Tensor,
+                      label_timesteps: torch.Tensor, per_modality: bool):
         img, lbl = self.image_branch, self.label_branch
-        emb_i, emb_l = img.embed_time(timesteps, self.dtype), lbl.embed_time(timesteps, self.dtype)
+        # Each branch embeds its own modality's timestep (and, per modality, the other one's as the second).
+        emb_i = img.embed_time(timesteps, self.dtype, label_timesteps if per_modality else None)
+        emb_l = lbl.embed_time(label_timesteps, self.dtype, timesteps if per_modality else None)
         h_i, h_l = img.conv_in(image), lbl.conv_in(label)
         skips_i, skips_l = (h_i,), (h_l,)
         level = 0

@@ -2,6 +2,8 @@
 
 - [`joint_diffusion`](joint_diffusion.py): model-size presets, the loss and one training step, the balancing factor,
   augmentation, data loader, noise scheduler, pipeline assembly and validation grid.
+- [`modality_timesteps`](modality_timesteps.py): per-modality timesteps (UniDiffuser-style) for generators built
+  with `per_modality_timesteps=True`: the case probabilities, the draws and their loss terms.
 - [`runs`](runs.py): checkpoints (crash-safe save, load without pickle, list, prune, resume), the non-finite loss
   check, the JSON-lines loss log, EMA weights, and
   [`backward_and_step`], the optimizer step of both training loops.
@@ -23,6 +25,12 @@ from .joint_diffusion import (
     joint_unet_config,
     parse_label_scale,
     save_validation_grid,
+)
+from .modality_timesteps import (
+    ModalityTimesteps,
+    ModalityTimestepSampling,
+    draw_modality_timesteps,
+    modality_timestep_losses,
 )
 from .runs import (
     CHECKPOINT_PREFIX,
@@ -49,6 +57,8 @@ __all__ = [
     "JointDiffusionLossOutput",
     "JsonlLossLog",
     "MissingCheckpointError",
+    "ModalityTimestepSampling",
+    "ModalityTimesteps",
     "assemble_pipeline",
     "augment_batch",
     "backward_and_step",
@@ -58,6 +68,7 @@ __all__ = [
     "check_training_resolution",
     "checkpoint_step",
     "downsampling_factor",
+    "draw_modality_timesteps",
     "ema_weights",
     "estimate_label_scale",
     "joint_diffusion_loss",
@@ -65,6 +76,7 @@ __all__ = [
     "joint_unet_config",
     "list_checkpoints",
     "load_checkpoint",
+    "modality_timestep_losses",
     "parse_label_scale",
     "prune_checkpoints",
     "resolve_resume_checkpoint",

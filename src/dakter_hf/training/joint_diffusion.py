@@ -22,6 +22,7 @@ from ..labels import estimate_balancing_factor, masks_to_scaled_onehot
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..pipelines.pipeline_dakter import DAKTerPipeline
 from ..visualization import save_sample_grid
+from .modality_timesteps import ModalityTimestepSampling, modality_timestep_losses
 from .runs import backward_and_step
 
 
@@ -49,6 +50,7 @@ def joint_diffusion_loss(
     ce_weight: float = 1.0,
     generator: torch.Generator | None = None,
     timesteps: torch.Tensor | None = None,
+    timestep_sampling: ModalityTimestepSampling | None = None,
 ) -> JointDiffusionLossOutput:
     r"""
     One evaluation of DAKTer's joint diffusion loss on a batch of real pairs.
@@ -56,7 +58,7 @@ def joint_diffusion_loss(
     The mask becomes a one-hot label in {-b, +b} (b = `model.config.label_scale`); image and label are noised at
     the same timestep with independent noise; the model predicts the image (x0 or the noise, per
     `model.config.prediction_type`) and the label logits. The loss is the image MSE plus `ce_weight` times the
-    cross-entropy of the logits against the mask.
+    cross-entropy of the logits against the mask. `timestep_sampling`: see [`modality_timestep_losses`].
 
     Args:
         model ([`JointUNet2DModel`]): the joint denoiser (possibly wrapped by Accelerate / DDP).
@@ -66,6 +68,7 @@ def joint_diffusion_loss(
         ce_weight (`float`, *optional*, defaults to 1.0): weight of the label cross-entropy.
         generator (`torch.Generator`, *optional*): source of timesteps and noise, for reproducible training.
         timesteps (`torch.Tensor`, *optional*): timesteps `(B,)`; drawn uniformly when not given.
+        timestep_sampling ([`ModalityTimestepSampling`], *optional*): per-modality timesteps (`None`: joint training).
 
     Returns:
         [`JointDiffusionLossOutput`]
@@ -85,13 +88,17 @@ def joint_diffusion_loss(
     noise_kwargs = dict(generator=generator, device=generator.device if generator else device)
     image_noise = torch.randn(images.shape, **noise_kwargs).to(images)
     label_noise = torch.randn(clean_labels.shape, **noise_kwargs).to(images)
-    noisy_images = noise_scheduler.add_noise(images, image_noise, timesteps)
-    noisy_labels = noise_scheduler.add_noise(clean_labels, label_noise, timesteps)
-
-    prediction = model(noisy_images, noisy_labels, timesteps)
     target = images if config.prediction_type == "sample" else image_noise
-    image_loss = F.mse_loss(prediction.image.float(), target.float())
-    label_loss = F.cross_entropy(prediction.label_logits.float(), masks.long())
+    if timestep_sampling is not None:
+        image_loss, label_loss = modality_timestep_losses(model, noise_scheduler, timestep_sampling, images,
+                                                          clean_labels, masks, image_noise, label_noise, target,
+                                                          timesteps, generator)
+    else:
+        noisy_images = noise_scheduler.add_noise(images, image_noise, timesteps)
+        noisy_labels = noise_scheduler.add_noise(clean_labels, label_noise, timesteps)
+        prediction = model(noisy_images, noisy_labels, timesteps)
+        image_loss = F.mse_loss(prediction.image.float(), target.float())
+        label_loss = F.cross_entropy(prediction.label_logits.float(), masks.long())
     return JointDiffusionLossOutput(loss=image_loss + ce_weight * label_loss, image_loss=image_loss,
                                     label_loss=label_loss)
 
@@ -124,6 +131,7 @@ def joint_unet_config(
     prediction_type: str = "sample",
     image_channels: int = 1,
     block_out_channels: Sequence[int] | None = None,
+    per_modality_timesteps: bool = False,
 ) -> dict[str, Any]:
     """
     The `JointUNet2DModel` config of a model-size preset.
@@ -138,6 +146,7 @@ def joint_unet_config(
         image_channels (`int`, *optional*, defaults to 1): image channels.
         block_out_channels (`Sequence[int]`, *optional*): overrides the preset's channels (and number of levels);
             the preset's number of attention levels is kept (capped at the number of levels).
+        per_modality_timesteps (`bool`, *optional*, defaults to `False`): separate image and label timesteps.
 
     Returns:
         `dict`: keyword arguments of [`JointUNet2DModel`].
@@ -164,6 +173,7 @@ def joint_unet_config(
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(with_attention)),
         attention_head_dim=preset["attention_head_dim"],
         norm_num_groups=preset["norm_num_groups"],
+        per_modality_timesteps=bool(per_modality_timesteps),
     )
 
 
@@ -303,6 +313,7 @@ def joint_diffusion_training_step(
     max_grad_norm: float | None = 1.0,
     crop_size: int | None = None,
     augment: bool = False,
+    timestep_sampling: ModalityTimestepSampling | None = None,
 ) -> dict[str, float]:
     """
     One (micro-)batch of joint diffusion training under `accelerator.accumulate`.
@@ -322,13 +333,15 @@ def joint_diffusion_training_step(
         max_grad_norm (`float`, *optional*, defaults to 1.0): gradient clipping norm; `None` disables clipping.
         crop_size (`int`, *optional*): random crop size for patch-wise training.
         augment (`bool`, *optional*, defaults to `False`): random symmetries of the square.
+        timestep_sampling ([`ModalityTimestepSampling`], *optional*): per-modality timesteps.
 
     Returns:
         `dict[str, float]`: `loss`, `image_loss` and `label_loss`, averaged over processes.
     """
     images, masks = augment_batch(batch["pixel_values"], batch["labels"], generator, crop_size, augment)
     with accelerator.accumulate(model):
-        output = joint_diffusion_loss(model, noise_scheduler, images, masks, ce_weight=ce_weight, generator=generator)
+        output = joint_diffusion_loss(model, noise_scheduler, images, masks, ce_weight=ce_weight, generator=generator,
+                                      timestep_sampling=timestep_sampling)
         backward_and_step(accelerator, output.loss, model, optimizer, lr_scheduler, max_grad_norm)
     losses = torch.stack([output.loss.detach(), output.image_loss.detach(), output.label_loss.detach()])
     losses = accelerator.reduce(losses, reduction="mean")

@@ -110,7 +110,8 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
     model = JointUNet2DModel(**joint_unet_config(
         args.model_size, resolution=args.resolution, num_classes=len(id2label), label_scale=label_scale,
         architecture=args.architecture, prediction_type=args.prediction_type,
-        block_out_channels=args.block_out_channels))
+        block_out_channels=args.block_out_channels,
+        per_modality_timesteps=getattr(args, "per_modality_timesteps", False)))
     ema_model = None
     if args.use_ema:
         ema_model = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
@@ -177,7 +178,7 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
             losses = joint_diffusion_training_step(
                 accelerator, model, noise_scheduler, optimizer, lr_scheduler, batch, generator=generator,
                 ce_weight=args.ce_weight, max_grad_norm=args.max_grad_norm, crop_size=args.crop_size,
-                augment=args.augment)
+                augment=args.augment, timestep_sampling=getattr(args, "timestep_sampling", None))
             if not accelerator.sync_gradients:
                 continue
             if ema_model is not None:
