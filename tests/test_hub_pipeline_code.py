@@ -21,7 +21,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline
 
-from dakter_hf import DAKTerPipeline, JointUNet2DModel
+from dakter_hf import DAKTerMaskToImagePipeline, DAKTerPipeline, DAKTerSegmentationPipeline, JointUNet2DModel
 from dakter_hf.remote_code import add_remote_code, remote_code_files
 
 from repo_scripts import load_script
@@ -81,8 +81,12 @@ from diffusers import DiffusionPipeline
 args = json.loads(sys.argv[1])
 pipe = DiffusionPipeline.from_pretrained(args["source"], custom_pipeline=args["custom_pipeline"],
                                          trust_remote_code=True)
-out = pipe(batch_size=args["batch_size"], generator=torch.Generator().manual_seed(args["seed"]),
-           num_inference_steps=args["steps"], output_type="np")
+kwargs = dict(args["call"])
+if args["inputs"]:
+    with np.load(args["inputs"]) as arrays:
+        kwargs.update({name: arrays[name] for name in arrays.files})
+out = pipe(generator=torch.Generator().manual_seed(args["seed"]), num_inference_steps=args["steps"],
+           output_type="np", **kwargs)
 np.savez(args["output"], **{name: np.asarray(getattr(out, name)) for name in args["fields"]})
 with open(args["output"] + ".json", "w") as f:
     json.dump({"pipeline": type(pipe).__module__, "unet": type(pipe.unet).__module__, "id2label": pipe.id2label,
@@ -91,21 +95,27 @@ with open(args["output"] + ".json", "w") as f:
 
 
 def run_without_dakter_hf(source: str, tmp_path: Path, custom_pipeline: str = "pipeline_dakter",
-                          env: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+                          env: dict | None = None, inputs: dict[str, np.ndarray] | None = None,
+                          fields: tuple[str, ...] = OUTPUT_FIELDS) -> tuple[dict[str, np.ndarray], dict]:
     """Load `source` (a directory or a Hub repo id) with remote code in a process without dakter_hf; generate.
 
-    Returns the outputs (`images`, `soft_labels`, `labels`) and what the process loaded (module names).
+    The pipeline is called with `inputs` (arrays, e.g. `masks` or `images` of a conditional pipeline) or, without
+    them, with `batch_size=BATCH_SIZE`. Returns the output `fields` and what the process loaded (module names).
     """
     output = str(tmp_path / "remote_output.npz")
-    args = dict(source=source, custom_pipeline=custom_pipeline, seed=SEED, batch_size=BATCH_SIZE, steps=STEPS,
-                fields=list(OUTPUT_FIELDS), output=output)
+    inputs_file = ""
+    if inputs:
+        inputs_file = str(tmp_path / "remote_inputs.npz")
+        np.savez(inputs_file, **inputs)
+    args = dict(source=source, custom_pipeline=custom_pipeline, seed=SEED, steps=STEPS, fields=list(fields),
+                call={} if inputs else {"batch_size": BATCH_SIZE}, inputs=inputs_file, output=output)
     # A private modules cache: diffusers copies remote code there (by default under ~/.cache/huggingface).
     process_env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), **(env or {})}
     result = subprocess.run([sys.executable, "-c", _NO_DAKTER_SCRIPT, json.dumps(args)], env=process_env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"remote-code process failed:\n{result.stdout}\n{result.stderr[-4000:]}"
     with np.load(output) as arrays:
-        outputs = {name: arrays[name] for name in OUTPUT_FIELDS}
+        outputs = {name: arrays[name] for name in fields}
     return outputs, json.loads(Path(output + ".json").read_text())
 
 
@@ -163,9 +173,12 @@ def test_remote_code_files_match_model_index(tmp_path):
     library, class_name = json.loads((tmp_path / "model_index.json").read_text())["unet"]
     assert library == "dakter_hf.models.joint_unet_2d"  # saved pipelines record this path forever
     files = remote_code_files()
-    assert set(files) == {"pipeline_dakter.py", f"unet/{library}.py"}
+    assert set(files) == {"pipeline_dakter.py", "pipeline_dakter_mask_to_image.py", "pipeline_dakter_segmentation.py",
+                          f"unet/{library}.py"}
     assert f"class {class_name}(" in files[f"unet/{library}.py"]
     assert "class DAKTerPipeline(" in files["pipeline_dakter.py"]
+    assert "class DAKTerMaskToImagePipeline(" in files["pipeline_dakter_mask_to_image.py"]
+    assert "class DAKTerSegmentationPipeline(" in files["pipeline_dakter_segmentation.py"]
 
 
 def test_add_remote_code(tmp_path):
@@ -209,3 +222,22 @@ def test_installed_pipeline_ignores_remote_code(saved_with_remote_code):
     pipe = DAKTerPipeline.from_pretrained(directory)
     assert type(pipe.unet) is JointUNet2DModel
     assert_same_outputs(generate(pipe), expected)
+
+
+@pytest.mark.parametrize("custom_pipeline", ["pipeline_dakter_mask_to_image", "pipeline_dakter_segmentation"])
+def test_conditional_pipelines_load_without_dakter_hf(saved_with_remote_code, tmp_path, custom_pipeline):
+    directory, _ = saved_with_remote_code
+    if custom_pipeline == "pipeline_dakter_segmentation":
+        pipeline_cls, fields = DAKTerSegmentationPipeline, ("soft_labels", "labels")
+        inputs = {"images": np.random.default_rng(0).integers(0, 256, (BATCH_SIZE, 20, 24, 1), dtype=np.uint8)}
+    else:
+        pipeline_cls, fields = DAKTerMaskToImagePipeline, OUTPUT_FIELDS
+        inputs = {"masks": np.random.default_rng(0).integers(0, 3, (BATCH_SIZE, 16, 16))}
+    installed = pipeline_cls.from_pretrained(directory)
+    out = installed(generator=torch.Generator().manual_seed(SEED), num_inference_steps=STEPS, output_type="np",
+                    **inputs)
+    outputs, loaded = run_without_dakter_hf(str(directory), tmp_path, custom_pipeline=custom_pipeline, inputs=inputs,
+                                            fields=fields)
+    assert_loaded_remote_code(loaded)
+    for name in fields:
+        np.testing.assert_allclose(outputs[name], np.asarray(getattr(out, name)), atol=1e-5, rtol=0, err_msg=name)

@@ -1,11 +1,13 @@
 """dakter_hf: DAKTer for the Hugging Face ecosystem.
 
 One diffusion model jointly generates SAR images and per-pixel soft labels; any student segmentation model then
-learns from real pairs (cross-entropy) and generated pairs (knowledge distillation on the soft labels).
+learns from real pairs (cross-entropy) and generated pairs (knowledge distillation on the soft labels). The same
+model also draws images for given masks and segments given images.
 
 Where each concept lives: `labels` (label codec, balancing factor), `models` (`JointUNet2DModel`), `pipelines`
-(`DAKTerPipeline`), `training` (generator loss and training step), `data` (datasets and transforms), `generation`
-(generated datasets), `distill` (students and distillation), `metrics`, `visualization`, `hub`.
+(`DAKTerPipeline`, `DAKTerMaskToImagePipeline`, `DAKTerSegmentationPipeline`), `training` (generator loss and
+training step), `data` (datasets and transforms), `generation` (generated datasets), `distill` (students and
+distillation), `metrics`, `visualization`, `hub`.
 """
 
 import importlib
@@ -22,7 +24,14 @@ from .labels import (
     masks_to_scaled_onehot,
 )
 from .models import JointUNet2DModel, JointUNet2DOutput
-from .pipelines import DAKTerPipeline, DAKTerPipelineOutput
+from .pipelines import (
+    DAKTerMaskToImagePipeline,
+    DAKTerMaskToImagePipelineOutput,
+    DAKTerPipeline,
+    DAKTerPipelineOutput,
+    DAKTerSegmentationPipeline,
+    DAKTerSegmentationPipelineOutput,
+)
 
 
 # Public names of the modules that import `datasets`, `transformers` or `matplotlib`: loaded on first use, so that
@@ -52,22 +61,28 @@ def __dir__():
 
 
 def _register_with_diffusers() -> None:
-    """Make `DiffusionPipeline.from_pretrained(dir)` resolve a saved `DAKTerPipeline` to the installed class.
+    """Make `DiffusionPipeline.from_pretrained(dir)` resolve a saved DAKTer pipeline to the installed class.
 
-    diffusers looks the `_class_name` of `model_index.json` up in its own namespace; exposing the class there
-    (once `dakter_hf` is imported) lets the generic loader return a real `dakter_hf.DAKTerPipeline`.
+    diffusers looks the `_class_name` of `model_index.json` up in its own namespace; exposing the classes there
+    (once `dakter_hf` is imported) lets the generic loader return a real `dakter_hf.DAKTerPipeline` (or one of the
+    conditional pipelines, when one was saved).
     """
     import diffusers
 
-    if getattr(diffusers, "DAKTerPipeline", None) is None:
-        setattr(diffusers, "DAKTerPipeline", DAKTerPipeline)
+    for pipeline_class in (DAKTerPipeline, DAKTerMaskToImagePipeline, DAKTerSegmentationPipeline):
+        if getattr(diffusers, pipeline_class.__name__, None) is None:
+            setattr(diffusers, pipeline_class.__name__, pipeline_class)
 
 
 _register_with_diffusers()
 
 __all__ = [
+    "DAKTerMaskToImagePipeline",
+    "DAKTerMaskToImagePipelineOutput",
     "DAKTerPipeline",
     "DAKTerPipelineOutput",
+    "DAKTerSegmentationPipeline",
+    "DAKTerSegmentationPipelineOutput",
     "JOINT_UNET_PRESETS",
     "JointDiffusionLossOutput",
     "JointUNet2DModel",

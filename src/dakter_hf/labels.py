@@ -65,7 +65,13 @@ def logits_to_soft_labels(logits: torch.Tensor, temperature: float = 1.0) -> tor
 
 def logits_to_clean_label(logits: torch.Tensor, label_scale: float) -> torch.Tensor:
     """The clean scaled label a scheduler steps towards: `E[b * (2 * onehot - 1)]` under `softmax(logits)`."""
-    return label_scale * (2.0 * torch.softmax(logits, dim=1) - 1.0)
+    return soft_labels_to_scaled_label(torch.softmax(logits, dim=1), label_scale)
+
+
+def soft_labels_to_scaled_label(soft_labels: torch.Tensor, label_scale: float) -> torch.Tensor:
+    """The scaled label of per-pixel class probabilities `(B, K, H, W)`: `b * (2 * p - 1)`, the expected scaled
+    one-hot label (a one-hot `p` gives exactly [`masks_to_scaled_onehot`])."""
+    return label_scale * (2.0 * soft_labels - 1.0)
 
 
 def estimate_balancing_factor(images) -> float:

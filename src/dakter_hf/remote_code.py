@@ -1,6 +1,6 @@
-"""Remote code: self-contained copies of the pipeline and the model that a Hub repository can carry, so that
-`DiffusionPipeline.from_pretrained(repo, custom_pipeline="pipeline_dakter", trust_remote_code=True)` works without
-dakter_hf installed.
+"""Remote code: self-contained copies of the pipelines and the model that a Hub repository can carry, so that
+`DiffusionPipeline.from_pretrained(repo, custom_pipeline="pipeline_dakter", trust_remote_code=True)` (or
+`"pipeline_dakter_mask_to_image"`, `"pipeline_dakter_segmentation"`) works without dakter_hf installed.
 
 They are built from the package's own source files (the single source of truth) by an AST bundler,
 [`remote_code_files`]: the module and the package modules it imports are inlined, external imports are hoisted.
@@ -35,7 +35,8 @@ class RemoteCodeFile:
         stand_ins (`dict[str, tuple[str, str]]`): package modules *not* to inline, mapped to `(module, class)` of an
             external base class that the names imported from them are bound to (for type annotations: the real
             class is loaded by diffusers from its component's own file).
-        drop (`tuple[str, ...]`): `"Class.method"` definitions left out (package-only plumbing).
+        drop (`tuple[str, ...]`): `"Class.method"` definitions left out (package-only plumbing), wherever among the
+            inlined modules the class is defined.
     """
 
     path: str
@@ -55,17 +56,17 @@ def remote_code_specs() -> tuple[RemoteCodeFile, ...]:
     `model_index.json` (`"unet": ["dakter_hf.models.joint_unet_2d", "JointUNet2DModel"]`).
     """
     model_module = _model_module()
-    return (
-        RemoteCodeFile(
-            path="pipeline_dakter.py",
-            module=f"{PACKAGE}.pipelines.pipeline_dakter",
-            stand_ins={model_module: ("diffusers", "ModelMixin")},
-            # Package-only loading (its own Hub download, the installed model class); the generic diffusers loader
-            # does that job in a repository without dakter_hf.
-            drop=("DAKTerPipeline.from_pretrained", "DAKTerPipeline._load_installed_unet"),
-        ),
-        RemoteCodeFile(path=f"unet/{model_module}.py", module=model_module),
-    )
+    stand_ins = {model_module: ("diffusers", "ModelMixin")}
+    # Package-only loading (its own Hub download, the installed model class); the generic diffusers loader does that
+    # job in a repository without dakter_hf.
+    drop = ("DAKTerPipelineMixin.from_pretrained", "DAKTerPipelineMixin._load_installed_unet")
+    pipelines = [RemoteCodeFile(path=f"{name}.py", module=f"{PACKAGE}.pipelines.{name}", stand_ins=stand_ins, drop=drop)
+                 for name in PIPELINE_MODULES]
+    return (*pipelines, RemoteCodeFile(path=f"unet/{model_module}.py", module=model_module))
+
+
+#: The pipeline modules a DAKTer repository carries as remote code, one file each (`custom_pipeline=<name>`).
+PIPELINE_MODULES = ("pipeline_dakter", "pipeline_dakter_mask_to_image", "pipeline_dakter_segmentation")
 
 
 def _source_path(module: str) -> Path:
@@ -93,19 +94,18 @@ def _bound_names(import_text: str) -> set[str]:
     return {alias.asname or alias.name.split(".")[0] for alias in node.names}
 
 
-def _drop_ranges(tree: ast.Module, drop: tuple) -> list[tuple[int, int]]:
-    """1-based inclusive line ranges of the `Class.method` definitions to leave out."""
-    ranges = []
+def _drop_ranges(tree: ast.Module, drop: tuple) -> tuple[list[tuple[int, int]], set[str]]:
+    """1-based inclusive line ranges of the `Class.method` definitions of `drop` found in `tree`, and those found."""
+    ranges, found = [], set()
     for target in drop:
         class_name, method = target.split(".")
         nodes = [n for c in tree.body if isinstance(c, ast.ClassDef) and c.name == class_name for n in c.body
                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == method]
-        if not nodes:
-            raise RuntimeError(f"Cannot drop {target!r}: no such method in the module.")
-        node = nodes[0]
-        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        ranges.append((start, node.end_lineno))
-    return ranges
+        if nodes:
+            start = min([nodes[0].lineno] + [d.lineno for d in nodes[0].decorator_list])
+            ranges.append((start, nodes[0].end_lineno))
+            found.add(target)
+    return ranges, found
 
 
 def _names_used_outside(tree: ast.Module, ranges: list[tuple[int, int]]) -> set[str]:
@@ -119,16 +119,18 @@ def _bundle(spec: RemoteCodeFile) -> str:
     imports: list[str] = []  # external import statements, hoisted to the top, in order of first appearance
     bodies: list[str] = []  # module bodies, dependencies first
     done: set[str] = set()
+    dropped: set[str] = set()
 
     def add_import(text: str) -> None:
         if text not in imports:
             imports.append(text)
 
-    def visit(module: str, drop: tuple) -> None:
+    def visit(module: str) -> None:
         done.add(module)
         source = _source_path(module).read_text(encoding="utf-8")
         tree = ast.parse(source)
-        skip = _drop_ranges(tree, drop)
+        skip, found = _drop_ranges(tree, spec.drop)
+        dropped.update(found)
         used = _names_used_outside(tree, skip)  # a package import needed only by dropped code is not inlined
         prelude: list[str] = []
         for node in tree.body:
@@ -155,14 +157,17 @@ def _bundle(spec: RemoteCodeFile) -> str:
                 elif _source_path(target).name == "__init__.py":
                     raise RuntimeError(f"{module}: import {target!r} names from their module, not the package.")
                 elif target not in done:
-                    visit(target, ())
+                    visit(target)
         lines = source.splitlines()
         for start, end in skip:
             lines[start - 1:end] = [None] * (end - start + 1)
         body = "\n".join(line for line in lines if line is not None).strip("\n")
         bodies.append("\n".join([f"# ---- {_relative_name(module)} " + "-" * 40, "", *prelude, "", "", body]))
 
-    visit(spec.module, spec.drop)
+    visit(spec.module)
+    missing = sorted(set(spec.drop) - dropped)
+    if missing:
+        raise RuntimeError(f"Cannot drop {missing}: no such method in {spec.module} or the modules it imports.")
     docstring = ast.get_docstring(ast.parse(_source_path(spec.module).read_text(encoding="utf-8")))
     sources = ", ".join(_relative_name(m) for m in sorted(done))
     header = (
