@@ -29,8 +29,9 @@ class JointUNet2DOutput(BaseOutput):
             Per-pixel class logits of the clean label.
     """
 
-    image: torch.Tensor
-    label_logits: torch.Tensor
+    # Defaults let `BaseOutput` rebuild the output from a dict, as Accelerate's mixed precision does to cast it.
+    image: torch.Tensor = None
+    label_logits: torch.Tensor = None
 
 
 class UNetBranch(nn.Module):
