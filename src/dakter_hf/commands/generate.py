@@ -26,7 +26,7 @@ from accelerate.utils import parse_flag_from_env
 from ..distributed import check_world_size
 from ..errors import DAKTerError
 from ..filesystem import OutputDirLock, is_launcher_main_process
-from ..generation import generate_to_disk
+from ..generation import COMPUTE_DTYPES, generate_to_disk
 from ..hub import HubPushError, push_dataset_to_hub
 from ..labels import SOFT_LABEL_DTYPES
 from ..models import JointUNet2DModel
@@ -82,6 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Run the UNet with its convolution kernels in channels-last memory layout: faster "
                              "sampling on CPU (1.2-1.5x at 64x64 in BENCHMARKS.md). Rows differ from a default run "
                              "by float rounding only; the layout is recorded in the dataset card.")
+    parser.add_argument("--dtype", choices=COMPUTE_DTYPES, default="float32",
+                        help="Compute dtype of the UNet (autocast; weights and sampler state stay float32): bfloat16 "
+                             "samples faster on CPUs with bf16 instructions and on GPUs (see BENCHMARKS.md), float16 "
+                             "on GPUs. Rows differ from float32 ones by the rounding; the dtype is recorded in the "
+                             "dataset card.")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet: the first batch includes the compilation (minutes on a CPU); "
+                             "recorded in the dataset card.")
     parser.add_argument("--id2label", type=_id2label_arg, default=None,
                         help="Class names as JSON or a JSON file; default: those stored with the pipeline "
                              "(`id2label` in its model_index.json), else class_0..class_{K-1}.")
@@ -151,11 +159,13 @@ def generate(args: argparse.Namespace) -> int:
         set_scheduler(pipe, args.scheduler)
     if args.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
+    if args.compile:
+        pipe.unet.compile()
     output = generate_to_disk(
         pipe, args.output_dir, args.num_samples, batch_size=args.batch_size, seed=args.seed,
         num_inference_steps=args.num_inference_steps, soft_label_temperature=args.soft_label_temperature,
         eta=args.eta, soft_label_dtype=args.soft_label_dtype, id2label=args.id2label, overwrite=args.overwrite,
-        pipeline_name=args.pipeline, distributed_state=state,
+        pipeline_name=args.pipeline, distributed_state=state, dtype=args.dtype,
     )
     if not state.is_main_process:
         return 0

@@ -73,7 +73,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: inverse multiplicative factor.")
     train.add_argument("--ema_power", type=float, default=3 / 4, help="EMA warm-up: exponential factor.")
     train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
-                       help="Mixed precision; None takes the `accelerate config` value.")
+                       help="Mixed precision (autocast; weights, optimizer and losses stay float32): bf16 also on "
+                            "CPUs (faster with bf16 instructions, see BENCHMARKS.md), fp16 on GPUs; None takes the "
+                            "`accelerate config` value.")
+    train.add_argument("--gradient_checkpointing", action="store_true",
+                       help="Recompute the UNet's activations in the backward pass: much less memory for large "
+                            "images, at more compute per step (see BENCHMARKS.md).")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the model: the first steps include the compilation (minutes on a CPU).")
     train.add_argument("--dataloader_num_workers", type=int, default=0, help="Data loading worker processes.")
     train.add_argument("--seed", type=int, default=0, help="Seeds model init, data order, timesteps and noise.")
     out = parser.add_argument_group("outputs")

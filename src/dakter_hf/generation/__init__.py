@@ -21,7 +21,7 @@ from ..labels import (
 )
 from ..pipelines.schedulers import SCHEDULERS, set_scheduler
 from .preview import save_preview
-from .sampling import generate_dataset, generate_rows
+from .sampling import COMPUTE_DTYPES, compute_autocast, generate_dataset, generate_rows
 from .settings import generation_settings, unet_fingerprint, unet_memory_format
 from .store import (
     MANIFEST_NAME,
@@ -35,6 +35,7 @@ from .store import (
 
 
 __all__ = [
+    "COMPUTE_DTYPES",
     "MANIFEST_NAME",
     "PREVIEW_NAME",
     "QUANTIZATION_LEVELS",
@@ -43,6 +44,7 @@ __all__ = [
     "WORK_DIR_SUFFIX",
     "GenerationOutput",
     "GenerationProgress",
+    "compute_autocast",
     "decode_soft_labels",
     "encode_soft_labels",
     "generate_dataset",

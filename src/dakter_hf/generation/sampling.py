@@ -24,6 +24,25 @@ def _sample_hw(unet_config) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+"""Compute dtypes of the denoiser during sampling (`dtype` of [`generate_rows`], `dakter-generate --dtype`)."""
+
+
+def check_compute_dtype(dtype: str) -> str:
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"`dtype` must be one of {COMPUTE_DTYPES}, got {dtype!r}.")
+    return dtype
+
+
+def compute_autocast(pipe, dtype: str = "float32"):
+    """The context in which `pipe` samples with its denoiser computing in `dtype`: `torch.autocast` on the
+    pipeline's device for `"bfloat16"` / `"float16"` (the weights and the sampler's state stay float32, so only the
+    convolutions, matrix products and attention run in low precision), nothing for `"float32"`."""
+    if check_compute_dtype(dtype) == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(pipe.device.type, dtype=getattr(torch, dtype))
+
+
 @contextlib.contextmanager
 def quiet_pipeline(pipe):
     """Silence the pipeline's per-step progress bar (generation shows one bar over samples)."""
@@ -44,6 +63,7 @@ def generate_rows(
     eta: float = 0.0,
     soft_label_dtype: str = "uint8",
     pad_to: int | None = None,
+    dtype: str = "float32",
 ) -> dict[str, list]:
     """Generate the rows `indices` of a dataset in one pipeline call: row `i` from seed `seed + i`.
 
@@ -51,7 +71,9 @@ def generate_rows(
     type), so a row does not depend on which other rows share its batch. Floating-point kernels may still round
     differently for different batch sizes (about 1e-6 on CPU, enough to move a quantised value by one level), so a
     batch smaller than `pad_to` is padded with repeats of its last seed, whose rows are dropped: with the same
-    `pad_to`, a row is bit-identical whatever batch it is generated in.
+    `pad_to`, a row is bit-identical whatever batch it is generated in. `dtype` is the denoiser's compute dtype
+    ([`compute_autocast`]): `"bfloat16"` samples faster on CPUs with bf16 instructions and on GPUs, with rows that
+    differ from float32 ones by the bf16 rounding.
 
     Returns:
         `dict`: columns `image` (PIL images), `soft_label` (encoded arrays `(K, H, W)`), `label` (PIL masks),
@@ -62,8 +84,9 @@ def generate_rows(
     seeds = [seed + int(i) for i in indices]
     padded = seeds + seeds[-1:] * max(0, (pad_to or 0) - len(seeds))
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in padded]
-    out = pipe(batch_size=len(padded), generator=generators, num_inference_steps=num_inference_steps,
-               soft_label_temperature=soft_label_temperature, eta=eta, output_type="pt")
+    with compute_autocast(pipe, dtype):
+        out = pipe(batch_size=len(padded), generator=generators, num_inference_steps=num_inference_steps,
+                   soft_label_temperature=soft_label_temperature, eta=eta, output_type="pt")
     n = len(seeds)
     for name, values in (("images", out.images[:n]), ("soft labels", out.soft_labels[:n])):
         if not bool(torch.isfinite(values).all()):
@@ -99,6 +122,7 @@ def generate_dataset(
     eta: float = 0.0,
     soft_label_dtype: str = "uint8",
     id2label: Mapping[int, str] | None = None,
+    dtype: str = "float32",
 ) -> Dataset:
     """Generate rows of a dataset in memory: the rows `indices` (or `range(indices)` for an int) of the dataset
     [`generate_to_disk`] writes with the same settings (bit-identical with the same `batch_size`, see
@@ -111,6 +135,7 @@ def generate_dataset(
     ```
     """
     indices = list(range(indices)) if isinstance(indices, int) else [int(i) for i in indices]
+    check_compute_dtype(dtype)
     features = pipeline_features(pipe, resolve_id2label(pipe, id2label), soft_label_dtype)
     columns: dict[str, list] = {name: [] for name in features}
     with quiet_pipeline(pipe):
@@ -118,6 +143,6 @@ def generate_dataset(
         for start in tqdm(range(0, len(indices), batch_size), desc="Generating pairs", unit="batch"):
             for name, values in generate_rows(pipe, indices[start:start + batch_size], seed, num_inference_steps,
                                               soft_label_temperature, eta, soft_label_dtype,
-                                              pad_to=batch_size).items():
+                                              pad_to=batch_size, dtype=dtype).items():
                 columns[name].extend(values)
     return Dataset.from_dict(columns, features=features)

@@ -1,7 +1,8 @@
 """What a generated row depends on: the settings recorded in the manifest of a run and in the dataset card.
 
-Besides the model and the sampler, the batch size and the memory layout of the UNet's kernels decide the
-floating-point rounding of the samples, so they are settings too: an interrupted run resumes only with the same ones.
+Besides the model and the sampler, the batch size, the memory layout of the UNet's kernels, its compute dtype and
+whether it is compiled decide the floating-point rounding of the samples, so they are settings too: an interrupted
+run resumes only with the same ones.
 """
 
 import hashlib
@@ -53,6 +54,7 @@ def generation_settings(
     eta: float,
     soft_label_dtype: str,
     id2label: Mapping[int, str],
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Everything a generated row depends on (recorded in the manifest of a run and in the dataset card; the
     batch size is among them because it decides the floating-point rounding, see [`generate_rows`])."""
@@ -76,4 +78,8 @@ def generation_settings(
     memory_format = unet_memory_format(pipe.unet)
     if memory_format != "contiguous":  # recorded only then, so that runs begun before this key existed still resume
         settings["unet_memory_format"] = memory_format
+    if dtype != "float32":  # likewise: the denoiser's compute dtype changes the rounding of every row
+        settings["compute_dtype"] = dtype
+    if getattr(pipe.unet, "_compiled_call_impl", None) is not None:  # `unet.compile()`: fused kernels round apart
+        settings["unet_compiled"] = True
     return json.loads(json.dumps(settings))  # JSON-normalised (tuples -> lists), as read back from the manifest

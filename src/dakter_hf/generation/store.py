@@ -32,7 +32,7 @@ from ..filesystem import mark_owned, owner_of, remove_owned
 from ..labels import check_soft_label_dtype, resolve_id2label
 from ..model_cards import CARD_NAME, make_dataset_card, read_card_metadata
 from .preview import save_preview
-from .sampling import generate_rows, pipeline_features, quiet_pipeline
+from .sampling import check_compute_dtype, generate_rows, pipeline_features, quiet_pipeline
 from .settings import generation_settings
 
 
@@ -296,6 +296,7 @@ def generate_to_disk(
     distributed_state=None,
     callback: Callable[[GenerationProgress], None] | None = None,
     preview_rows: int = 8,
+    dtype: str = "float32",
 ) -> GenerationOutput:
     r"""
     Generate `num_samples` pairs with `pipe` and save them as a dataset in `output_dir` (resumable, atomic).
@@ -327,6 +328,8 @@ def generate_to_disk(
         distributed_state (`accelerate.PartialState`, *optional*): the process group of an `accelerate launch`.
         callback (`Callable[[GenerationProgress], None]`, *optional*): called after each committed batch.
         preview_rows (`int`, *optional*, defaults to 8): rows of the preview grid (0: no preview).
+        dtype (`str`, *optional*, defaults to `"float32"`): compute dtype of the denoiser, `"float32"`,
+            `"bfloat16"` or `"float16"` (autocast, see [`compute_autocast`]); recorded in the settings.
 
     Returns:
         [`GenerationOutput`]
@@ -336,6 +339,7 @@ def generate_to_disk(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     check_soft_label_dtype(soft_label_dtype)
+    check_compute_dtype(dtype)
     state = distributed_state or _ProcessSlot()
     output_dir = os.path.normpath(os.fspath(output_dir))
     _check_output_dir(output_dir, overwrite)
@@ -344,7 +348,7 @@ def generate_to_disk(
     work_dir = work_dir_for(output_dir)
     id2label = resolve_id2label(pipe, id2label)
     settings = generation_settings(pipe, batch_size, seed, num_inference_steps, soft_label_temperature, eta,
-                                   soft_label_dtype, id2label)
+                                   soft_label_dtype, id2label, dtype)
     features = pipeline_features(pipe, id2label, soft_label_dtype)
 
     if state.is_main_process:
@@ -362,7 +366,7 @@ def generate_to_disk(
         num_done = num_resumed
         for batch_index, batch in enumerate(_batches(todo, batch_size)):
             rows = generate_rows(pipe, batch, seed, num_inference_steps, soft_label_temperature, eta,
-                                 soft_label_dtype, pad_to=batch_size)
+                                 soft_label_dtype, pad_to=batch_size, dtype=dtype)
             _write_shard(work_dir, rows, features, batch)
             num_done += len(batch)
             bar.update(len(batch))

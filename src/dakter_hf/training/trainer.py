@@ -112,6 +112,8 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
         architecture=args.architecture, prediction_type=args.prediction_type,
         block_out_channels=args.block_out_channels,
         per_modality_timesteps=getattr(args, "per_modality_timesteps", False)))
+    if getattr(args, "gradient_checkpointing", False):
+        model.enable_gradient_checkpointing()
     ema_model = None
     if args.use_ema:
         ema_model = EMAModel(model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
@@ -127,6 +129,8 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
                                  num_training_steps=args.max_train_steps * accelerator.num_processes)
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, lr_scheduler)
+    if getattr(args, "compile", False):
+        model.compile()  # in place: the module keeps its class, state dict and save_pretrained
     if ema_model is not None:
         ema_model.to(accelerator.device)  # saved by save_checkpoint as safetensors (Accelerate's hook pickles)
     if accelerator.is_main_process and args.report_to != "none":
