@@ -27,11 +27,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workloads import Setting, generator_step, student_step  # noqa: E402
-
-from timing_utils import add_common_args, apply_common_args, machine_info, write_result  # noqa: E402
+from timing_utils import add_common_args, apply_common_args, machine_info, write_result
+from workloads import Setting, generator_step, student_step
 
 
 # Dense tensor-core peaks from the vendors' data sheets (no sparsity), FLOP/s.

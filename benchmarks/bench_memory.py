@@ -20,11 +20,8 @@ import subprocess
 import sys
 import time
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workloads import parse_setting  # noqa: E402
-
-from timing_utils import machine_info, write_result  # noqa: E402
+from timing_utils import machine_info, write_result
+from workloads import parse_setting
 
 
 def parse_args(argv=None):
@@ -57,6 +54,7 @@ def _status_kb(field: str) -> int:
 def run_child(args) -> dict:
     """One configuration in this (fresh) process: memory and time of `args.steps` training steps."""
     import torch
+
     from workloads import generator_step
 
     torch.set_num_threads(args.threads)

@@ -20,11 +20,7 @@ import sys
 
 import torch
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from workloads import generation_call, generator_step, parse_setting, student_step  # noqa: E402
-
-from timing_utils import (  # noqa: E402
+from timing_utils import (
     add_common_args,
     apply_common_args,
     machine_info,
@@ -32,6 +28,7 @@ from timing_utils import (  # noqa: E402
     time_side_by_side,
     write_result,
 )
+from workloads import generation_call, generator_step, parse_setting, student_step
 
 
 WORKLOADS = {"train": generator_step, "student": student_step, "generate": generation_call}

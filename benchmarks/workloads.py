@@ -109,11 +109,12 @@ def student_step(setting: Setting, student: str = "b0", resolution: int = 64, ba
     """A closure running one `soft` distillation step of a SegFormer student on a half-generated batch (the SOS
     benchmark's student: b0, 64 pixels, batches of 16), and the model."""
     from accelerate import Accelerator
-    from bench_distill_overhead import fake_generated_dataset
 
     from dakter_hf.data import load_dataset_by_name
     from dakter_hf.distill import create_student
     from dakter_hf.distill.training import build_distillation_dataloader, distillation_training_step
+
+    from bench_distill_overhead import fake_generated_dataset
 
     accelerator = Accelerator(mixed_precision="no")
     real = load_dataset_by_name("simulated", split="train", resolution=resolution, num_samples=2 * batch_size,
