@@ -1,7 +1,8 @@
 """The speed options of the tools (issue #25): bf16 mixed precision, gradient checkpointing and `torch.compile` in the
-generator trainer (`dakter_hf.commands.train`), and the compute dtype and compile of generation (`dakter-generate
---dtype / --compile`). Each runs on tiny models and gives results close to float32 (no timing here: speed is measured
-by `benchmarks/bench_precision.py`, `bench_memory.py` and `bench_cost_table.py`).
+generator trainer (`dakter_hf.commands.train`), bf16 and compile in the student trainer
+(`dakter_hf.commands.distill`), and the compute dtype and compile of generation (`dakter-generate --dtype /
+--compile`). Each runs on tiny models and gives results close to float32 (no timing here: speed is measured by
+`benchmarks/bench_precision.py`, `bench_memory.py` and `bench_cost_table.py`).
 
 `torch.compile` is exercised with the `eager` backend (Dynamo traces the model, no C++ compilation), which keeps the
 tests to seconds; the option itself uses the default backend.
@@ -16,6 +17,7 @@ import torch
 from test_generation import ID2LABEL, make_pipeline
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
+from dakter_hf.commands import distill as distill_command
 from dakter_hf.commands import generate as generate_command
 from dakter_hf.commands import train as train_command
 from dakter_hf.generation import decode_soft_labels, generate_dataset, generation_settings
@@ -49,14 +51,30 @@ def eager_compile(monkeypatch):
     return compiled
 
 
+def read_log(output_dir) -> list[dict]:
+    with open(output_dir / "logs" / "train_log.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
 def train(output_dir, *extra) -> list[dict]:
     """Run the generator trainer in-process with a fresh Accelerate state; returns its loss log."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
     assert train_command.main([*TINY_TRAIN, "--output_dir", str(output_dir), *extra]) == 0
-    with open(output_dir / "logs" / "train_log.jsonl") as f:
-        return [json.loads(line) for line in f]
+    return read_log(output_dir)
+
+
+def distill(output_dir, *extra) -> list[dict]:
+    """Train a tiny `real` student for 3 steps in-process with a fresh Accelerate state; returns its loss log."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    distill_command.main(["--dataset", "simulated", "--num_train_samples", "8", "--resolution", "32", "--student",
+                          "tiny", "--train_batch_size", "4", "--max_eval_samples", "4", "--mode", "real",
+                          "--max_train_steps", "3", "--eval_steps", "3", "--seed", "0", "--output_dir",
+                          str(output_dir), *extra])
+    return read_log(output_dir)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +108,19 @@ def test_trainer_compile(fp32_losses, tmp_path, eager_compile):
         assert compiled["loss"] == pytest.approx(plain["loss"], rel=1e-4)
     # The compiled model is saved like any other: same class, same keys.
     DAKTerPipeline.from_pretrained(tmp_path)
+
+
+def test_student_bf16_and_compile(tmp_path, eager_compile):
+    from transformers import SegformerForSemanticSegmentation
+
+    plain = distill(tmp_path / "fp32", "--mixed_precision", "no")
+    assert not eager_compile
+    fast = distill(tmp_path / "bf16", "--mixed_precision", "bf16", "--compile")
+    assert len(eager_compile) == 1 and isinstance(eager_compile[0], SegformerForSemanticSegmentation)
+    assert len(plain) == len(fast) == 3
+    assert fast[0]["loss"] == pytest.approx(plain[0]["loss"], rel=2e-2)  # same weights: bf16 rounding only
+    saved = SegformerForSemanticSegmentation.from_pretrained(tmp_path / "bf16" / "final")
+    assert saved.dtype == torch.float32
 
 
 def test_trainer_help_lists_the_options(capsys):

@@ -73,7 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_adamw_args(train, weight_decay=0.01)
     train.add_argument("--augment", action="store_true", help="Random flips / 90-degree rotations per sample.")
     train.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None,
-                       help="Defaults to the `accelerate config` value.")
+                       help="Mixed precision (autocast; weights, optimizer and losses stay float32): bf16 also on "
+                            "CPUs (faster with bf16 instructions, see BENCHMARKS.md), fp16 on GPUs. Defaults to the "
+                            "`accelerate config` value.")
+    train.add_argument("--compile", action="store_true",
+                       help="torch.compile the student: the first steps include the compilation (minutes on a CPU).")
     train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes.")
     train.add_argument("--seed", type=int, default=0, help="Seeds the student's init, the data order and augmentation.")
     ev = parser.add_argument_group("evaluation")

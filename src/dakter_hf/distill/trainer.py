@@ -101,6 +101,8 @@ def train_student(args: argparse.Namespace) -> dict | None:
                                  num_training_steps=args.max_train_steps * accelerator.num_processes)
     model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(model, optimizer, train_dataloader,
                                                                            lr_scheduler)
+    if args.compile:
+        model.compile()  # in place: the module keeps its class, state dict and save_pretrained
     eval_dataloader = build_evaluation_dataloader(eval_dataset, image_processor, args.eval_batch_size,
                                                   accelerator.process_index, accelerator.num_processes,
                                                   args.max_eval_samples, args.dataloader_num_workers)
