@@ -146,6 +146,9 @@ def main(argv=None) -> dict:
                               file=sys.stderr)
             rows.append(row)
             load.append(os.getloadavg())
+            write_result({"rows_so_far": rows, "matmul_peak_gflop_per_s": {
+                p: {k: v / 1e9 for k, v in peak.items() if k.startswith("flop_per_s")} for p, peak in peaks.items()}},
+                args.output and args.output + ".partial")  # what a long run has measured if it is stopped
 
     projection = {}
     for size in args.model_sizes:
