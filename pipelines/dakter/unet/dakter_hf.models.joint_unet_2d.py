@@ -36,8 +36,9 @@ class JointUNet2DOutput(BaseOutput):
             Per-pixel class logits of the clean label.
     """
 
-    image: torch.Tensor
-    label_logits: torch.Tensor
+    # Defaults let `BaseOutput` rebuild the output from a dict, as Accelerate's mixed precision does to cast it.
+    image: torch.Tensor = None
+    label_logits: torch.Tensor = None
 
 
 class UNetBranch(nn.Module):
@@ -142,7 +143,9 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
       through 1x1 convolutions initialised to zero, so that at initialisation each branch is an independent UNet.
     * `"concat"`: one UNet over the channel-concatenated image and label (the paper's "DDPM" joint baseline).
 
-    This model inherits from [`~diffusers.ModelMixin`]: `save_pretrained` / `from_pretrained` use safetensors.
+    This model inherits from [`~diffusers.ModelMixin`]: `save_pretrained` / `from_pretrained` use safetensors, and
+    `enable_gradient_checkpointing()` makes every ResNet of both branches recompute its activations in the backward
+    pass instead of storing them (less memory for more compute; off by default, inactive without gradients).
 
     Parameters:
         sample_size (`int` or `tuple[int, int]`, *optional*, defaults to 64): height and width of the samples.
@@ -165,7 +168,7 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
             (`label_timestep` of `forward`); see above.
     """
 
-    _supports_gradient_checkpointing = False
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
