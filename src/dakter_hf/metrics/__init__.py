@@ -1,10 +1,12 @@
 """Split-level semantic segmentation metrics (confusion matrix -> mIoU, F1, precision, recall, pixel accuracy),
-as plain torch code and as a local `evaluate` module that loads offline."""
+as plain torch code and as a local `evaluate` module that loads offline; calibration of class probabilities (ECE,
+argmax ECE, NLL) against hard labels."""
 
 from pathlib import Path
 
 import evaluate
 
+from .calibration import CalibrationMetrics, expected_calibration_error, negative_log_likelihood
 from .segmentation import (
     SegmentationMetrics,
     compute_segmentation_metrics,
@@ -35,10 +37,13 @@ def load_segmentation_metric(**kwargs):
 
 __all__ = [
     "SEGMENTATION_METRIC_PATH",
+    "CalibrationMetrics",
     "SegmentationMetrics",
     "compute_segmentation_metrics",
     "confusion_matrix",
+    "expected_calibration_error",
     "load_segmentation_metric",
     "metric_key_names",
+    "negative_log_likelihood",
     "reduce_confusion_matrix",
 ]
