@@ -5,7 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dakter_hf.visualization import running_mean, save_bar_chart, save_learning_curves, save_sample_grid
+from dakter_hf.visualization import (
+    MASK_TO_IMAGE_COLUMNS,
+    SEGMENTATION_COLUMNS,
+    running_mean,
+    save_bar_chart,
+    save_learning_curves,
+    save_sample_grid,
+)
 
 
 def _assert_png(path, min_size=(150, 100)):
@@ -66,6 +73,49 @@ def test_sample_grid_errors(tmp_path, kwargs, match):
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=match):
         save_sample_grid(path=tmp_path / "x.png", **arguments)
+    assert not (tmp_path / "x.png").exists()
+
+
+def _cyan_share(path, part):
+    """Share of pure cyan (oil, class 1) pixels in the left or right third of a PNG."""
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    third = rgb.shape[1] // 3
+    region = rgb[:, :third] if part == "left" else rgb[:, -third:]
+    return float(np.mean((region[..., 0] < 40) & (region[..., 1] > 215) & (region[..., 2] > 215)))
+
+
+def test_task_grids_order_and_title_their_columns(tmp_path):
+    # grey images, all-oil masks (cyan): the mask column is where the cyan is
+    images, masks = torch.full((2, 1, 16, 16), 0.5), torch.ones(2, 16, 16, dtype=torch.long)
+    soft = _soft(2, 2, 16)
+    mask_to_image = save_sample_grid(images, soft, masks, tmp_path / "m2i.png", columns=MASK_TO_IMAGE_COLUMNS)
+    segmentation = save_sample_grid(images, soft, masks, tmp_path / "seg.png", columns=SEGMENTATION_COLUMNS)
+    default = save_sample_grid(images, soft, masks, tmp_path / "all.png")
+    for path in (mask_to_image, segmentation, default):
+        _assert_png(path)
+    assert _cyan_share(mask_to_image, "left") > 0.05 and _cyan_share(mask_to_image, "right") == 0.0
+    assert _cyan_share(segmentation, "left") == 0.0 and _cyan_share(segmentation, "right") > 0.05
+    with Image.open(segmentation) as three, Image.open(default) as four:
+        assert three.size[0] < four.size[0]  # three columns, not four
+    assert list(MASK_TO_IMAGE_COLUMNS) == ["label", "image", "soft_label"]
+    assert list(SEGMENTATION_COLUMNS) == ["image", "soft_label", "label"]
+
+
+@pytest.mark.parametrize(
+    "columns, labels, match",
+    [
+        ({"mask": "mask"}, None, "columns"),
+        ({}, None, "columns"),
+        ({"image": "image", "label": "mask"}, None, "needs `labels`"),
+    ],
+)
+def test_grid_column_errors(tmp_path, columns, labels, match):
+    with pytest.raises(ValueError, match=match):
+        save_sample_grid(torch.rand(2, 1, 8, 8), _soft(2, 2, 8), labels, tmp_path / "x.png", columns=columns)
+    with pytest.raises(ValueError, match="needs `soft_labels`"):
+        save_sample_grid(torch.rand(2, 1, 8, 8), None, torch.zeros(2, 8, 8, dtype=torch.long), tmp_path / "x.png",
+                         columns={"argmax": "prediction"})
     assert not (tmp_path / "x.png").exists()
 
 
