@@ -1,7 +1,8 @@
 """Generated datasets: a trained [`DAKTerPipeline`] becomes a `datasets` dataset of synthetic (image, soft label) pairs.
 
-* [`sampling`](sampling.py): rows in memory, row `i` from seed `seed + i` ([`generate_rows`], [`generate_dataset`]);
-* [`store`](store.py): the resumable, atomic, multi-process writer ([`generate_to_disk`]);
+* [`sampling`](sampling.py): rows, row `i` from seed `seed + i`, in memory ([`generate_rows`], [`generate_dataset`])
+  or on disk ([`generate_to_disk`]);
+* [`store`](store.py): the resumable, atomic, multi-process writer ([`write_generated_dataset`]);
 * [`settings`](settings.py): everything a row depends on, recorded in the manifest and the card;
 * [`preview`](preview.py): the preview grid beside a dataset.
 
@@ -21,14 +22,13 @@ from ..labels import (
 )
 from ..pipelines.schedulers import SCHEDULERS, set_scheduler
 from .preview import save_preview
-from .sampling import COMPUTE_DTYPES, compute_autocast, generate_dataset, generate_rows
+from .sampling import COMPUTE_DTYPES, compute_autocast, generate_dataset, generate_rows, generate_to_disk
 from .settings import generation_settings, unet_fingerprint, unet_memory_format
 from .store import (
     MANIFEST_NAME,
     WORK_DIR_SUFFIX,
     GenerationOutput,
     GenerationProgress,
-    generate_to_disk,
     split_indices,
     work_dir_for,
 )

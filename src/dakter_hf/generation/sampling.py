@@ -1,12 +1,14 @@
 """Sampling a generated dataset: row `i` of a dataset is generated from seed `seed + i` with its own
-`torch.Generator`, so any subset of a dataset can be regenerated exactly ([`generate_dataset`] with `indices`).
+`torch.Generator`, so any subset of a dataset can be regenerated exactly ([`generate_dataset`] with `indices`), in
+memory or written to disk by the shard store ([`generate_to_disk`]).
 
 The columns (`image`, `soft_label`, `label`, `seed`) are described in [`dakter_hf.data.generated`]; soft labels are
 stored with [`dakter_hf.labels.encode_soft_labels`].
 """
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import PIL.Image
@@ -16,7 +18,16 @@ from tqdm.auto import tqdm
 
 from ..data.generated import generated_features, image_mode
 from ..errors import NonFiniteError
-from ..labels import encode_soft_labels, resolve_id2label
+from ..labels import check_soft_label_dtype, encode_soft_labels, resolve_id2label
+from ..model_cards import make_dataset_card, read_card_metadata
+from .settings import generation_settings
+from .store import (
+    GenerationOutput,
+    GenerationProgress,
+    check_pipeline,
+    check_run_arguments,
+    write_generated_dataset,
+)
 
 
 def _sample_hw(unet_config) -> tuple[int, int]:
@@ -146,3 +157,78 @@ def generate_dataset(
                                               pad_to=batch_size, dtype=dtype).items():
                 columns[name].extend(values)
     return Dataset.from_dict(columns, features=features)
+
+
+def generate_to_disk(
+    pipe,
+    output_dir: str | os.PathLike,
+    num_samples: int,
+    batch_size: int = 8,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    soft_label_temperature: float = 1.0,
+    eta: float = 0.0,
+    soft_label_dtype: str = "uint8",
+    id2label: Mapping[int, str] | None = None,
+    overwrite: bool = False,
+    pipeline_name: str | None = None,
+    distributed_state=None,
+    callback: Callable[[GenerationProgress], None] | None = None,
+    preview_rows: int = 8,
+    dtype: str = "float32",
+) -> GenerationOutput:
+    r"""
+    Generate `num_samples` pairs with `pipe` and save them as a dataset in `output_dir` (resumable, atomic).
+
+    Row `i` is generated from seed `seed + i`. Each batch is committed as a shard to `<output_dir>.partial/`, whose
+    `manifest.json` records the settings; a rerun with the same settings resumes at the first missing index (a
+    rerun with different ones is refused). Under `accelerate launch`, pass the `accelerate.PartialState` as
+    `distributed_state`: process `p` generates [`split_indices`]`(num_samples, P, p)`, then the main process
+    assembles all shards once every process is done. The finished dataset (`save_to_disk` format), its card and
+    its preview are written next to the shards and renamed to `output_dir` in one step, so `output_dir` only
+    ever holds a complete dataset.
+
+    Args:
+        pipe ([`DAKTerPipeline`]): the generator, on the device to use.
+        output_dir (`str` or `os.PathLike`): where the dataset goes (read it with `datasets.load_from_disk`).
+        num_samples (`int`): number of pairs.
+        batch_size (`int`, *optional*, defaults to 8): pairs per pipeline call (and per shard).
+        seed (`int`, *optional*, defaults to 0): row `i` uses seed `seed + i`.
+        num_inference_steps (`int`, *optional*, defaults to 50): denoising steps.
+        soft_label_temperature (`float`, *optional*, defaults to 1.0): softmax temperature of the soft labels.
+        eta (`float`, *optional*, defaults to 0.0): DDIM's eta.
+        soft_label_dtype (`str`, *optional*, defaults to `"uint8"`): `"uint8"`, `"float16"` or `"float32"`.
+        id2label (`dict`, *optional*): class names; by default those stored with the pipeline
+            ([`resolve_id2label`]).
+        overwrite (`bool`, *optional*, defaults to `False`): replace an existing `output_dir` (a dataset only) and
+            discard an interrupted run with other settings; otherwise both are errors. Only directories this
+            function created (they carry its marker file) are ever deleted.
+        pipeline_name (`str`, *optional*): how the card names the generator (defaults to `pipe.name_or_path`).
+        distributed_state (`accelerate.PartialState`, *optional*): the process group of an `accelerate launch`.
+        callback (`Callable[[GenerationProgress], None]`, *optional*): called after each committed batch.
+        preview_rows (`int`, *optional*, defaults to 8): rows of the preview grid (0: no preview).
+        dtype (`str`, *optional*, defaults to `"float32"`): compute dtype of the denoiser, `"float32"`,
+            `"bfloat16"` or `"float16"` (autocast, see [`compute_autocast`]); recorded in the settings.
+
+    Returns:
+        [`GenerationOutput`]
+    """
+    output_dir = check_run_arguments(output_dir, num_samples, batch_size, overwrite)
+    check_soft_label_dtype(soft_label_dtype)
+    check_compute_dtype(dtype)
+    check_pipeline(pipe, pipeline_name)
+    id2label = resolve_id2label(pipe, id2label)
+    settings = generation_settings(pipe, batch_size, seed, num_inference_steps, soft_label_temperature, eta,
+                                   soft_label_dtype, id2label, dtype)
+    source = getattr(pipe, "name_or_path", None)
+    card = make_dataset_card(settings, num_samples, pipeline_name or source, soft_label_dtype,
+                             generator_metadata=read_card_metadata(source))
+
+    def make_rows(batch: list[int]) -> dict[str, list]:
+        return generate_rows(pipe, batch, seed, num_inference_steps, soft_label_temperature, eta, soft_label_dtype,
+                             pad_to=batch_size, dtype=dtype)
+
+    with quiet_pipeline(pipe):
+        return write_generated_dataset(make_rows, output_dir, num_samples, settings,
+                                       pipeline_features(pipe, id2label, soft_label_dtype), card, batch_size, seed,
+                                       id2label, overwrite, distributed_state, callback, preview_rows)

@@ -1,6 +1,7 @@
 """Writing a generated dataset to disk: resumable, atomic, split between the processes of an `accelerate launch`.
 
-[`generate_to_disk`] commits generated batches as shards to `<output_dir>.partial/` (whose `manifest.json` records
+[`write_generated_dataset`] (behind [`generate_to_disk`] and [`generate_mask_conditioned_to_disk`]) commits generated
+batches as shards to `<output_dir>.partial/` (whose `manifest.json` records
 every setting a row depends on; a restart skips completed indices), gives each process its block of indices with
 Accelerate's `PartialState.split_between_processes`, and moves the finished dataset, its card (`README.md`) and a
 preview grid (`preview.png`) into `output_dir` in one atomic rename: `output_dir` never holds a half-written dataset.
@@ -29,11 +30,8 @@ from tqdm.auto import tqdm
 from ..data.generated import PREVIEW_NAME
 from ..errors import OutputExistsError, UsageError, check_finite_parameters
 from ..filesystem import mark_owned, owner_of, remove_owned
-from ..labels import check_soft_label_dtype, resolve_id2label
-from ..model_cards import CARD_NAME, make_dataset_card, read_card_metadata
+from ..model_cards import CARD_NAME
 from .preview import save_preview
-from .sampling import check_compute_dtype, generate_rows, pipeline_features, quiet_pipeline
-from .settings import generation_settings
 
 
 logger = logging.getLogger(__name__)
@@ -280,77 +278,45 @@ def _move_into_place(staging_dir: str, output_dir: str, overwrite: bool) -> None
         os.replace(staging_dir, output_dir)
 
 
-def generate_to_disk(
-    pipe,
-    output_dir: str | os.PathLike,
+def check_pipeline(pipe, pipeline_name: str | None = None) -> None:
+    """Refuse a generator with non-finite weights before any work."""
+    check_finite_parameters(pipe.unet, f"the pipeline {pipeline_name or getattr(pipe, 'name_or_path', '')}".strip(),
+                            advice="it cannot generate anything (a diverged training run?)")
+
+
+def check_run_arguments(output_dir: str | os.PathLike, num_samples: int, batch_size: int, overwrite: bool) -> str:
+    """Check the arguments every writer of a generated dataset takes, before any work; returns the normalised
+    `output_dir`."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    output_dir = os.path.normpath(os.fspath(output_dir))
+    _check_output_dir(output_dir, overwrite)
+    return output_dir
+
+
+def write_generated_dataset(
+    make_rows: Callable[[list[int]], dict[str, list]],
+    output_dir: str,
     num_samples: int,
+    settings: Mapping[str, Any],
+    features: Features,
+    card,
     batch_size: int = 8,
     seed: int = 0,
-    num_inference_steps: int = 50,
-    soft_label_temperature: float = 1.0,
-    eta: float = 0.0,
-    soft_label_dtype: str = "uint8",
     id2label: Mapping[int, str] | None = None,
     overwrite: bool = False,
-    pipeline_name: str | None = None,
     distributed_state=None,
     callback: Callable[[GenerationProgress], None] | None = None,
     preview_rows: int = 8,
-    dtype: str = "float32",
 ) -> GenerationOutput:
-    r"""
-    Generate `num_samples` pairs with `pipe` and save them as a dataset in `output_dir` (resumable, atomic).
-
-    Row `i` is generated from seed `seed + i`. Each batch is committed as a shard to `<output_dir>.partial/`, whose
-    `manifest.json` records the settings; a rerun with the same settings resumes at the first missing index (a
-    rerun with different ones is refused). Under `accelerate launch`, pass the `accelerate.PartialState` as
-    `distributed_state`: process `p` generates [`split_indices`]`(num_samples, P, p)`, then the main process
-    assembles all shards once every process is done. The finished dataset (`save_to_disk` format), its card and
-    its preview are written next to the shards and renamed to `output_dir` in one step, so `output_dir` only
-    ever holds a complete dataset.
-
-    Args:
-        pipe ([`DAKTerPipeline`]): the generator, on the device to use.
-        output_dir (`str` or `os.PathLike`): where the dataset goes (read it with `datasets.load_from_disk`).
-        num_samples (`int`): number of pairs.
-        batch_size (`int`, *optional*, defaults to 8): pairs per pipeline call (and per shard).
-        seed (`int`, *optional*, defaults to 0): row `i` uses seed `seed + i`.
-        num_inference_steps (`int`, *optional*, defaults to 50): denoising steps.
-        soft_label_temperature (`float`, *optional*, defaults to 1.0): softmax temperature of the soft labels.
-        eta (`float`, *optional*, defaults to 0.0): DDIM's eta.
-        soft_label_dtype (`str`, *optional*, defaults to `"uint8"`): `"uint8"`, `"float16"` or `"float32"`.
-        id2label (`dict`, *optional*): class names; by default those stored with the pipeline
-            ([`resolve_id2label`]).
-        overwrite (`bool`, *optional*, defaults to `False`): replace an existing `output_dir` (a dataset only) and
-            discard an interrupted run with other settings; otherwise both are errors. Only directories this
-            function created (they carry its marker file) are ever deleted.
-        pipeline_name (`str`, *optional*): how the card names the generator (defaults to `pipe.name_or_path`).
-        distributed_state (`accelerate.PartialState`, *optional*): the process group of an `accelerate launch`.
-        callback (`Callable[[GenerationProgress], None]`, *optional*): called after each committed batch.
-        preview_rows (`int`, *optional*, defaults to 8): rows of the preview grid (0: no preview).
-        dtype (`str`, *optional*, defaults to `"float32"`): compute dtype of the denoiser, `"float32"`,
-            `"bfloat16"` or `"float16"` (autocast, see [`compute_autocast`]); recorded in the settings.
-
-    Returns:
-        [`GenerationOutput`]
-    """
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    check_soft_label_dtype(soft_label_dtype)
-    check_compute_dtype(dtype)
+    """The resumable, atomic, multi-process writer behind [`generate_to_disk`] (and every other generated dataset):
+    `make_rows(indices)` returns the columns of rows `indices` (row `i` from seed `seed + i`), in `features`; the
+    manifest records `settings`; `card` (a `huggingface_hub.DatasetCard`) is saved with the dataset. Check the
+    arguments first with [`check_run_arguments`]."""
     state = distributed_state or _ProcessSlot()
-    output_dir = os.path.normpath(os.fspath(output_dir))
-    _check_output_dir(output_dir, overwrite)
-    check_finite_parameters(pipe.unet, f"the pipeline {pipeline_name or getattr(pipe, 'name_or_path', '')}".strip(),
-                            advice="it cannot generate anything (a diverged training run?)")
     work_dir = work_dir_for(output_dir)
-    id2label = resolve_id2label(pipe, id2label)
-    settings = generation_settings(pipe, batch_size, seed, num_inference_steps, soft_label_temperature, eta,
-                                   soft_label_dtype, id2label, dtype)
-    features = pipeline_features(pipe, id2label, soft_label_dtype)
-
     if state.is_main_process:
         _prepare_work_dir(work_dir, settings, overwrite)
     state.wait_for_everyone()
@@ -361,13 +327,11 @@ def generate_to_disk(
     num_resumed = len(own) - len(todo)
     if num_resumed:
         logger.info("Resuming %s: %d of %d pairs already generated.", work_dir, num_resumed, len(own))
-    with quiet_pipeline(pipe), tqdm(total=len(own), initial=num_resumed, desc="Generating pairs", unit="pair",
-                                     disable=not state.is_main_process) as bar:
+    with tqdm(total=len(own), initial=num_resumed, desc="Generating pairs", unit="pair",
+              disable=not state.is_main_process) as bar:
         num_done = num_resumed
         for batch_index, batch in enumerate(_batches(todo, batch_size)):
-            rows = generate_rows(pipe, batch, seed, num_inference_steps, soft_label_temperature, eta,
-                                 soft_label_dtype, pad_to=batch_size, dtype=dtype)
-            _write_shard(work_dir, rows, features, batch)
+            _write_shard(work_dir, make_rows(batch), features, batch)
             num_done += len(batch)
             bar.update(len(batch))
             if callback is not None:
@@ -380,9 +344,6 @@ def generate_to_disk(
         with _quiet_datasets():
             dataset = _assemble(work_dir, num_samples, seed)
             dataset.save_to_disk(staging)
-        source = getattr(pipe, "name_or_path", None)
-        card = make_dataset_card(settings, num_samples, pipeline_name or source, soft_label_dtype,
-                                 generator_metadata=read_card_metadata(source))
         card.save(os.path.join(staging, CARD_NAME))
         if preview_rows:
             preview_path = save_preview(dataset, os.path.join(staging, PREVIEW_NAME), id2label, preview_rows)
