@@ -10,6 +10,12 @@ with gloo, on CPU cores:
     accelerate launch --multi_gpu --num_processes 2 -m dakter_hf.commands.generate --pipeline outputs/joint \\
         --num_samples 4000 --output_dir outputs/generated
 
+Images drawn for the masks of a labelled dataset (k per mask, optionally flipped / rotated; the dataset flags are
+those of the training scripts), same schema plus `source_mask` and `mask_transform` columns:
+
+    dakter-generate --pipeline outputs/joint --masks_from_dataset --dataset sos --data_dir ../shared/data/sos \
+        --sensor sentinel --num_train_samples 150 --images_per_mask 4 --augment_masks --output_dir outputs/drawn
+
 Rerunning an interrupted command resumes at the first missing index. See `dakter_hf.generation` for the format.
 """
 
@@ -23,10 +29,11 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
+from ..data import add_data_args, check_data_args, dataset_from_args
 from ..distributed import check_world_size
 from ..errors import DAKTerError
 from ..filesystem import OutputDirLock, is_launcher_main_process
-from ..generation import COMPUTE_DTYPES, generate_to_disk
+from ..generation import COMPUTE_DTYPES, generate_mask_conditioned_to_disk, generate_to_disk
 from ..hub import HubPushError, push_dataset_to_hub
 from ..labels import SOFT_LABEL_DTYPES
 from ..models import JointUNet2DModel
@@ -64,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "a `datasets` dataset (resumable; shareable on the Hub).",
     )
     parser.add_argument("--pipeline", required=True, help="Pipeline directory or Hub repository id.")
-    parser.add_argument("--num_samples", type=_positive_int, required=True, help="Number of pairs to generate.")
+    parser.add_argument("--num_samples", type=_positive_int, default=None,
+                        help="Number of pairs to generate (joint sampling; required without --masks_from_dataset).")
     parser.add_argument("--output_dir", required=True,
                         help="Dataset directory (read it with datasets.load_from_disk); shards of an unfinished run "
                              "live in <output_dir>.partial until the dataset is complete.")
@@ -101,7 +109,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub_token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN).")
     parser.add_argument("--private", action="store_true", help="Create the dataset repository as private.")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    masks = parser.add_argument_group("mask-conditioned generation (images drawn for the masks of a labelled dataset)")
+    masks.add_argument("--masks_from_dataset", action="store_true",
+                       help="Draw images for the masks of the dataset given by the data flags (--dataset, --data_dir, "
+                            "--sensor, --num_train_samples, ...) instead of sampling pairs jointly.")
+    masks.add_argument("--mask_split", default="train", help="Split whose masks are used (default train).")
+    masks.add_argument("--images_per_mask", type=_positive_int, default=1, help="Images drawn per mask (k).")
+    masks.add_argument("--augment_masks", action="store_true",
+                       help="A random flip / 90-degree rotation of each row's mask before drawing.")
+    masks.add_argument("--conditioning", choices=("auto", "replacement", "exact"), default="auto",
+                       help="exact: models trained with per-modality timesteps; replacement: any model; auto: exact "
+                            "when the model allows it.")
+    masks.add_argument("--jump_length", type=_positive_int, default=10, help="RePaint resampling: steps per jump.")
+    masks.add_argument("--jump_n_sample", type=_positive_int, default=1,
+                       help="RePaint resampling: runs of each jump (1: none; replacement only).")
+    add_data_args(parser)
     args = parser.parse_args(argv)
+    if args.masks_from_dataset:
+        if args.num_samples is not None:
+            parser.error("--num_samples is the number of masks x --images_per_mask with --masks_from_dataset; "
+                         "choose the masks with --num_train_samples instead.")
+        if args.dtype != "float32":
+            parser.error("--dtype applies to joint sampling; --masks_from_dataset samples in float32.")
+        if args.soft_label_temperature != 1.0:
+            parser.error("--soft_label_temperature does not apply with --masks_from_dataset: the soft labels are the "
+                         "masks the images are drawn for.")
+        check_data_args(parser, args, args.mask_split)
+    elif args.num_samples is None:
+        parser.error("--num_samples is required (or --masks_from_dataset).")
     if args.soft_label_temperature <= 0:
         parser.error(f"--soft_label_temperature must be > 0, got {args.soft_label_temperature}")
     if (args.hub_dataset_id or args.private) and not args.push_to_hub:
@@ -161,12 +196,21 @@ def generate(args: argparse.Namespace) -> int:
         pipe.unet.to(memory_format=torch.channels_last)
     if args.compile:
         pipe.unet.compile()
-    output = generate_to_disk(
-        pipe, args.output_dir, args.num_samples, batch_size=args.batch_size, seed=args.seed,
-        num_inference_steps=args.num_inference_steps, soft_label_temperature=args.soft_label_temperature,
-        eta=args.eta, soft_label_dtype=args.soft_label_dtype, id2label=args.id2label, overwrite=args.overwrite,
-        pipeline_name=args.pipeline, distributed_state=state, dtype=args.dtype,
-    )
+    common = dict(batch_size=args.batch_size, seed=args.seed, num_inference_steps=args.num_inference_steps,
+                  eta=args.eta, soft_label_dtype=args.soft_label_dtype, id2label=args.id2label,
+                  overwrite=args.overwrite, pipeline_name=args.pipeline, distributed_state=state)
+    if args.masks_from_dataset:
+        size = pipe.unet.config.sample_size
+        size = size if isinstance(size, int) else tuple(size)
+        masks = dataset_from_args(args, split=args.mask_split, resolution=size)
+        subset = f", {args.num_train_samples} pairs (seed {args.data_seed})" if args.num_train_samples else ""
+        output = generate_mask_conditioned_to_disk(
+            pipe, masks, args.output_dir, num_images_per_mask=args.images_per_mask, augment_masks=args.augment_masks,
+            conditioning=args.conditioning, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
+            masks_name=f"{' '.join(p for p in (args.dataset, args.sensor, args.mask_split) if p)}{subset}", **common)
+    else:
+        output = generate_to_disk(pipe, args.output_dir, args.num_samples,
+                                  soft_label_temperature=args.soft_label_temperature, dtype=args.dtype, **common)
     if not state.is_main_process:
         return 0
     logger.info("Saved %d pairs to %s (generated now: %d, resumed: %d).", len(output.dataset), output.output_dir,

@@ -4,6 +4,11 @@ A generated dataset (written by [`dakter_hf.generation.generate_to_disk`]) has o
 columns: `image` ([`datasets.Image`], mode `"L"` for single-channel SAR), `soft_label` ([`datasets.Array3D`]
 `(K, H, W)`, encoded with [`dakter_hf.labels.encode_soft_labels`]), `label` (the argmax mask, whose feature carries
 `id2label` in the format of the real datasets) and `seed` (row `i` comes from seed `seed + i`).
+
+A mask-conditioned dataset (images drawn for the masks of a labelled dataset, written by
+[`dakter_hf.generation.generate_mask_conditioned_to_disk`]) has the same columns, with `soft_label` and `label` the
+mask the image was drawn for, plus `source_mask` (the `id`, or row index, of the mask in its dataset) and
+`mask_transform` (the flip / 90-degree rotation applied to it before drawing, see [`MASK_TRANSFORMS`]).
 """
 
 from collections.abc import Mapping
@@ -17,6 +22,12 @@ from .schema import get_id2label, make_features
 
 #: The preview grid written next to a generated dataset (and pushed with it).
 PREVIEW_NAME = "preview.png"
+
+#: The symmetries of the square a mask may undergo before images are drawn for it: `np.rot90(mask, k)` after an
+#: optional left-right flip.
+MASK_TRANSFORMS = ("identity", "rot90", "rot180", "rot270", "flip", "flip+rot90", "flip+rot180", "flip+rot270")
+#: The columns a mask-conditioned dataset has beyond those of [`generated_features`].
+MASK_SOURCE_COLUMNS = ("source_mask", "mask_transform")
 
 
 def image_mode(channels: int) -> str:
@@ -56,6 +67,14 @@ def generated_features(
             "seed": Value("int64"),
         }
     )
+
+
+def mask_conditioned_features(*args, **kwargs) -> Features:
+    """The features of a mask-conditioned dataset: [`generated_features`] (same arguments) plus `source_mask` and
+    `mask_transform` strings."""
+    features = generated_features(*args, **kwargs)
+    features.update({name: Value("string") for name in MASK_SOURCE_COLUMNS})
+    return features
 
 
 def get_generated_id2label(dataset: Dataset | Features) -> dict[int, str]:

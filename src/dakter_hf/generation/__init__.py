@@ -4,14 +4,22 @@
   or on disk ([`generate_to_disk`]);
 * [`store`](store.py): the resumable, atomic, multi-process writer ([`write_generated_dataset`]);
 * [`settings`](settings.py): everything a row depends on, recorded in the manifest and the card;
-* [`preview`](preview.py): the preview grid beside a dataset.
+* [`preview`](preview.py): the preview grid beside a dataset;
+* [`mask_conditioned`](mask_conditioned.py): images drawn for the masks of a labelled dataset
+  ([`generate_mask_conditioned_to_disk`]), through the same store.
 
 The schema of a generated dataset is in [`dakter_hf.data.generated`], the soft-label storage codec in
 [`dakter_hf.labels`] and the samplers by name in [`dakter_hf.pipelines.schedulers`]; their names are re-exported
 here, where they used to live.
 """
 
-from ..data.generated import PREVIEW_NAME, generated_features, get_generated_id2label
+from ..data.generated import (
+    MASK_TRANSFORMS,
+    PREVIEW_NAME,
+    generated_features,
+    get_generated_id2label,
+    mask_conditioned_features,
+)
 from ..labels import (
     QUANTIZATION_LEVELS,
     SOFT_LABEL_DTYPES,
@@ -21,6 +29,7 @@ from ..labels import (
     resolve_id2label,
 )
 from ..pipelines.schedulers import SCHEDULERS, set_scheduler
+from .mask_conditioned import apply_mask_transform, generate_mask_conditioned_to_disk, mask_transform_of_row
 from .preview import save_preview
 from .sampling import COMPUTE_DTYPES, compute_autocast, generate_dataset, generate_rows, generate_to_disk
 from .settings import generation_settings, unet_fingerprint, unet_memory_format
@@ -29,14 +38,17 @@ from .store import (
     WORK_DIR_SUFFIX,
     GenerationOutput,
     GenerationProgress,
+    check_run_arguments,
     split_indices,
     work_dir_for,
+    write_generated_dataset,
 )
 
 
 __all__ = [
     "COMPUTE_DTYPES",
     "MANIFEST_NAME",
+    "MASK_TRANSFORMS",
     "PREVIEW_NAME",
     "QUANTIZATION_LEVELS",
     "SCHEDULERS",
@@ -44,15 +56,20 @@ __all__ = [
     "WORK_DIR_SUFFIX",
     "GenerationOutput",
     "GenerationProgress",
+    "apply_mask_transform",
+    "check_run_arguments",
     "compute_autocast",
     "decode_soft_labels",
     "encode_soft_labels",
     "generate_dataset",
+    "generate_mask_conditioned_to_disk",
     "generate_rows",
     "generate_to_disk",
     "generated_features",
     "generation_settings",
     "get_generated_id2label",
+    "mask_conditioned_features",
+    "mask_transform_of_row",
     "quantize_soft_labels",
     "resolve_id2label",
     "save_preview",
@@ -61,4 +78,5 @@ __all__ = [
     "unet_fingerprint",
     "unet_memory_format",
     "work_dir_for",
+    "write_generated_dataset",
 ]

@@ -1,10 +1,12 @@
-"""The preview grid of a generated dataset (`preview.png` beside it): image | soft-label colour map | argmax."""
+"""The preview grid of a generated dataset (`preview.png` beside it): image | soft-label colour map | argmax, or for a
+mask-conditioned dataset, mask | generated image."""
 
 from collections.abc import Mapping
 
 import numpy as np
 from datasets import Dataset
 
+from ..data.generated import MASK_SOURCE_COLUMNS
 from ..labels import decode_soft_labels
 from ..visualization import save_sample_grid
 
@@ -17,7 +19,14 @@ def save_preview(
     rows = dataset.select(range(min(max_rows, len(dataset)))).with_format("numpy")
     images = np.stack([np.asarray(image, dtype=np.float32) / 255.0 for image in rows["image"]])
     soft_labels = decode_soft_labels(rows["soft_label"], dtype=dataset.features)
+    id2label = dict(id2label or {}) or None
+    if MASK_SOURCE_COLUMNS[0] in dataset.column_names:  # the label is the mask the image was drawn for
+        masks = np.stack([np.asarray(mask) for mask in rows["label"]])
+        save_sample_grid(images, soft_labels, masks, path, id2label=id2label, max_rows=max_rows,
+                         columns={"label": "mask", "image": "generated image"},
+                         title="DAKTer images drawn for real masks (synthetic images)")
+        return path
     # `labels=None`: the stored label is the argmax of the soft label, which the grid draws already
-    save_sample_grid(images, soft_labels, None, path, id2label=dict(id2label or {}) or None, max_rows=max_rows,
+    save_sample_grid(images, soft_labels, None, path, id2label=id2label, max_rows=max_rows,
                      title="DAKTer generated pairs (synthetic)")
     return path
