@@ -6,7 +6,9 @@
 * [`settings`](settings.py): everything a row depends on, recorded in the manifest and the card;
 * [`preview`](preview.py): the preview grid beside a dataset;
 * [`mask_conditioned`](mask_conditioned.py): images drawn for the masks of a labelled dataset
-  ([`generate_mask_conditioned_to_disk`]), through the same store.
+  ([`generate_mask_conditioned_to_disk`]), through the same store;
+* [`quality`](quality.py): alignment, calibration and mask fidelity of a generator on a labelled real split
+  ([`measure_generator_quality`], [`save_generator_quality`]).
 
 The schema of a generated dataset is in [`dakter_hf.data.generated`], the soft-label storage codec in
 [`dakter_hf.labels`] and the samplers by name in [`dakter_hf.pipelines.schedulers`]; their names are re-exported
@@ -31,6 +33,7 @@ from ..labels import (
 from ..pipelines.schedulers import SCHEDULERS, set_scheduler
 from .mask_conditioned import apply_mask_transform, generate_mask_conditioned_to_disk, mask_transform_of_row
 from .preview import save_preview
+from .quality import QUALITY_NAME, measure_generator_quality, save_generator_quality
 from .sampling import COMPUTE_DTYPES, compute_autocast, generate_dataset, generate_rows, generate_to_disk
 from .settings import generation_settings, unet_fingerprint, unet_memory_format
 from .store import (
@@ -50,6 +53,7 @@ __all__ = [
     "MANIFEST_NAME",
     "MASK_TRANSFORMS",
     "PREVIEW_NAME",
+    "QUALITY_NAME",
     "QUANTIZATION_LEVELS",
     "SCHEDULERS",
     "SOFT_LABEL_DTYPES",
@@ -70,8 +74,10 @@ __all__ = [
     "get_generated_id2label",
     "mask_conditioned_features",
     "mask_transform_of_row",
+    "measure_generator_quality",
     "quantize_soft_labels",
     "resolve_id2label",
+    "save_generator_quality",
     "save_preview",
     "set_scheduler",
     "split_indices",

@@ -8,7 +8,14 @@ the run did not measure.
 
 from .common import CARD_NAME, DEFAULT_LICENSE, QUALITY_KEY, dataset_id, read_card_metadata
 from .dataset import make_dataset_card
-from .generator import joint_diffusion_model_card, make_pipeline_card, save_joint_diffusion_model_card
+from .generator import (
+    add_quality_to_card,
+    generator_quality_section,
+    joint_diffusion_model_card,
+    make_pipeline_card,
+    quality_metadata,
+    save_joint_diffusion_model_card,
+)
 from .student import make_student_card
 
 
@@ -16,11 +23,14 @@ __all__ = [
     "CARD_NAME",
     "DEFAULT_LICENSE",
     "QUALITY_KEY",
+    "add_quality_to_card",
     "dataset_id",
+    "generator_quality_section",
     "joint_diffusion_model_card",
     "make_dataset_card",
     "make_pipeline_card",
     "make_student_card",
+    "quality_metadata",
     "read_card_metadata",
     "save_joint_diffusion_model_card",
 ]

@@ -178,3 +178,75 @@ out = pipe(batch_size=4, num_inference_steps=50, output_type="np")
 Generate a dataset for student training: `dakter-generate --pipeline {name} --num_samples 1000 --output_dir generated`.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
+
+
+_QUALITY_BEGIN = "<!-- dakter-generator-quality -->"
+_QUALITY_END = "<!-- /dakter-generator-quality -->"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def quality_metadata(report: Mapping[str, Any]) -> dict[str, float]:
+    """The headline numbers of a [`dakter_hf.generation.measure_generator_quality`] report, as the flat
+    [`QUALITY_KEY`] metadata of a generator's card (which the cards of its generated datasets copy)."""
+    alignment, calibration, fidelity = report["alignment"], report["calibration"], report.get("mask_fidelity")
+    numbers = {"alignment_mean_iou": alignment.get("mean_iou"), "calibration_ece": calibration.get("ece"),
+               "calibration_argmax_ece": calibration.get("argmax_ece"), "calibration_nll": calibration.get("nll")}
+    if fidelity:
+        numbers.update(mask_fidelity_mean_iou=fidelity["generated"].get("mean_iou"),
+                       mask_fidelity_real_mean_iou=fidelity["real"].get("mean_iou"),
+                       mask_fidelity_ratio=fidelity.get("mean_iou_ratio"))
+    return {k: float(v) for k, v in numbers.items() if v is not None}
+
+
+def generator_quality_section(report: Mapping[str, Any]) -> str:
+    """The card section of a generator's measures on real data ([`dakter_hf.generation.measure_generator_quality`]):
+    alignment, calibration and mask fidelity, with the settings they were measured with."""
+    alignment, calibration, fidelity = report["alignment"], report["calibration"], report.get("mask_fidelity")
+    settings = report.get("settings", {})
+    split = report.get("split") or "a labelled real split"
+    lines = [
+        _QUALITY_BEGIN, "## Measured on real data", "",
+        f"On {split} ({report.get('num_images')} images), with `dakter_hf.generation.measure_generator_quality` "
+        f"({settings.get('conditioning')} conditioning, {settings.get('scheduler')}, "
+        f"{settings.get('num_inference_steps')} steps, {settings.get('num_samples')} segmentation draw(s) per image, "
+        f"seed {settings.get('seed')}):", "",
+        "| measure | value |", "|---|---|",
+        f"| alignment: mIoU of the generator as a segmenter (%) | {_percent(alignment.get('mean_iou'))} |",
+        f"| calibration: ECE of its soft labels ({settings.get('num_bins')} equal-width bins, %) | "
+        f"{_percent(calibration.get('ece'))} |",
+        f"| calibration: ECE of their argmax (one-hot, %) | {_percent(calibration.get('argmax_ece'))} |",
+        f"| calibration: NLL of its soft labels (nats per pixel) | {calibration.get('nll', float('nan')):.4f} |",
+    ]
+    if fidelity:
+        lines += [
+            f"| mask fidelity: real-data student's mIoU on images drawn for the masks (%) | "
+            f"{_percent(fidelity['generated'].get('mean_iou'))} |",
+            f"| the same student's mIoU on the real images (%) | {_percent(fidelity['real'].get('mean_iou'))} |",
+            f"| mask fidelity ratio (drawn / real) | {fidelity['mean_iou_ratio']:.3f} |",
+        ]
+    else:
+        lines += ["", "Mask fidelity was not measured (no real-data student was given)."]
+    lines += ["", "Full report: `quality.json`.", _QUALITY_END]
+    return "\n".join(lines)
+
+
+def add_quality_to_card(card_path: str | os.PathLike, report: Mapping[str, Any]) -> str:
+    """Put a generator's measures into its card (`README.md`): [`quality_metadata`] under [`QUALITY_KEY`] in the
+    metadata, and [`generator_quality_section`] in the text (replacing the section of an earlier measure, else
+    appended). The file is replaced atomically. Returns the path."""
+    card = ModelCard.load(card_path, ignore_metadata_errors=True)
+    card.data[QUALITY_KEY] = quality_metadata(report)
+    text, section = card.text, generator_quality_section(report)
+    begin, end = text.find(_QUALITY_BEGIN), text.find(_QUALITY_END)
+    if begin >= 0 and end > begin:
+        text = text[:begin] + section + text[end + len(_QUALITY_END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp_path = f"{card_path}.{os.getpid()}.tmp"
+    with open(tmp_path, "w", encoding="utf-8") as f:
+        f.write(f"---\n{card.data.to_yaml()}\n---\n{text}")
+    os.replace(tmp_path, card_path)
+    return os.fspath(card_path)
