@@ -39,9 +39,10 @@ from .pipelines import (
 _LAZY_EXPORTS = {
     "data": ["get_id2label", "load_dataset_by_name", "load_mask_folder", "load_osd", "load_sos",
              "simulate_sar_scenes"],
-    "generation": ["GenerationOutput", "generate_dataset", "generate_to_disk"],
+    "generation": ["GenerationOutput", "generate_dataset", "generate_mask_conditioned_to_disk", "generate_to_disk",
+                   "measure_generator_quality"],
     "distill": ["create_image_processor", "create_student", "distillation_loss"],
-    "metrics": ["SegmentationMetrics", "compute_segmentation_metrics"],
+    "metrics": ["CalibrationMetrics", "SegmentationMetrics", "compute_segmentation_metrics"],
     "training": ["JOINT_UNET_PRESETS", "JointDiffusionLossOutput", "joint_diffusion_loss", "joint_unet_config"],
 }
 _LAZY_NAME_TO_MODULE = {name: module for module, names in _LAZY_EXPORTS.items() for name in names}
