@@ -171,3 +171,15 @@ def clean_hub_cache():
     """Run the test with empty hub / datasets caches."""
     clear_hub_cache()
     yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): tiny
+    models run fastest and steadiest that way on the 2-core machines CI shares with other jobs."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

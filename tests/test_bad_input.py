@@ -18,9 +18,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
-from dakter_hf import DAKTerPipeline, JointUNet2DModel
+from dakter_hf import DAKTerPipeline
 from dakter_hf.commands.generate import main as generate_main
 from dakter_hf.data.generated import generated_features
 from dakter_hf.errors import NonFiniteError, OutputLockedError
@@ -30,6 +29,7 @@ from dakter_hf.labels import encode_soft_labels
 from dakter_hf.training import list_checkpoints, resolve_resume_checkpoint
 
 from repo_scripts import REPO_ROOT, load_script
+from tiny_models import tiny_pipeline
 
 
 train_script = load_script("examples/train_joint_diffusion.py")
@@ -52,12 +52,7 @@ def fresh_log_handlers():
     root.handlers = saved
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _reset_accelerate():
@@ -105,14 +100,6 @@ def snapshot(path) -> dict:
     """Every file under `path` with its bytes: to check that nothing was lost or overwritten."""
     path = Path(path)
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def tiny_pipeline(seed: int = 0) -> DAKTerPipeline:
-    torch.manual_seed(seed)
-    unet = JointUNet2DModel(sample_size=16, num_classes=3, block_out_channels=(8, 16),
-                            down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                            norm_num_groups=4, layers_per_block=1, label_scale=0.5)
-    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,6 @@ from test_generation import (
     NUM_SAMPLES,
     assert_same_rows,
     generate_reference,
-    make_pipeline,
-    one_thread,  # noqa: F401 (autouse: one intra-op thread)
 )
 
 from dakter_hf import DAKTerPipeline
@@ -24,10 +22,15 @@ from dakter_hf.commands.generate import main
 from dakter_hf.generation import decode_soft_labels, get_generated_id2label, work_dir_for
 from dakter_hf.hub import HubPushError, push_dataset_to_hub, push_pipeline_to_hub
 
+from tiny_models import tiny_pipeline
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def pipe():
-    return make_pipeline()
+    return tiny_pipeline()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def reference(pipe, tmp_path_factory):
 def pipeline_dir(tmp_path):
     """A saved pipeline with its class names (in its model_index.json)."""
     path = tmp_path / "pipeline"
-    DAKTerPipeline(**make_pipeline().components, id2label=ID2LABEL).save_pretrained(path)
+    DAKTerPipeline(**tiny_pipeline().components, id2label=ID2LABEL).save_pretrained(path)
     return path
 
 

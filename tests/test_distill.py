@@ -29,13 +29,7 @@ from sos_layout import SOS_DIR, needs_sos
 RESOLUTION = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are fastest on one thread, and the CPU is shared with other jobs (oversubscription)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_generated_dataset(path, num_rows: int = 12, num_classes: int = 5, size: int = RESOLUTION, seed: int = 0):

@@ -38,7 +38,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_distill import REPO, base_args, distill_command, make_generated_dataset
+from test_distill import base_args, distill_command, make_generated_dataset
+
+from repo_scripts import REPO_ROOT
 
 
 STEPS = 12
@@ -50,8 +52,8 @@ def _launch_two(script: str, args: list[str], use_cpu: bool = True, timeout: int
     if use_cpu:
         env["ACCELERATE_USE_CPU"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "examples" / script), *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+               str(REPO_ROOT / "examples" / script), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
 
 
 @pytest.fixture(scope="module")

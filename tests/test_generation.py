@@ -10,9 +10,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
-from dakter_hf import DAKTerPipeline, JointUNet2DModel
+from dakter_hf import DAKTerPipeline
 from dakter_hf.generation import (
     SCHEDULERS,
     GenerationOutput,
@@ -28,32 +27,20 @@ from dakter_hf.generation import (
     work_dir_for,
 )
 
+from tiny_models import tiny_pipeline
+
 
 ID2LABEL = {0: "sea", 1: "oil_spill", 2: "look_alike"}
 SETTINGS = dict(seed=7, num_inference_steps=3, soft_label_temperature=1.5, id2label=ID2LABEL)
 NUM_SAMPLES = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine's 2 cores are shared: one intra-op thread avoids OpenMP oversubscription (20x faster here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def make_pipeline(seed: int = 0) -> DAKTerPipeline:
-    torch.manual_seed(seed)
-    unet = JointUNet2DModel(sample_size=16, num_classes=3, block_out_channels=(8, 16),
-                            down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                            norm_num_groups=4, layers_per_block=1, label_scale=0.5)
-    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return make_pipeline()
+    return tiny_pipeline()
 
 
 def generate_reference(pipe: DAKTerPipeline, output_dir) -> GenerationOutput:
@@ -101,7 +88,7 @@ def test_subset_regenerates_rows_of_the_full_run(pipe, reference):
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_generates(name):
-    pipe = set_scheduler(make_pipeline(), name)
+    pipe = set_scheduler(tiny_pipeline(), name)
     assert type(pipe.scheduler) is SCHEDULERS[name]
     rows = generate_dataset(pipe, 1, num_inference_steps=2, id2label=ID2LABEL).with_format("numpy")
     probs = decode_soft_labels(rows[0]["soft_label"])
@@ -111,7 +98,7 @@ def test_every_scheduler_generates(name):
 
 
 def test_pipeline_id2label_is_stored_with_the_pipeline(tmp_path):
-    pipe = make_pipeline()
+    pipe = tiny_pipeline()
     named = DAKTerPipeline(**pipe.components, id2label=ID2LABEL)
     named.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "model_index.json").read_text())["id2label"]["1"] == "oil_spill"
@@ -210,7 +197,7 @@ def channels_last_copy(pipe) -> DAKTerPipeline:
 
 
 def test_memory_layout_of_the_kernels():
-    unet = make_pipeline().unet
+    unet = tiny_pipeline().unet
     assert unet_memory_format(unet) == "contiguous"
     conv = next(m for m in unet.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1
                 and m.kernel_size != (1, 1))

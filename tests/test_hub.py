@@ -9,8 +9,6 @@ from test_generation import (
     ID2LABEL,
     SETTINGS,
     assert_same_rows,
-    make_pipeline,
-    one_thread,  # noqa: F401 (autouse: one intra-op thread)
 )
 
 from dakter_hf import DAKTerPipeline
@@ -18,9 +16,14 @@ from dakter_hf.generation import generate_dataset
 from dakter_hf.hub import HubPushError, push_pipeline_to_hub
 from dakter_hf.labels import resolve_id2label
 
+from tiny_models import tiny_pipeline
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_pipeline_hub_round_trip(hub_server, hub_repo_id, clean_hub_cache):
-    pipe = make_pipeline(seed=3)
+    pipe = tiny_pipeline(seed=3)
     push_pipeline_to_hub(pipe, hub_repo_id, id2label=ID2LABEL)
     files = hub_server.repo_files(hub_repo_id)
     assert {"model_index.json", "README.md", "unet/config.json"} <= set(files)
@@ -42,4 +45,4 @@ def test_failed_pipeline_push_is_reported(hub_server, hub_repo_id, failure):
     else:
         hub_server.stop()
     with pytest.raises(HubPushError, match=hub_repo_id):
-        push_pipeline_to_hub(make_pipeline(), hub_repo_id, id2label=ID2LABEL)
+        push_pipeline_to_hub(tiny_pipeline(), hub_repo_id, id2label=ID2LABEL)

@@ -14,13 +14,15 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from test_generation import ID2LABEL, make_pipeline
+from test_generation import ID2LABEL
 
 from dakter_hf import DAKTerPipeline, JointUNet2DModel
 from dakter_hf.commands import distill as distill_command
 from dakter_hf.commands import generate as generate_command
 from dakter_hf.commands import train as train_command
 from dakter_hf.generation import decode_soft_labels, generate_dataset, generation_settings
+
+from tiny_models import tiny_pipeline
 
 
 TINY_TRAIN = ["--dataset", "simulated", "--num_train_samples", "8", "--resolution", "16", "--model_size", "tiny",
@@ -29,12 +31,7 @@ TINY_TRAIN = ["--dataset", "simulated", "--num_train_samples", "8", "--resolutio
               "--seed", "0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -132,7 +129,7 @@ def test_trainer_help_lists_the_options(capsys):
 
 @pytest.fixture(scope="module")
 def pipe():
-    return make_pipeline()
+    return tiny_pipeline()
 
 
 def test_generation_in_bfloat16_is_close_to_float32(pipe):
@@ -158,7 +155,7 @@ def test_generation_settings_record_dtype_and_compile(pipe):
 
 def test_command_dtype_and_compile(tmp_path, eager_compile):
     pipeline_dir = tmp_path / "pipeline"
-    DAKTerPipeline(**make_pipeline().components, id2label=ID2LABEL).save_pretrained(pipeline_dir)
+    DAKTerPipeline(**tiny_pipeline().components, id2label=ID2LABEL).save_pretrained(pipeline_dir)
     output_dir = tmp_path / "generated"
     argv = ["--pipeline", str(pipeline_dir), "--num_samples", "2", "--batch_size", "2", "--num_inference_steps", "2",
             "--output_dir", str(output_dir), "--dtype", "bfloat16", "--compile"]

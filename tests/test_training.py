@@ -46,13 +46,7 @@ def script():
     return train_command
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """2-core machines shared with other jobs: one intra-op thread is faster and steadier for tiny models."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(script, output_dir, *extra):
