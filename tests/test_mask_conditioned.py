@@ -195,6 +195,7 @@ def test_command_writes_the_library_dataset(pipe, tmp_path):
     [
         (["--masks_from_dataset", "--num_samples", "4"], "--num_samples is the number of masks"),
         (["--masks_from_dataset", "--soft_label_temperature", "2"], "--soft_label_temperature does not apply"),
+        (["--masks_from_dataset", "--dtype", "bfloat16"], "--dtype applies to joint sampling"),
         (["--masks_from_dataset", "--dataset", "sos"], "--dataset sos needs --data_dir"),
         ([], "--num_samples is required"),
     ],
