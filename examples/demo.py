@@ -26,6 +26,7 @@ from dakter_hf.experiments import (
     distill_student,
     format_summary,
     generate_pairs,
+    seed_count_note,
     summarize,
     train_generator,
     write_json,
@@ -85,10 +86,10 @@ def main(argv=None):
     report = {"arguments": {k: str(v) for k, v in vars(args).items()}, "summary": summary,
               "stage_seconds": runner.durations, "total_seconds": time.perf_counter() - start}
     write_json(out / "results.json", report)
-    (out / "results.md").write_text(table + "\n")
+    caption = f"Students scored on held-out simulated scenes (final step, fixed budget, {seed_count_note(summary)})"
+    (out / "results.md").write_text(f"{caption}:\n\n{table}\n")
     write_figures(out, summary, reports)
-    print("\nStudents scored on held-out simulated scenes (final step, fixed budget):\n")
-    print(table)
+    print(f"\n{caption}:\n\n{table}")
     print(f"\nEverything is in {out}/: results.json, results.md, results.png, learning_curves.png, "
           f"generated/preview.png, generator/validation/ ({report['total_seconds']:.0f} s this run)")
 

@@ -30,6 +30,8 @@ def test_demo_runs_every_stage_and_resumes(demo, tmp_path, capsys):
     assert (out / "generator" / "model_index.json").is_file() and (out / "generated" / "dataset_info.json").is_file()
     table = (out / "results.md").read_text()
     assert all(f"| {mode} |" in table for mode in ("real", "hard", "soft"))
+    # One seed per arm: the numbers stand alone, with no "± 0.00" spread, and the caption says n = 1.
+    assert "±" not in table and "n = 1" in table
     capsys.readouterr()
 
     demo.main(["--output_dir", str(out), *TOY])  # everything is complete: every stage is skipped

@@ -3,7 +3,7 @@ score them) and their summaries. `examples/demo.py` (simulated scenes) and `benc
 data) are built on it."""
 
 from .stages import COMMANDS, StageError, StageRunner, distill_student, generate_pairs, train_generator, write_json
-from .summaries import LABELS, METRICS, MODES, format_summary, summarize
+from .summaries import LABELS, METRICS, MODES, format_summary, seed_count_note, summarize
 
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "distill_student",
     "format_summary",
     "generate_pairs",
+    "seed_count_note",
     "summarize",
     "train_generator",
     "write_json",

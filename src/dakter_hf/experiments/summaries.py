@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from ..distill.losses import DISTILLATION_MODES
 
 
-__all__ = ["LABELS", "METRICS", "MODES", "format_summary", "summarize"]
+__all__ = ["LABELS", "METRICS", "MODES", "format_summary", "seed_count_note", "summarize"]
 
 #: The student modes of a loop, in table order.
 MODES = DISTILLATION_MODES
@@ -37,13 +37,32 @@ def summarize(reports: Mapping[str, Sequence[Mapping]], metrics: Sequence[str], 
 
 
 def format_summary(summary: Mapping[str, Mapping], metrics: Sequence[str], labels: Mapping[str, str]) -> str:
-    """A Markdown table of `summarize` output, in percent (mean ± std over seeds)."""
+    """A Markdown table of `summarize` output, in percent: mean ± std over seeds.
+
+    A single seed has no spread: when every cell holds one seed the numbers stand alone (say `n = 1` in the
+    caption); in a table that also has several-seed cells, a single-seed cell reads `75.15 (n = 1)`.
+    """
     header = "| arm | " + " | ".join(labels.get(m, m) for m in metrics) + " |"
     lines = [header, "|" + "---|" * (len(metrics) + 1)]
+    only_single_seeds = _seed_counts(summary) <= {1}
     for arm, values in summary.items():
         cells = []
         for metric in metrics:
             v = values.get(metric)
-            cells.append("n/a" if v is None else f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}")
+            if v is None:
+                cells.append("n/a")
+            elif v["n"] > 1:
+                cells.append(f"{100 * v['mean']:.2f} ± {100 * v['std']:.2f}")
+            else:
+                cells.append(f"{100 * v['mean']:.2f}" + ("" if only_single_seeds else " (n = 1)"))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seed_count_note(summary: Mapping[str, Mapping]) -> str:
+    """How a table of `summary` reads: 'one seed (n = 1)' or 'mean ± std over seeds'."""
+    return "one seed (n = 1)" if _seed_counts(summary) <= {1} else "mean ± std over seeds"
+
+
+def _seed_counts(summary: Mapping[str, Mapping]) -> set[int]:
+    return {v["n"] for values in summary.values() for v in values.values()}
