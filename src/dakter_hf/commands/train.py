@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="With --per_modality_timesteps: share of samples with independent timesteps (None: 0).")
     train = parser.add_argument_group("training")
     train.add_argument("--ce_weight", type=float, default=1.0, help="Weight of the label cross-entropy.")
+    train.add_argument("--soft_label_targets", action="store_true",
+                       help="Label targets keep the boundary uncertainty of the masks: class fractions of the "
+                            "native-size masks area-averaged to --resolution (soft-target CE, clean label "
+                            "b * (2q - 1)) instead of nearest-resized one-hot masks.")
     train.add_argument("--train_batch_size", type=int, default=16, help="Batch size per device.")
     train.add_argument("--max_train_steps", type=int, default=2000, help="Optimizer steps in total.")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per optimizer step.")

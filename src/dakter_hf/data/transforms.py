@@ -4,7 +4,9 @@ Conventions:
 
 - images are resized with anti-aliased bilinear interpolation (PIL ``BILINEAR``, whose support widens on
   downscaling) and normalised to ``float32`` in ``[-1, 1]`` with shape ``(1, H, W)``: ``x / 127.5 - 1``;
-- masks are resized with ``NEAREST`` (class indices are never blended) and returned as ``int64`` ``(H, W)``;
+- masks are resized with ``NEAREST`` (class indices are never blended) and returned as ``int64`` ``(H, W)``; on
+  request, also as area-averaged class fractions ``(K, H, W)`` that keep the boundary uncertainty of a downscaled
+  mask (:func:`mask_to_class_fractions`);
 - augmentation draws one of the 8 symmetries of the square (90° rotations × horizontal flip; only 180°
   rotations for non-square resolutions) per sample and applies it identically to image and mask.
 
@@ -76,6 +78,34 @@ def resize_mask(mask: PIL.Image.Image, resolution: Optional[Resolution]) -> PIL.
     return _resize(mask, resolution, PIL.Image.NEAREST)
 
 
+def mask_to_class_fractions(
+    mask: PIL.Image.Image, num_classes: int, resolution: Optional[Resolution] = None
+) -> torch.Tensor:
+    """Per-class area fractions of a class-index mask resized to `resolution`: ``(K, H, W)`` ``float32``.
+
+    Each class's indicator image is area-averaged (PIL ``BOX``: every output pixel is the mean over the input pixels
+    it covers), so a pixel on a boundary keeps the share of each class instead of the one class
+    :func:`resize_mask` picks; the fractions sum to 1 per pixel. At the mask's own size it is the one-hot mask.
+
+    Args:
+        mask (`PIL.Image.Image`): ``"L"`` (or ``"P"``) mask of class indices ``0 .. K - 1``.
+        num_classes (`int`): number of classes K.
+        resolution (`int` or `(height, width)`, *optional*): target size; ``None`` keeps the size.
+
+    Raises:
+        `ValueError`: if the mask holds a class index outside ``0 .. K - 1``.
+    """
+    array = np.asarray(mask)
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        raise ValueError(f"mask values must be class indices 0..{num_classes - 1}, got values up to {array.max()}")
+    planes = []
+    for k in range(num_classes):
+        indicator = PIL.Image.fromarray((array == k).astype(np.float32), mode="F")
+        planes.append(np.asarray(_resize(indicator, resolution, PIL.Image.BOX), dtype=np.float32))
+    fractions = torch.from_numpy(np.stack(planes))
+    return fractions / fractions.sum(dim=0, keepdim=True).clamp_min(1e-12)
+
+
 def image_to_tensor(image: PIL.Image.Image) -> torch.Tensor:
     """8-bit greyscale image → ``float32`` tensor ``(1, H, W)`` in ``[-1, 1]``."""
     if image.mode != "L":
@@ -142,6 +172,9 @@ class SegmentationTransform:
             uses torch's global RNG, which ``accelerate.utils.set_seed`` seeds and which ``DataLoader``
             re-seeds per worker (a private generator would be copied identically into every worker).
         image_column, mask_column (`str`): input column names.
+        num_classes (`int`, *optional*): when given, batches with masks also get ``label_fractions``
+            ``(B, K, H, W)``: the area-averaged class fractions of the full-size masks
+            (:func:`mask_to_class_fractions`), transformed like the masks.
 
     Calling it on a batch ``{"image": [PIL, ...], "mask": [PIL, ...], ...}`` returns
     ``{"pixel_values": (B, 1, H, W) float32 in [-1, 1], "labels": (B, H, W) int64}`` (``labels`` only if the
@@ -155,9 +188,11 @@ class SegmentationTransform:
         seed: Optional[int] = None,
         image_column: str = "image",
         mask_column: str = "mask",
+        num_classes: Optional[int] = None,
     ):
         self.resolution = as_hw(resolution, "resolution") if resolution is not None else None
         self.augment = augment
+        self.num_classes = num_classes
         self.image_column = image_column
         self.mask_column = mask_column
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -168,25 +203,35 @@ class SegmentationTransform:
     def __call__(self, batch: Dict[str, List]) -> Dict[str, torch.Tensor]:
         images = batch[self.image_column]
         masks = batch.get(self.mask_column)
-        pixel_values, labels = [], []
+        fractions = masks is not None and self.num_classes is not None
+        pixel_values, labels, label_fractions = [], [], []
         for i, image in enumerate(images):
             x = image_to_tensor(resize_image(image, self.resolution))
             y = mask_to_tensor(resize_mask(masks[i], self.resolution)) if masks is not None else None
             if y is not None and tuple(y.shape) != tuple(x.shape[-2:]):
                 raise ValueError(f"image size {tuple(x.shape[-2:])} and mask size {tuple(y.shape)} differ")
+            if fractions:  # the mask and its fractions as one stack, so that both get the same symmetry
+                y = torch.cat([y[None].float(), mask_to_class_fractions(masks[i], self.num_classes,
+                                                                        tuple(y.shape))])
             if self.augment:
                 x, y = random_dihedral(x, y, self.generator, allow_rot90=x.shape[-1] == x.shape[-2])
+            if fractions:
+                y, q = y[0].long(), y[1:]
+                label_fractions.append(q)
             pixel_values.append(x)
             if y is not None:
                 labels.append(y)
         out = {"pixel_values": torch.stack(pixel_values)}
         if masks is not None:
             out["labels"] = torch.stack(labels)
+        if fractions:
+            out["label_fractions"] = torch.stack(label_fractions)
         return out
 
 
 def build_transform(
-    resolution: Optional[Resolution], augment: bool = False, seed: Optional[int] = None
+    resolution: Optional[Resolution], augment: bool = False, seed: Optional[int] = None,
+    num_classes: Optional[int] = None,
 ) -> SegmentationTransform:
     """Build the shared transform (see :class:`SegmentationTransform`).
 
@@ -194,11 +239,13 @@ def build_transform(
         resolution (`int` or `(height, width)`, *optional*): training resolution.
         augment (`bool`): random paired flips / 90° rotations.
         seed (`int`, *optional*): seed of a private augmentation RNG (default: torch's global RNG).
+        num_classes (`int`, *optional*): also output the masks' area-averaged class fractions over K classes
+            (``label_fractions``).
 
     Returns:
         `SegmentationTransform`: use as ``dataset.with_transform(transform)``.
     """
-    return SegmentationTransform(resolution=resolution, augment=augment, seed=seed)
+    return SegmentationTransform(resolution=resolution, augment=augment, seed=seed, num_classes=num_classes)
 
 
 def collate_fn(examples: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -214,6 +261,8 @@ def collate_fn(examples: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.T
     batch = {"pixel_values": torch.stack([e["pixel_values"] for e in examples]).float()}
     if all("labels" in e for e in examples) and examples:
         batch["labels"] = torch.stack([e["labels"] for e in examples]).long()
+    if all("label_fractions" in e for e in examples) and examples:
+        batch["label_fractions"] = torch.stack([e["label_fractions"] for e in examples]).float()
     return batch
 
 

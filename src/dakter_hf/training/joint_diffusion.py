@@ -58,13 +58,15 @@ def joint_diffusion_loss(
     The mask becomes a one-hot label in {-b, +b} (b = `model.config.label_scale`); image and label are noised at
     the same timestep with independent noise; the model predicts the image (x0 or the noise, per
     `model.config.prediction_type`) and the label logits. The loss is the image MSE plus `ce_weight` times the
-    cross-entropy of the logits against the mask. `timestep_sampling`: see [`modality_timestep_losses`].
+    cross-entropy of the logits against the mask. Class fractions `q` instead of indices (a mask area-averaged to
+    the training size keeps its boundary uncertainty) give the clean label `b * (2q - 1)` and a soft-target CE.
+    `timestep_sampling`: see [`modality_timestep_losses`].
 
     Args:
         model ([`JointUNet2DModel`]): the joint denoiser (possibly wrapped by Accelerate / DDP).
         noise_scheduler ([`SchedulerMixin`]): provides `add_noise` and `config.num_train_timesteps`.
         images (`torch.Tensor`): clean images `(B, C, H, W)` normalised to [-1, 1].
-        masks (`torch.Tensor`): class indices `(B, H, W)`.
+        masks (`torch.Tensor`): class indices `(B, H, W)`, or class fractions `(B, K, H, W)` summing to 1 per pixel.
         ce_weight (`float`, *optional*, defaults to 1.0): weight of the label cross-entropy.
         generator (`torch.Generator`, *optional*): source of timesteps and noise, for reproducible training.
         timesteps (`torch.Tensor`, *optional*): timesteps `(B,)`; drawn uniformly when not given.
@@ -74,14 +76,18 @@ def joint_diffusion_loss(
         [`JointDiffusionLossOutput`]
     """
     config = model.module.config if hasattr(model, "module") else model.config
-    if images.dim() != 4 or masks.dim() != 3 or images.shape[0] != masks.shape[0] \
-            or images.shape[2:] != masks.shape[1:]:
+    fractions = masks.dim() == 4
+    if images.dim() != 4 or masks.dim() != 3 + fractions or images.shape[0] != masks.shape[0] \
+            or images.shape[2:] != masks.shape[-2:] or fractions and masks.shape[1] != config.num_classes:
         raise ValueError(
-            f"`images` (B, C, H, W) and `masks` (B, H, W) must match, got {tuple(images.shape)} and "
-            f"{tuple(masks.shape)}."
+            f"`images` (B, C, H, W) and `masks` (B, H, W) or (B, K={config.num_classes}, H, W) must match, got "
+            f"{tuple(images.shape)} and {tuple(masks.shape)}."
         )
     batch_size, device = images.shape[0], images.device
-    clean_labels = masks_to_scaled_onehot(masks, config.num_classes, config.label_scale).to(images)
+    if fractions:
+        clean_labels = (config.label_scale * (2.0 * masks - 1.0)).to(images)
+    else:
+        clean_labels = masks_to_scaled_onehot(masks, config.num_classes, config.label_scale).to(images)
     if timesteps is None:
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,),
                                   generator=generator, device=generator.device if generator else device).to(device)
@@ -98,7 +104,7 @@ def joint_diffusion_loss(
         noisy_labels = noise_scheduler.add_noise(clean_labels, label_noise, timesteps)
         prediction = model(noisy_images, noisy_labels, timesteps)
         image_loss = F.mse_loss(prediction.image.float(), target.float())
-        label_loss = F.cross_entropy(prediction.label_logits.float(), masks.long())
+        label_loss = F.cross_entropy(prediction.label_logits.float(), masks.float() if fractions else masks.long())
     return JointDiffusionLossOutput(loss=image_loss + ce_weight * label_loss, image_loss=image_loss,
                                     label_loss=label_loss)
 
@@ -243,7 +249,7 @@ def augment_batch(
 
     Args:
         images (`torch.Tensor`): `(B, C, H, W)` images.
-        masks (`torch.Tensor`): `(B, H, W)` masks.
+        masks (`torch.Tensor`): `(B, H, W)` masks or `(B, K, H, W)` class fractions.
         generator (`torch.Generator`, *optional*): source of randomness.
         crop_size (`int`, *optional*): side of a random square crop per sample (patch-wise training).
         dihedral (`bool`, *optional*, defaults to `False`): apply one of the 8 symmetries of the square per sample
@@ -263,7 +269,7 @@ def augment_batch(
             top = int(torch.randint(0, height - crop_size + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - crop_size + 1, (1,), generator=generator))
             image = image[:, top : top + crop_size, left : left + crop_size]
-            mask = mask[top : top + crop_size, left : left + crop_size]
+            mask = mask[..., top : top + crop_size, left : left + crop_size]
         if dihedral:
             image, mask = random_dihedral(image, mask, generator, allow_rot90=image.shape[-1] == image.shape[-2])
         out_images.append(image)
@@ -277,7 +283,7 @@ def augment_batch(
 
 
 def build_train_dataloader(
-    train_dataset, resolution: int, batch_size: int, num_workers: int = 0
+    train_dataset, resolution: int, batch_size: int, num_workers: int = 0, label_fractions_classes: int | None = None
 ) -> torch.utils.data.DataLoader:
     """
     A shuffling `DataLoader` of `{"pixel_values", "labels"}` batches at the training resolution, without augmentation.
@@ -290,8 +296,11 @@ def build_train_dataloader(
         resolution (`int`): training resolution.
         batch_size (`int`): batch size per process.
         num_workers (`int`, *optional*, defaults to 0): data loading workers.
+        label_fractions_classes (`int`, *optional*): batches also hold `label_fractions` `(B, K, H, W)`, the masks'
+            class fractions area-averaged to `resolution` (boundary information needs a native-size `train_dataset`).
     """
-    dataset = train_dataset.with_transform(build_transform(resolution, augment=False))
+    transform = build_transform(resolution, augment=False, num_classes=label_fractions_classes)
+    dataset = train_dataset.with_transform(transform)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_fn,
                                        num_workers=num_workers)
 
@@ -335,10 +344,13 @@ def joint_diffusion_training_step(
         augment (`bool`, *optional*, defaults to `False`): random symmetries of the square.
         timestep_sampling ([`ModalityTimestepSampling`], *optional*): per-modality timesteps.
 
+    A batch's `label_fractions` `(B, K, H, W)`, when present, are the label targets instead of its `labels`.
+
     Returns:
         `dict[str, float]`: `loss`, `image_loss` and `label_loss`, averaged over processes.
     """
-    images, masks = augment_batch(batch["pixel_values"], batch["labels"], generator, crop_size, augment)
+    masks = batch["label_fractions"] if "label_fractions" in batch else batch["labels"]
+    images, masks = augment_batch(batch["pixel_values"], masks, generator, crop_size, augment)
     with accelerator.accumulate(model):
         output = joint_diffusion_loss(model, noise_scheduler, images, masks, ce_weight=ce_weight, generator=generator,
                                       timestep_sampling=timestep_sampling)

@@ -111,7 +111,8 @@ def modality_timestep_losses(model, noise_scheduler, sampling: ModalityTimestepS
                                noise_scheduler.add_noise(clean_labels, label_noise, drawn.label))
     prediction = model(noisy_images, noisy_labels, drawn.image, label_timestep=drawn.label)
     per_image = F.mse_loss(prediction.image.float(), image_target.float(), reduction="none").mean(dim=(1, 2, 3))
-    per_label = F.cross_entropy(prediction.label_logits.float(), masks.long(), reduction="none").mean(dim=(1, 2))
+    label_target = masks.float() if masks.dim() == 4 else masks.long()  # class fractions: a soft-target CE
+    per_label = F.cross_entropy(prediction.label_logits.float(), label_target, reduction="none").mean(dim=(1, 2))
     return _masked_mean(per_image, ~drawn.image_clean), _masked_mean(per_label, ~drawn.label_clean)
 
 

@@ -95,8 +95,10 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
             hub_repo_id = create_hub_repo(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
                                           token=args.hub_token)
 
-    # Data and balancing factor.
-    train_dataset = dataset_from_args(args, split="train")
+    # Data and balancing factor. Soft label targets need the masks at their native size (simulated scenes have none).
+    native = args.soft_label_targets and args.dataset != "simulated"
+    train_dataset = dataset_from_args(argparse.Namespace(**{**vars(args), "resolution": None}) if native else args,
+                                      split="train")
     id2label = get_id2label(train_dataset)
     if args.label_scale == "auto":
         label_scale = estimate_label_scale(train_dataset, args.resolution)
@@ -122,8 +124,9 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
     noise_scheduler = build_noise_scheduler(args.num_train_timesteps, args.prediction_type)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                   weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
-    train_dataloader = build_train_dataloader(train_dataset, args.resolution, args.train_batch_size,
-                                              args.dataloader_num_workers)
+    train_dataloader = build_train_dataloader(
+        train_dataset, args.resolution, args.train_batch_size, args.dataloader_num_workers,
+        label_fractions_classes=len(id2label) if args.soft_label_targets else None)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=args.max_train_steps * accelerator.num_processes)
