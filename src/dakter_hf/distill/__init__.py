@@ -3,7 +3,8 @@
 `students` (SegFormer students and their image processor), `losses` (cross-entropy on real pairs, KD on generated
 soft labels; modes `real` / `hard` / `soft`), `sampler` (the real / generated composition of every batch), `data`
 (generated datasets, the training examples and loader), `training` (one step, saving), `evaluation` (split-level
-scores and run reports) and `trainer` (the Accelerate loop of `dakter_hf.commands.distill`)."""
+scores and run reports), `relabel` (generated images labelled by a student: the control arm) and `trainer` (the
+Accelerate loop of `dakter_hf.commands.distill`)."""
 
 from .data import DistillationDataset, build_distillation_dataloader, load_generated_dataset
 from .evaluation import build_evaluation_dataloader, evaluate_student
@@ -14,6 +15,7 @@ from .losses import (
     knowledge_distillation_loss,
     upsample_logits,
 )
+from .relabel import relabel_with_student
 from .sampler import MixedBatchSampler
 from .students import (
     SEGFORMER_PRESETS,
@@ -41,6 +43,7 @@ __all__ = [
     "evaluate_student",
     "knowledge_distillation_loss",
     "load_generated_dataset",
+    "relabel_with_student",
     "save_student",
     "segformer_config",
     "upsample_logits",

@@ -2,7 +2,16 @@
 score them) and their summaries. `examples/demo.py` (simulated scenes) and `benchmarks/sos_benchmark.py` (real SOS
 data) are built on it."""
 
-from .stages import COMMANDS, StageError, StageRunner, distill_student, generate_pairs, train_generator, write_json
+from .stages import (
+    COMMANDS,
+    StageError,
+    StageRunner,
+    distill_student,
+    generate_pairs,
+    relabel_pairs,
+    train_generator,
+    write_json,
+)
 from .summaries import LABELS, METRICS, MODES, format_summary, seed_count_note, summarize
 
 
@@ -16,6 +25,7 @@ __all__ = [
     "distill_student",
     "format_summary",
     "generate_pairs",
+    "relabel_pairs",
     "seed_count_note",
     "summarize",
     "train_generator",

@@ -24,6 +24,7 @@ __all__ = [
     "StageRunner",
     "distill_student",
     "generate_pairs",
+    "relabel_pairs",
     "train_generator",
     "write_json",
 ]
@@ -34,6 +35,7 @@ COMMANDS = {
     "generate": "dakter_hf.commands.generate",
     "distill": "dakter_hf.commands.distill",
     "evaluate": "dakter_hf.commands.evaluate",
+    "relabel": "dakter_hf.commands.relabel",
 }
 #: The example scripts the stages ran before they ran the commands: a stage log written then names them, and a
 #: complete stage whose log shows the same arguments is still reused.
@@ -205,6 +207,15 @@ def distill_student(runner: StageRunner, output_dir: Path, data_args: Sequence[s
         arguments += ["--generated_dataset", generated_dataset]
     runner.run(f"student-{output_dir.name}", COMMANDS["distill"], arguments, output_dir / "final" / "config.json")
     return json.loads((output_dir / "metrics.json").read_text())
+
+
+def relabel_pairs(runner: StageRunner, student_dir: Path, generated_dataset: Path, output_dir: Path,
+                  **options) -> Path:
+    """Relabel a generated set with a student's soft labels (`dakter_hf.commands.relabel`): the control arm."""
+    arguments = ["--generated_dataset", generated_dataset, "--student", student_dir, "--output_dir", output_dir,
+                 *_flags(options)]
+    runner.run(f"relabel-{output_dir.name}", COMMANDS["relabel"], arguments, output_dir / "dataset_info.json")
+    return output_dir
 
 
 def _flags(options: Mapping[str, object]) -> list[str]:
