@@ -5,10 +5,18 @@ For one SOS sensor, per real-data regime (the full train split and/or a scarce s
 
 1. train the joint diffusion on that regime's real pairs only (`dual`, b estimated from the data);
 2. generate k x as many pairs (soft labels stored as uint8);
-3. distil students with identical budgets in the `real`, `hard` and `soft` modes, one per student seed;
+3. distil students with identical budgets in the `real`, `hard` and `soft` modes, one per student seed, every one
+   trained with random flips and 90-degree rotations (applied alike to images, masks and soft labels: the baseline
+   practitioners train; `--no_augment` gives the protocol without them), at each budget of `--student_steps`;
 4. score everything on the real test split (final step of a fixed budget: no model selection on the test split)
    and, in a scarce regime, on the training pairs outside the subset (`train_heldout`): the validation score on
    which settings such as `--generated_ratio` or `--soft_label_temperature` are compared.
+
+Levers of the generator's own data (`--generator_augment`: dihedral augmentation of the real pairs it trains on;
+`--soft_label_targets`: the masks' area-averaged class fractions as its label targets) name their own generators.
+The control arm `--relabelled_control` distils `hard` / `soft` students from the same generated images labelled by
+a real-data student (the `real` student of the first seed at the largest budget), which measures what the
+generator's own labels are worth.
 
 Optional ablations on the first regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead
 of `dual` (`--ablate_architecture`), each with its own generator, `soft` students and diagnostics. Generator
@@ -20,7 +28,9 @@ Every stage is resumable: rerun the same command after an interruption and finis
 reuse what they do not change, and name what they do (and their `results-<variant>.json`): a non-default
 `--soft_label_temperature`, `--num_inference_steps` (sampling steps) or `--generated_multiple` (k) its own generated
 set and students, `--generated_ratio` or `--kd_temperature` its own students (`--kd_temperature` only `soft` ones),
-`--generator_seed` also its own generators; the `real` students are shared by all. Any other setting changed against
+`--generator_seed`, `--generator_augment` or `--soft_label_targets` also its own generators; the `real` students are
+shared by all. Every budget of `--student_steps` other than 600 and `--no_augment` name their own students, and the
+results file holds them beside the others (augmented arms first). Any other setting changed against
 a finished stage in the same --output_dir (say --generator_steps or --generator_channels) stops the run with an error
 naming the changed arguments: use another --output_dir for it.
 
@@ -50,10 +60,16 @@ from dakter_hf.experiments import (
     distill_student,
     format_summary,
     generate_pairs,
+    relabel_pairs,
+    seed_count_note,
     summarize,
     train_generator,
     write_json,
 )
+
+
+#: The student budget that names no students of its own (the only budget before `--student_steps` took several).
+DEFAULT_STUDENT_STEPS = 600
 
 
 def build_parser():
@@ -75,6 +91,11 @@ def build_parser():
     p.add_argument("--crop_size", type=int, default=32,
                    help="patch-wise generator training on random crops (sampling stays at --resolution)")
     p.add_argument("--ce_weight", type=float, default=1.0)
+    p.add_argument("--generator_augment", action="store_true",
+                   help="train the generators on dihedral-augmented real pairs (random flips / 90-degree rotations)")
+    p.add_argument("--soft_label_targets", action="store_true",
+                   help="generator label targets keep the masks' boundary uncertainty: class fractions of the "
+                        "full-size masks area-averaged to --resolution (soft-target CE) instead of one-hot masks")
     p.add_argument("--generator_seed", type=int, default=None,
                    help="training seed of the generators (default: --data_seed); another value trains its own "
                         "generators, sampled with the same seeds: the generator's run-to-run spread")
@@ -88,7 +109,10 @@ def build_parser():
                    help="softens the generated soft labels, softmax(logits / T)")
     # Students.
     p.add_argument("--student", default="b0")
-    p.add_argument("--student_steps", type=int, default=600)
+    p.add_argument("--student_steps", type=int, nargs="+", default=[DEFAULT_STUDENT_STEPS],
+                   help="student budgets (optimisation steps); each budget trains its own students")
+    p.add_argument("--no_augment", action="store_true",
+                   help="students without random flips / 90-degree rotations (the protocol before issue #24)")
     p.add_argument("--student_batch_size", type=int, default=16)
     p.add_argument("--student_lr", default="6e-4")
     p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -103,12 +127,23 @@ def build_parser():
     p.add_argument("--ablate_label_scale", action="store_true", help="b = 1 vs estimated b (first regime)")
     p.add_argument("--ablate_architecture", action="store_true", help="concat vs dual (first regime)")
     p.add_argument("--train_on_synthetic", action="store_true", help="students trained only on generated pairs")
+    p.add_argument("--relabelled_control", action="store_true",
+                   help="control arm: hard / soft students on the generated images labelled by a real-data student "
+                        "(needs 'real' in --modes)")
     p.add_argument("--num_threads", type=int, default=None, help="torch threads per stage")
     return p
 
 
 def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if min(args.student_steps) < 1:
+        parser.error(f"--student_steps must be positive integers, got {args.student_steps}")
+    args.student_steps = sorted(set(args.student_steps))
+    if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):
+        parser.error("--relabelled_control needs the real-data students and a generated set: --modes real and "
+                     "hard and/or soft")
+    return args
 
 
 @functools.cache
@@ -143,8 +178,9 @@ def generator_seed(args):
 
 
 def generator_variant(args):
-    """Name suffix of a generator trained with a non-default seed ('' for the default)."""
-    return "" if generator_seed(args) == args.data_seed else f"-g{generator_seed(args)}"
+    """Name suffix of a generator trained with a non-default seed or a lever of its own data ('' for the default)."""
+    seed = "" if generator_seed(args) == args.data_seed else f"-g{generator_seed(args)}"
+    return seed + ("-gaug" if args.generator_augment else "") + ("-softtargets" if args.soft_label_targets else "")
 
 
 def generation_variant(args):
@@ -161,22 +197,39 @@ def student_variant(args, mode="soft"):
     return suffix + ("" if mode != "soft" else _variant_part(args, "kd_temperature", "tau"))
 
 
-_VARIANT_NAMES = {"g": "generator seed", "T": "T", "S": "sampling steps", "k": "k", "ratio": "ratio", "tau": "tau"}
+_VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "softtargets": "soft-label targets",
+                  "T": "T", "S": "sampling steps", "k": "k", "ratio": "ratio", "tau": "tau"}
 
 
 def variant_parts(suffix):
-    """'-g1-S50-tau2' -> ['generator seed 1', 'sampling steps 50', 'tau 2']."""
+    """'-g1-gaug-S50-tau2' -> ['generator seed 1', 'generator augmentation', 'sampling steps 50', 'tau 2']."""
     parts = []
     for part in filter(None, suffix.split("-")):
         key = part.rstrip("0123456789.")
-        parts.append(f"{_VARIANT_NAMES[key]} {part[len(key):]}")
+        parts.append(f"{_VARIANT_NAMES[key]} {part[len(key):]}".strip())
     return parts
 
 
-def variant_label(suffix):
-    """'-g1-T2-S50-k8-ratio0.5-tau2' -> ' (generator seed 1, T 2, sampling steps 50, k 8, ratio 0.5, tau 2)'."""
-    parts = variant_parts(suffix)
-    return f" ({', '.join(parts)})" if parts else ""
+def with_parts(label, parts):
+    """'soft' + ['tau 2'] -> 'soft (tau 2)'; 'soft (T 2)' + ['tau 2'] -> 'soft (T 2, tau 2)'."""
+    if not parts:
+        return label
+    if label.endswith(")"):
+        return f"{label[:-1]}, {', '.join(parts)})"
+    return f"{label} ({', '.join(parts)})"
+
+
+def protocol_parts(args, steps):
+    """The table label's parts of a student budget and protocol: ['1200 student steps', 'no augmentation']."""
+    return ([] if steps == DEFAULT_STUDENT_STEPS else [f"{steps} student steps"]) + (
+        ["no augmentation"] if args.no_augment else [])
+
+
+def student_name(args, arm, steps, seed):
+    """The directory (and stage) name of one student. Augmented students end in '-aug': students trained before
+    augmentation became the default keep their names, so an old output directory's are never taken for them."""
+    budget = "" if steps == DEFAULT_STUDENT_STEPS else f"-steps{steps}"
+    return f"{arm}{budget}{'' if args.no_augment else '-aug'}-seed{seed}"
 
 
 def run_generator_arm(runner, args, root, regime, name, **overrides):
@@ -188,7 +241,8 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
                    label_scale="auto",
                    architecture="dual", train_batch_size=args.generator_batch_size,
                    max_train_steps=args.generator_steps, learning_rate=args.generator_lr, lr_warmup_steps=100,
-                   use_ema=True, ce_weight=args.ce_weight, crop_size=args.crop_size, checkpointing_steps=250,
+                   use_ema=True, ce_weight=args.ce_weight, crop_size=args.crop_size, augment=args.generator_augment,
+                   soft_label_targets=args.soft_label_targets, checkpointing_steps=250,
                    checkpoints_total_limit=1, validation_steps=args.generator_steps, num_validation_samples=8,
                    validation_inference_steps=_default("num_inference_steps"), seed=generator_seed(args))
     options.update(overrides)
@@ -202,12 +256,12 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
     return generated
 
 
-def run_students(runner, args, root, regime, mode, generated, arm, synthetic_only=False):
-    """One student per seed (scored on the test split) plus, in a scarce regime, its `train_heldout` score.
-    `synthetic_only`: `soft` students on generated pairs alone, a measure of the generator, so the student settings
-    of a variant (--generated_ratio, --kd_temperature) do not apply to them."""
+def run_students(runner, args, root, regime, mode, generated, arm, steps, synthetic_only=False):
+    """One student per seed at a budget of `steps` (scored on the test split) plus, in a scarce regime, its
+    `train_heldout` score. `synthetic_only`: `soft` students on generated pairs alone, a measure of the generator, so
+    the student settings of a variant (--generated_ratio, --kd_temperature) do not apply to them."""
     data = regime_args(args, regime)
-    extra = {}
+    extra = {"augment": not args.no_augment}
     if synthetic_only:
         extra["generated_ratio"] = 1.0
     else:
@@ -217,12 +271,12 @@ def run_students(runner, args, root, regime, mode, generated, arm, synthetic_onl
             extra["kd_temperature"] = args.kd_temperature
     reports = []
     for seed in args.student_seeds:
-        output_dir = root / "students" / f"{arm}-seed{seed}"
+        output_dir = root / "students" / student_name(args, arm, steps, seed)
         report = distill_student(
             runner, output_dir, data, mode, generated, student=args.student,
             resolution=args.resolution, train_batch_size=args.student_batch_size, learning_rate=args.student_lr,
-            max_train_steps=args.student_steps, eval_steps=max(args.student_steps // 6, 1),
-            checkpointing_steps=max(args.student_steps // 3, 1), checkpoints_total_limit=1, seed=seed, **extra)
+            max_train_steps=steps, eval_steps=max(steps // 6, 1),
+            checkpointing_steps=max(steps // 3, 1), checkpoints_total_limit=1, seed=seed, **extra)
         if regime != "full":
             heldout = output_dir / f"eval_{HELDOUT_SPLIT}.json"
             runner.run(f"validate-{output_dir.name}", COMMANDS["evaluate"],
@@ -287,34 +341,43 @@ ABLATIONS = {
 
 
 def run_regime(runner, args, root, regime, first):
-    """Every generator arm, student and diagnostic of one regime; returns its entry of `results.json` (its tables are
-    built by `merge_entry`)."""
+    """Every generator arm, student and diagnostic of one regime, at every student budget; returns its entry of
+    `results.json` (its tables are built by `merge_entry`)."""
     gen_suffix = generation_variant(args)
     # (generator name, student tag, label, overrides); the main arm's students are named after their mode alone.
     arms = [("dual-auto", None, None, {})] if set(args.modes) - {"real"} else []
     if first:
         arms += [ablation for flag, ablation in ABLATIONS.items() if getattr(args, flag)]
-    reports, diagnostics, reference = {}, {}, None
+    reports, diagnostics, reference, main_generated = {}, {}, None, None
+    budgets = args.student_steps
     if "real" in args.modes:  # the real students do not depend on the generator or the variant
-        reports["real"] = run_students(runner, args, root, regime, "real", None, "real")
+        for steps in budgets:
+            reports[with_parts("real", protocol_parts(args, steps))] = run_students(
+                runner, args, root, regime, "real", None, "real", steps)
     for name, tag, label, overrides in arms:
         generated = run_generator_arm(runner, args, root, regime, name, **overrides)
+        main_generated = main_generated or generated
         reference = reference or real_reference(args, regime)
         diagnostics[name + gen_suffix] = generator_diagnostics(reference, generated)
-        for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
-            key = mode if tag is None else f"{mode}, {label}"
-            arm, suffix = (mode if tag is None else f"{mode}-{tag}"), student_variant(args, mode)
-            reports[key + variant_label(suffix)] = run_students(runner, args, root, regime, mode, generated,
-                                                                arm + suffix)
-        if args.train_on_synthetic:
-            # 'synthetic only (soft, b = 1, generator seed 1)': the ablation and the variant in one parenthesis.
-            parts = ["soft", *([] if tag is None else [label]), *variant_parts(gen_suffix)]
-            reports[f"synthetic only ({', '.join(parts)})"] = run_students(
-                runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", synthetic_only=True)
+        for steps in budgets:
+            for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
+                key = mode if tag is None else f"{mode}, {label}"
+                arm, suffix = (mode if tag is None else f"{mode}-{tag}"), student_variant(args, mode)
+                reports[with_parts(key, variant_parts(suffix) + protocol_parts(args, steps))] = run_students(
+                    runner, args, root, regime, mode, generated, arm + suffix, steps)
+            if args.train_on_synthetic:
+                # 'synthetic only (soft, b = 1, generator seed 1)': the ablation and the variant in one parenthesis.
+                parts = ["soft", *([] if tag is None else [label]), *variant_parts(gen_suffix)]
+                reports[with_parts("synthetic only", parts + protocol_parts(args, steps))] = run_students(
+                    runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", steps,
+                    synthetic_only=True)
+    if args.relabelled_control:
+        reports.update(run_relabelled_control(runner, args, root, regime, main_generated))
     summary = summarize(reports, METRICS)
     entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics}
-    print(f"\n{args.sensor}, {regime} real pairs (test split, mean ± std over seeds {args.student_seeds}):\n"
-          f"{format_summary(summary, METRICS, LABELS)}")
+    protocol = "without augmentation" if args.no_augment else "students with random flips / 90-degree rotations"
+    print(f"\n{args.sensor}, {regime} real pairs, {protocol} (test split, {seed_count_note(summary)} "
+          f"{args.student_seeds}):\n{format_summary(summary, METRICS, LABELS)}")
     if regime != "full":
         entry["heldout_summary"] = summarize(reports, METRICS, which=HELDOUT_SPLIT)
         print(f"\nValidation ({HELDOUT_SPLIT}: the training pairs outside the subset):\n"
@@ -324,14 +387,54 @@ def run_regime(runner, args, root, regime, first):
     return entry
 
 
+def run_relabelled_control(runner, args, root, regime, generated):
+    """The control arm: the main generated set relabelled by the `real` student of the first seed at the largest
+    budget (same protocol), then `hard` / `soft` students on it at every budget."""
+    teacher = student_name(args, "real", max(args.student_steps), args.student_seeds[0])
+    relabelled = relabel_pairs(runner, root / "students" / teacher / "final", generated,
+                               root / f"{generated.name}-relabelled-by-{teacher}")
+    reports = {}
+    for steps in args.student_steps:
+        for mode in [m for m in args.modes if m in ("hard", "soft")]:
+            suffix = student_variant(args, mode)
+            parts = variant_parts(suffix) + protocol_parts(args, steps)
+            key = with_parts(f"{mode}, labels by a real-data student", parts)
+            reports[key] = run_students(runner, args, root, regime, mode, relabelled, f"{mode}-relabelled{suffix}",
+                                        steps)
+    return reports
+
+
+def upgrade_entry(entry):
+    """A regime entry written before augmentation became the default (its `arguments` have no `no_augment`): every
+    arm in it was trained without augmentation, and its labels now say so, so that the augmented arms of later runs
+    are never mixed up with them."""
+    if not entry or "no_augment" in entry.get("arguments", {"no_augment": None}):
+        return entry
+    steps = int(entry["arguments"].get("student_steps", DEFAULT_STUDENT_STEPS))
+    parts = ([] if steps == DEFAULT_STUDENT_STEPS else [f"{steps} student steps"]) + ["no augmentation"]
+    entry = dict(entry)
+    for key in ("summary", "heldout_summary"):
+        if key in entry:
+            entry[key] = {with_parts(arm, parts): values for arm, values in entry[key].items()}
+    return entry
+
+
+def augmented_first(summary):
+    """The arms of a summary with the augmented ones first (in their order), then those without augmentation."""
+    return dict(sorted(summary.items(), key=lambda item: "no augmentation" in item[0]))
+
+
 def merge_entry(previous, entry):
     """A regime's entry of `results.json` after a run: the arms, diagnostics and stage times of this run update
     those of earlier runs, which are kept (a run with fewer arms, e.g. `--modes real`, does not drop the others);
-    the tables are rebuilt from the merged summaries; `arguments` are those of the last run."""
+    the tables are rebuilt from the merged summaries, augmented arms first; `arguments` are those of the last run."""
     merged = {**previous, **entry}
     for key in ("summary", "heldout_summary", "diagnostics", "stage_seconds"):
         if key in previous or key in entry:
             merged[key] = {**previous.get(key, {}), **entry.get(key, {})}
+    for key in ("summary", "heldout_summary"):
+        if key in merged:
+            merged[key] = augmented_first(merged[key])
     merged["table"] = format_summary(merged["summary"], METRICS, LABELS)
     if "heldout_summary" in merged:
         merged["heldout_table"] = format_summary(merged["heldout_summary"], METRICS, LABELS)
@@ -353,7 +456,8 @@ def main(argv=None):
         entry = run_regime(runner, args, root, regime, first=index == 0)
         entry["stage_seconds"] = {k: v for k, v in runner.durations.items() if v}
         entry["arguments"] = {k: str(v) for k, v in vars(args).items()}
-        results["regimes"][regime] = merge_entry(results["regimes"].get(regime, {}), entry)
+        previous = upgrade_entry(results["regimes"].get(regime, {}))
+        results["regimes"][regime] = merge_entry(previous, entry)
     results["seconds_of_last_run"] = time.perf_counter() - start
     write_json(results_path, results)
     print(f"\nResults: {results_path}")

@@ -1,5 +1,6 @@
-"""`benchmarks/sos_benchmark.py` end to end at toy scale on a tiny SOS-layout release: every arm, the held-out
-validation scores, the diagnostics and a variant that reuses the generator and the real students."""
+"""`benchmarks/sos_benchmark.py` end to end at toy scale on a tiny SOS-layout release: every arm (augmented by
+default, the relabelled control, the generator levers, several budgets, the protocol without augmentation), the
+held-out validation scores, the diagnostics and variants that reuse the generator and the real students."""
 
 import json
 
@@ -34,39 +35,69 @@ def test_intensity_distance(benchmark):
     assert disjoint["histogram_l1"] == pytest.approx(2.0) and disjoint["w1_grey_levels"] == pytest.approx(252.0)
 
 
-def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
+def test_upgrade_entry_labels_arms_of_the_protocol_without_augmentation(benchmark):
+    """An entry of results.json written before augmentation became the default holds unaugmented arms only."""
+    cell = {"mean_iou": {"mean": 0.7, "std": 0.0, "n": 1, "values": [0.7]}}
+    old = {"summary": {"real": cell, "soft (tau 2)": cell}, "heldout_summary": {"real": cell},
+           "arguments": {"student_steps": "300", "modes": "['real', 'soft']"}}
+    upgraded = benchmark.upgrade_entry(old)
+    assert list(upgraded["summary"]) == ["real (300 student steps, no augmentation)",
+                                         "soft (tau 2, 300 student steps, no augmentation)"]
+    assert list(upgraded["heldout_summary"]) == ["real (300 student steps, no augmentation)"]
+    current = {**old, "arguments": {**old["arguments"], "no_augment": "False"}}
+    assert benchmark.upgrade_entry(current) == current and benchmark.upgrade_entry({}) == {}
+    merged = benchmark.merge_entry(upgraded, {"summary": {"real": cell}})
+    assert list(merged["summary"])[0] == "real" and merged["table"].index("| real |") < merged["table"].index(
+        "| real (300 student steps, no augmentation) |")
+
+
+def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch):
+    # The toy budget of 2 steps plays the default budget's part (it names no students of its own).
+    monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
-    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--train_on_synthetic", "--ablate_label_scale"))
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--ablate_label_scale", "--relabelled_control"))
     results = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]
-    arms = {"real", "soft", "synthetic only (soft)", "soft, b = 1", "synthetic only (soft, b = 1)"}
+    arms = {"real", "soft", "soft, b = 1", "soft, labels by a real-data student"}
     assert set(results["summary"]) == arms and set(results["heldout_summary"]) == arms
     for arm in arms:
         assert 0.0 <= results["summary"][arm]["mean_iou"]["mean"] <= 1.0
     students = out / "sentinel" / "regime-4" / "students"
     assert sorted(p.name for p in students.iterdir()) == [
-        "real-seed0", "soft-b1-seed0", "soft-seed0", "tstr-dual-auto-seed0", "tstr-dual-b1-seed0"]
-    heldout = json.loads((students / "real-seed0" / "eval_train_heldout.json").read_text())
+        "real-aug-seed0", "soft-aug-seed0", "soft-b1-aug-seed0", "soft-relabelled-aug-seed0"]
+    logs = out / "sentinel" / "regime-4" / "logs"
+    # Every student trains with random flips / rotations by default, the generators on untransformed pairs.
+    assert all("--augment" in (logs / f"student-{p.name}.log").read_text() for p in students.iterdir())
+    assert "--augment" not in (logs / "generator-generator-dual-auto.log").read_text()
+    heldout = json.loads((students / "real-aug-seed0" / "eval_train_heldout.json").read_text())
     assert heldout["split"] == "train_heldout" and heldout["num_samples"] == 2  # the 6 - 4 pairs outside the subset
+    # The control arm: the generated images, labelled by the real student of the first seed.
+    relabel_log = (logs / "relabel-generated-dual-auto-relabelled-by-real-aug-seed0.log").read_text()
+    assert "students/real-aug-seed0/final" in relabel_log
+    relabelled = load_from_disk(str(out / "sentinel" / "regime-4" / "generated-dual-auto-relabelled-by-real-aug-seed0"))
+    assert relabelled["seed"] == load_from_disk(str(out / "sentinel" / "regime-4" / "generated-dual-auto"))["seed"]
+    assert "generated-dual-auto-relabelled-by-real-aug-seed0" in (
+        logs / "student-soft-relabelled-aug-seed0.log").read_text()
     assert set(results["diagnostics"]) == {"dual-auto", "dual-b1"}
     assert 0.0 <= results["diagnostics"]["dual-b1"]["generated_oil_fraction"] <= 1.0
     assert 0.0 <= results["diagnostics"]["dual-b1"]["uncertain_label_fraction"] <= 1.0
     assert results["diagnostics"]["dual-b1"]["test_vs_train_intensity_w1_grey_levels"] > 0.0
     b1 = json.loads((out / "sentinel" / "regime-4" / "generator-dual-b1" / "unet" / "config.json").read_text())
     assert b1["label_scale"] == 1.0
+    assert "±" not in results["table"]  # one student seed: the numbers alone
     capsys.readouterr()
 
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--generated_ratio", "0.5",
                             "--soft_label_temperature", "2", "--num_inference_steps", "2", "--generated_multiple", "2"))
     printed = capsys.readouterr().out
     assert "[run ] generate-generated-dual-auto-T2-S2-k2" in printed
-    assert "[run ] student-soft-T2-S2-k2-ratio0.5-seed0" in printed
-    assert "[skip] student-real-seed0" in printed and "[skip] generator-generator-dual-auto" in printed
+    assert "[run ] student-soft-T2-S2-k2-ratio0.5-aug-seed0" in printed
+    assert "[skip] student-real-aug-seed0" in printed and "[skip] generator-generator-dual-auto" in printed
     variant = json.loads((out / "sentinel" / "results-T2-S2-k2-ratio0.5.json").read_text())["regimes"]["4"]
     assert set(variant["summary"]) == {"real", "soft (T 2, sampling steps 2, k 2, ratio 0.5)"}
-    command = (out / "sentinel" / "regime-4" / "logs" / "student-soft-T2-S2-k2-ratio0.5-seed0.log").read_text()
+    command = (logs / "student-soft-T2-S2-k2-ratio0.5-aug-seed0.log").read_text()
     assert "--generated_ratio 0.5" in command and "generated-dual-auto-T2-S2-k2" in command
-    generation = (out / "sentinel" / "regime-4" / "logs" / "generate-generated-dual-auto-T2-S2-k2.log").read_text()
+    generation = (logs / "generate-generated-dual-auto-T2-S2-k2.log").read_text()
     assert "--num_inference_steps 2" in generation and "--channels_last" in generation
     card = (out / "sentinel" / "regime-4" / "generated-dual-auto-T2-S2-k2" / "README.md").read_text()
     assert '"unet_memory_format": "channels_last"' in card
@@ -74,31 +105,41 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     assert len(load_from_disk(str(regime_dir / "generated-dual-auto"))) == 16  # k = 4 (default) x 4 real pairs
     assert len(load_from_disk(str(regime_dir / "generated-dual-auto-T2-S2-k2"))) == 8
 
-    # A generator seed trains its own generators; a KD temperature names soft students of its own, and the hard
-    # students, which do not use it, are named after the generator alone.
+    # A generator seed or a lever of the generator's data trains its own generators; a KD temperature names soft
+    # students of its own, and the hard students, which do not use it, are named after the generator alone.
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "hard", "soft", "--generator_seed", "1",
-                            "--kd_temperature", "2", "--train_on_synthetic"))
+                            "--generator_augment", "--soft_label_targets", "--kd_temperature", "2",
+                            "--train_on_synthetic"))
     printed = capsys.readouterr().out
-    assert "[run ] generator-generator-dual-auto-g1" in printed and "[run ] student-soft-g1-tau2-seed0" in printed
-    assert "[run ] student-hard-g1-seed0" in printed and "[skip] student-real-seed0" in printed
-    reseeded = json.loads((out / "sentinel" / "results-g1-tau2.json").read_text())["regimes"]["4"]
-    assert set(reseeded["summary"]) == {"real", "hard (generator seed 1)", "soft (generator seed 1, tau 2)",
-                                        "synthetic only (soft, generator seed 1)"}
-    logs = out / "sentinel" / "regime-4" / "logs"
-    assert "--seed 1" in (logs / "generator-generator-dual-auto-g1.log").read_text()
-    assert "--kd_temperature 2" in (logs / "student-soft-g1-tau2-seed0.log").read_text()
-    assert "--kd_temperature" not in (logs / "student-hard-g1-seed0.log").read_text()
+    lever = "g1-gaug-softtargets"
+    assert f"[run ] generator-generator-dual-auto-{lever}" in printed
+    assert f"[run ] student-soft-{lever}-tau2-aug-seed0" in printed
+    assert f"[run ] student-hard-{lever}-aug-seed0" in printed and "[skip] student-real-aug-seed0" in printed
+    reseeded = json.loads((out / "sentinel" / f"results-{lever}-tau2.json").read_text())["regimes"]["4"]
+    generator = "generator seed 1, generator augmentation, soft-label targets"
+    assert set(reseeded["summary"]) == {"real", f"hard ({generator})", f"soft ({generator}, tau 2)",
+                                        f"synthetic only (soft, {generator})"}
+    trained = (logs / f"generator-generator-dual-auto-{lever}.log").read_text()
+    assert "--seed 1" in trained and "--augment" in trained and "--soft_label_targets" in trained
+    assert "--kd_temperature 2" in (logs / f"student-soft-{lever}-tau2-aug-seed0.log").read_text()
+    assert "--kd_temperature" not in (logs / f"student-hard-{lever}-aug-seed0.log").read_text()
 
-    benchmark.main(toy_args(data_dir, out, "--modes", "real", "--regimes", "full"))  # adds a regime, keeps "4"
+    # A new regime, two student budgets: each budget trains its own students.
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "--regimes", "full", "--student_steps", "3", "2"))
     regimes = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]
-    assert set(regimes) == {"4", "full"} and set(regimes["full"]["summary"]) == {"real"}
+    assert set(regimes) == {"4", "full"} and list(regimes["full"]["summary"]) == ["real", "real (3 student steps)"]
     assert "heldout_summary" not in regimes["full"] and regimes["4"] == results
+    full_logs = out / "sentinel" / "regime-full" / "logs"
+    assert "--max_train_steps 3" in (full_logs / "student-real-steps3-aug-seed0.log").read_text()
 
-    benchmark.main(toy_args(data_dir, out, "--modes", "real"))  # fewer arms: the others stay in results.json
+    # Today's protocol without augmentation: its own students, beside the augmented ones, which stay first.
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "--no_augment"))
     rerun = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]
-    assert set(rerun["summary"]) == arms and set(rerun["diagnostics"]) == {"dual-auto", "dual-b1"}
+    assert list(rerun["summary"]) == [*results["summary"], "real (no augmentation)"]
+    assert set(rerun["diagnostics"]) == {"dual-auto", "dual-b1"}
     assert rerun["summary"]["real"] == results["summary"]["real"] and "soft, b = 1" in rerun["table"]
     assert rerun["arguments"]["modes"] == "['real']"
+    assert "--augment" not in (logs / "student-real-seed0.log").read_text()
 
     # Another generator budget in the same output directory: an error, not the 2-step generator passed off as 3-step.
     with pytest.raises(benchmark.StageError, match=r"generator-dual-auto.*--max_train_steps 2 -> --max_train_steps 3"):
@@ -106,5 +147,5 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys):
     # Another generator width too; the channels reach the training script as one flag with a value per level.
     with pytest.raises(benchmark.StageError, match=r"generator-dual-auto.*\(nothing\) -> --block_out_channels 8 16"):
         benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--generator_channels", "8", "16"))
-    assert (out / "sentinel" / "regime-full" / "logs" / "student-real-seed0.log").is_file()
-    assert regimes["full"]["stage_seconds"]["student-real-seed0"] > 0
+    assert (full_logs / "student-real-aug-seed0.log").is_file()
+    assert regimes["full"]["stage_seconds"]["student-real-aug-seed0"] > 0
