@@ -96,9 +96,10 @@ def build_parser():
     p.add_argument("--soft_label_targets", action="store_true",
                    help="generator label targets keep the masks' boundary uncertainty: class fractions of the "
                         "full-size masks area-averaged to --resolution (soft-target CE) instead of one-hot masks")
-    p.add_argument("--generator_seed", type=int, default=None,
-                   help="training seed of the generators (default: --data_seed); another value trains its own "
-                        "generators, sampled with the same seeds: the generator's run-to-run spread")
+    p.add_argument("--generator_seed", type=int, nargs="+", default=None,
+                   help="training seeds of the generators (default: --data_seed); each other value trains its own "
+                        "generators, sampled with the same seeds (the generator's run-to-run spread), with its own "
+                        "results file; several seeds run one after the other")
     # k = 4 is the paper's amount (0 / 1x / 2x / 4x gave 73.38 / 73.81 / 74.65 / 74.86 mIoU on OSD).
     p.add_argument("--generated_multiple", type=float, default=4.0,
                    help="k: generated pairs = k x real pairs (the paper's 4; another k names its own generated set)")
@@ -445,6 +446,12 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.output_dir / args.sensor
     out.mkdir(parents=True, exist_ok=True)
+    for seed in args.generator_seed or [None]:  # the real students are trained once, then skipped
+        run_variant(argparse.Namespace(**{**vars(args), "generator_seed": seed}), out)
+
+
+def run_variant(args, out):
+    """Every regime of one variant (one generator seed); writes the variant's results file."""
     start = time.perf_counter()
     # One results file per variant; a run updates the regimes it ran and keeps the others.
     results_path = out / f"results{student_variant(args)}.json"
