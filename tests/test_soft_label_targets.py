@@ -14,8 +14,7 @@ from test_joint_diffusion_loss import TINY, Recorder, batch
 from test_training import read_log, run, script  # noqa: F401  (the `script` fixture)
 
 from dakter_hf import joint_diffusion_loss
-from dakter_hf.data import load_dataset_by_name
-from dakter_hf.data.transforms import build_transform, mask_to_class_fractions
+from dakter_hf.data import build_transform, load_dataset_by_name, mask_to_class_fractions
 from dakter_hf.training import augment_batch, build_train_dataloader
 
 from sos_layout import write_sos_release
