@@ -50,7 +50,7 @@ def test_command_relabels_soft_labels_and_keeps_images(student_dir, tmp_path):
     generated.save_to_disk(str(source_dir))
     out = tmp_path / "relabelled"
     assert relabel_command.main(["--generated_dataset", str(source_dir), "--student", str(student_dir),
-                                 "--output_dir", str(out), "--batch_size", "2"]) == str(out)
+                                 "--output_dir", str(out), "--batch_size", "2"]) == 0
     relabelled = load_generated_dataset(str(out))
     assert relabelled.features == generated.features and not (tmp_path / "relabelled.partial").exists()
     assert relabelled["seed"] == generated["seed"]

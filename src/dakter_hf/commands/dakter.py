@@ -4,6 +4,7 @@
     dakter generate ...    generate a dataset of synthetic pairs with it           (examples/generate.py)
     dakter distill ...     train a student segmentation model on real + generated  (examples/distill.py)
     dakter evaluate ...    evaluate a saved student                                (examples/evaluate_student.py)
+    dakter relabel ...     relabel generated pairs with a student's soft labels    (the control arm)
     dakter app PIPELINE    a web app to look at a generator
     dakter env             versions and hardware for a bug report
 
@@ -22,6 +23,7 @@ COMMANDS = {
     "generate": ("generate", "generate a dataset of synthetic image / soft-label pairs with a trained generator"),
     "distill": ("distill", "train a student segmentation model on real and generated pairs"),
     "evaluate": ("evaluate", "evaluate a saved student on a labelled split"),
+    "relabel": ("relabel", "relabel a generated dataset with a student's soft labels (the control arm)"),
     "app": ("app", "serve a web app to sample a generator and download the pairs (needs dakter_hf[app])"),
     "env": ("env", "print the versions and hardware to paste into a bug report"),
 }

@@ -1,7 +1,7 @@
 """Relabel a generated dataset with a student: the same images, the student's soft labels (the control arm that
 measures what the generator's own labels are worth).
 
-    python -m dakter_hf.commands.relabel --generated_dataset outputs/generated \\
+    dakter relabel --generated_dataset outputs/generated \\
         --student outputs/student-real/final --output_dir outputs/generated-relabelled
 
 The copy keeps every row's image and seed and replaces `soft_label` (the student's softmax, upsampled to the stored
@@ -37,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> str:
-    """Relabel `--generated_dataset` with `--student` into `--output_dir`; returns that directory."""
+def main(argv: list[str] | None = None) -> int:
+    """Relabel `--generated_dataset` with `--student` into `--output_dir`. Returns 0 (errors exit with a message)."""
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     try:
@@ -48,11 +48,13 @@ def main(argv: list[str] | None = None) -> str:
     model, image_processor = load_checkpoint(argparse.Namespace(
         model_name_or_path=args.student, revision=None, hub_token=None, resolution=None))
     try:
-        return relabel_to_disk(generated, model, image_processor, args.output_dir, batch_size=args.batch_size,
-                               temperature=args.temperature)
+        relabel_to_disk(generated, model, image_processor, args.output_dir, batch_size=args.batch_size,
+                        temperature=args.temperature)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
+    print(f"Relabelled {len(generated)} pairs into {args.output_dir}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
