@@ -23,6 +23,7 @@ from .simulator import SIMULATED_ID2LABEL_2, SIMULATED_ID2LABEL_5, simulate_sar_
 from .sos import SOS_ID2LABEL, SOS_SENSORS, load_sos
 from .transforms import (
     SegmentationTransform,
+    augment_batch,
     build_transform,
     collate_fn,
     dataset_to_tensors,
@@ -56,6 +57,7 @@ __all__ = [
     "add_data_args",
     "check_data_args",
     "build_pair_dataset",
+    "augment_batch",
     "build_transform",
     "collate_fn",
     "dataset_from_args",

@@ -161,6 +161,49 @@ def random_dihedral(
     return out[0], out[1]
 
 
+def augment_batch(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    crop_size: Optional[int] = None,
+    dihedral: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    Per-sample random crop and/or random symmetry of a training batch, drawn from `generator`.
+
+    Augmenting in the training step (instead of in the data loader) keeps every random draw on the step's own
+    generator ([`~dakter_hf.seeding.step_generator`]), so resuming is exact.
+
+    Args:
+        images (`torch.Tensor`): `(B, C, H, W)` images.
+        masks (`torch.Tensor`): `(B, H, W)` masks or `(B, K, H, W)` class fractions.
+        generator (`torch.Generator`, *optional*): source of randomness.
+        crop_size (`int`, *optional*): side of a random square crop per sample (patch-wise training).
+        dihedral (`bool`, *optional*, defaults to `False`): apply one of the 8 symmetries of the square per sample
+            (:func:`random_dihedral`).
+
+    Returns:
+        `Tuple[torch.Tensor, torch.Tensor]`: the augmented images and masks.
+    """
+    if crop_size is None and not dihedral:
+        return images, masks
+    height, width = images.shape[-2:]
+    if crop_size is not None and (crop_size > height or crop_size > width):
+        raise ValueError(f"`crop_size`={crop_size} is larger than the training images ({height}x{width}).")
+    out_images, out_masks = [], []
+    for image, mask in zip(images, masks):
+        if crop_size is not None:
+            top = int(torch.randint(0, height - crop_size + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - crop_size + 1, (1,), generator=generator))
+            image = image[:, top : top + crop_size, left : left + crop_size]
+            mask = mask[..., top : top + crop_size, left : left + crop_size]
+        if dihedral:
+            image, mask = random_dihedral(image, mask, generator, allow_rot90=image.shape[-1] == image.shape[-2])
+        out_images.append(image)
+        out_masks.append(mask)
+    return torch.stack(out_images), torch.stack(out_masks)
+
+
 class SegmentationTransform:
     """Batched transform for ``dataset.with_transform``: image/mask columns → ``pixel_values`` and ``labels``.
 

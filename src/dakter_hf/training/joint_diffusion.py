@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.utils import BaseOutput
 
-from ..data import build_transform, collate_fn, dataset_to_tensors, random_dihedral
+from ..data import augment_batch, build_transform, collate_fn, dataset_to_tensors
 from ..labels import estimate_balancing_factor, masks_to_scaled_onehot
 from ..models.joint_unet_2d import JointUNet2DModel
 from ..pipelines.pipeline_dakter import DAKTerPipeline
@@ -227,54 +227,6 @@ def estimate_label_scale(train_dataset, resolution: int) -> float:
     """
     images, _ = dataset_to_tensors(train_dataset, resolution)
     return estimate_balancing_factor(images)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Reproducible randomness
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def augment_batch(
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    generator: torch.Generator | None = None,
-    crop_size: int | None = None,
-    dihedral: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    Per-sample random crop and/or random symmetry of a training batch, drawn from `generator`.
-
-    Augmenting in the training step (instead of in the data loader) keeps every random draw on the step's own
-    generator ([`~dakter_hf.seeding.step_generator`]), so resuming is exact.
-
-    Args:
-        images (`torch.Tensor`): `(B, C, H, W)` images.
-        masks (`torch.Tensor`): `(B, H, W)` masks or `(B, K, H, W)` class fractions.
-        generator (`torch.Generator`, *optional*): source of randomness.
-        crop_size (`int`, *optional*): side of a random square crop per sample (patch-wise training).
-        dihedral (`bool`, *optional*, defaults to `False`): apply one of the 8 symmetries of the square per sample
-            ([`~dakter_hf.data.transforms.random_dihedral`]).
-
-    Returns:
-        `tuple[torch.Tensor, torch.Tensor]`: the augmented images and masks.
-    """
-    if crop_size is None and not dihedral:
-        return images, masks
-    height, width = images.shape[-2:]
-    if crop_size is not None and (crop_size > height or crop_size > width):
-        raise ValueError(f"`crop_size`={crop_size} is larger than the training images ({height}x{width}).")
-    out_images, out_masks = [], []
-    for image, mask in zip(images, masks):
-        if crop_size is not None:
-            top = int(torch.randint(0, height - crop_size + 1, (1,), generator=generator))
-            left = int(torch.randint(0, width - crop_size + 1, (1,), generator=generator))
-            image = image[:, top : top + crop_size, left : left + crop_size]
-            mask = mask[..., top : top + crop_size, left : left + crop_size]
-        if dihedral:
-            image, mask = random_dihedral(image, mask, generator, allow_rot90=image.shape[-1] == image.shape[-2])
-        out_images.append(image)
-        out_masks.append(mask)
-    return torch.stack(out_images), torch.stack(out_masks)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
