@@ -13,7 +13,7 @@ from PIL import Image
 from test_joint_diffusion_loss import TINY, Recorder, batch
 from test_training import read_log, run, script  # noqa: F401  (the `script` fixture)
 
-from dakter_hf import joint_diffusion_loss
+from dakter_hf import JointUNet2DModel, joint_diffusion_loss
 from dakter_hf.data import build_transform, load_dataset_by_name, mask_to_class_fractions
 from dakter_hf.training import augment_batch, build_train_dataloader
 
@@ -121,3 +121,23 @@ def test_command_trains_with_soft_targets_and_augmentation(script, tmp_path):  #
     losses = [r["label_loss"] for r in read_log(out)]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert (out / "model_index.json").is_file()
+
+
+def test_per_modality_timesteps_take_class_fractions_too():
+    from dakter_hf.training import ModalityTimestepSampling
+
+    torch.manual_seed(0)
+    model = JointUNet2DModel(**{**TINY, "per_modality_timesteps": True})
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    images, masks = batch()
+    onehot = F.one_hot(masks, 2).permute(0, 3, 1, 2).float()
+    sampling = ModalityTimestepSampling(clean_image=0.5, clean_label=0.25)
+    hard = joint_diffusion_loss(model, scheduler, images, masks, generator=torch.Generator().manual_seed(4),
+                                timestep_sampling=sampling)
+    same = joint_diffusion_loss(model, scheduler, images, onehot, generator=torch.Generator().manual_seed(4),
+                                timestep_sampling=sampling)
+    torch.testing.assert_close(hard.loss, same.loss)
+    half = torch.full_like(onehot, 0.5)  # the most uncertain target: its CE is log 2 above the predictions' entropy
+    soft = joint_diffusion_loss(model, scheduler, images, half, generator=torch.Generator().manual_seed(4),
+                                timestep_sampling=sampling)
+    assert torch.isfinite(soft.label_loss) and soft.label_loss >= torch.log(torch.tensor(2.0)) - 1e-6
