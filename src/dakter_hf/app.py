@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .generation import generate_dataset, generation_settings
 from .labels import decode_soft_labels, resolve_id2label
 from .model_cards import CARD_NAME, make_dataset_card
 from .overlays import label_overlay, soft_label_to_rgb
-from .pipelines import DAKTerPipeline
+from .pipelines import DAKTerMaskToImagePipeline, DAKTerPipeline, DAKTerSegmentationPipeline
 from .pipelines.schedulers import SCHEDULERS
 
 
@@ -137,8 +138,6 @@ def mask_classes(mask, num_classes: int) -> np.ndarray:
 def images_for_mask(task_pipe, mask, num_images: int, seed: int, num_inference_steps: int) -> list:
     """Images drawn by `DAKTerMaskToImagePipeline` for one mask: `(image, caption)` and `(overlay, caption)` items,
     image i from seed `seed + i`."""
-    import torch
-
     classes = mask_classes(mask, task_pipe.unet.config.num_classes)
     generators = [torch.Generator().manual_seed(int(seed) + i) for i in range(int(num_images))]
     out = task_pipe(masks=classes, num_images_per_mask=int(num_images), generator=generators,
@@ -158,8 +157,6 @@ def images_for_mask(task_pipe, mask, num_images: int, seed: int, num_inference_s
 def segment_image(task_pipe, image, num_samples: int, seed: int, num_inference_steps: int,
                   soft_label_temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """`DAKTerSegmentationPipeline` on one uploaded image: its soft label and overlay as RGB arrays."""
-    import torch
-
     image = np.asarray(image)
     grey = image[..., :3].mean(axis=-1) if image.ndim == 3 else image.astype(np.float64)
     out = task_pipe(images=grey.round().astype(np.uint8), num_samples=int(num_samples),
@@ -216,25 +213,20 @@ def _segmentation_tab(task_pipe) -> None:
     button.click(run, [image, num_samples, seed, steps, temperature], [soft_label, overlay])
 
 
-#: Tabs of the task pipelines: `(tab title, name of the pipeline class in dakter_hf, function adding the tab)`. A
-#: tab is shown when `dakter_hf` exports the class; its function gets the pipeline built with `Class.from_pipe(pipe)`
-#: (sharing the loaded weights) and is called inside a `gradio.Tab`.
-TASK_TABS: list[tuple[str, str, Callable]] = [
-    ("Mask -> image", "DAKTerMaskToImagePipeline", _mask_to_image_tab),
-    ("Segmentation", "DAKTerSegmentationPipeline", _segmentation_tab),
+#: Tabs of the task pipelines: `(tab title, pipeline class, function adding the tab)`. Each function gets the pipeline
+#: built with `Class.from_pipe(pipe)` (sharing the loaded weights) and is called inside a `gradio.Tab`.
+TASK_TABS: list[tuple[str, type, Callable]] = [
+    ("Mask -> image", DAKTerMaskToImagePipeline, _mask_to_image_tab),
+    ("Segmentation", DAKTerSegmentationPipeline, _segmentation_tab),
 ]
 
 
 def _task_pipelines(pipe: DAKTerPipeline) -> list[tuple[str, Callable, object]]:
-    import dakter_hf
-
     found = []
-    for title, class_name, add_tab in TASK_TABS:
-        task_class = getattr(dakter_hf, class_name, None)
-        if task_class is not None:
-            task_pipe = task_class.from_pipe(pipe)
-            task_pipe.set_progress_bar_config(disable=True)
-            found.append((title, add_tab, task_pipe))
+    for title, task_class, add_tab in TASK_TABS:
+        task_pipe = task_class.from_pipe(pipe)
+        task_pipe.set_progress_bar_config(disable=True)
+        found.append((title, add_tab, task_pipe))
     return found
 
 

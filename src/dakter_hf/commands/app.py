@@ -7,6 +7,8 @@
 import argparse
 import sys
 
+from ..app import build_app, load_pipeline
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line of `dakter app`."""
@@ -27,8 +29,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run `dakter app` until interrupted; returns the exit code."""
     args = parse_args(argv)
-    from ..app import build_app, load_pipeline
-
     try:
         pipe = load_pipeline(args.pipeline, device=args.device)
     except OSError as error:

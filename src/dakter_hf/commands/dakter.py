@@ -16,6 +16,8 @@ Accelerate as before, e.g. `accelerate launch examples/distill.py ...`.
 import importlib
 import sys
 
+from .. import __version__
+
 
 #: Subcommand -> (module in `dakter_hf.commands` with `parse_args(argv)` and `main(argv)`, one-line description).
 COMMANDS = {
@@ -52,8 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     if argv[0] == "--version":
-        from .. import __version__
-
         print(f"dakter_hf {__version__}")
         return 0
     name, rest = argv[0], argv[1:]

@@ -6,6 +6,10 @@ import os
 import platform
 import sys
 
+import torch
+
+import dakter_hf
+
 
 #: Packages whose versions are reported, in this order (`not installed` when absent).
 PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "datasets", "huggingface_hub", "safetensors",
@@ -20,8 +24,6 @@ def _version(package: str) -> str:
 
 
 def _accelerator() -> str:
-    import torch
-
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return f"CUDA {torch.version.cuda} ({torch.cuda.device_count()}: {names})"
@@ -34,10 +36,6 @@ def _accelerator() -> str:
 
 def environment_info() -> dict[str, str]:
     """The report of `dakter env` as an ordered `{name: value}` mapping."""
-    import torch
-
-    import dakter_hf
-
     info = {
         "dakter_hf version": dakter_hf.__version__,
         "Platform": platform.platform(),
