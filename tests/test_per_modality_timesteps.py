@@ -38,6 +38,7 @@ def inputs(batch=2, seed=0):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # the reference outputs were computed with one thread
 @pytest.mark.parametrize("architecture", ["dual", "concat"])
 def test_checkpoint_without_the_option_loads_and_samples_bit_exactly(architecture):
     directory = FIXTURES / architecture
