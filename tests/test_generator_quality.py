@@ -8,9 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler
 
-from dakter_hf import DAKTerPipeline, JointUNet2DModel
 from dakter_hf.data import simulate_sar_scenes
 from dakter_hf.distill import create_image_processor, create_student
 from dakter_hf.generation import QUALITY_NAME, measure_generator_quality, save_generator_quality
@@ -18,26 +16,19 @@ from dakter_hf.metrics import CalibrationMetrics, SegmentationMetrics
 from dakter_hf.model_cards import QUALITY_KEY, read_card_metadata
 from dakter_hf.pipelines import DAKTerSegmentationPipeline
 
+from tiny_models import tiny_pipeline
+
 
 SIZE = 16
 OPTIONS = dict(num_inference_steps=2, batch_size=2, seed=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    unet = JointUNet2DModel(sample_size=SIZE, num_classes=2, block_out_channels=(8, 16),
-                            down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                            norm_num_groups=4, layers_per_block=1, label_scale=0.5)
-    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50), id2label={0: "sea", 1: "oil"})
+    return tiny_pipeline(num_classes=2, id2label={0: "sea", 1: "oil"})
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,8 @@ import datasets
 import numpy as np
 import PIL.Image
 import pytest
-import torch
-from diffusers import DDPMScheduler
 
-from dakter_hf import DAKTerPipeline, JointUNet2DModel
+from dakter_hf import DAKTerPipeline
 from dakter_hf.data import simulate_sar_scenes
 from dakter_hf.data.generated import MASK_TRANSFORMS
 from dakter_hf.generation import (
@@ -27,27 +25,20 @@ from dakter_hf.generation import (
     work_dir_for,
 )
 
+from tiny_models import tiny_pipeline
+
 
 ID2LABEL = {0: "sea", 1: "oil_spill"}
 SETTINGS = dict(seed=3, num_inference_steps=3, id2label=ID2LABEL, batch_size=2)
 K = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    unet = JointUNet2DModel(sample_size=16, num_classes=2, block_out_channels=(8, 16),
-                            down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-                            norm_num_groups=4, layers_per_block=1, label_scale=0.5)
-    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
+    return tiny_pipeline(num_classes=2)
 
 
 @pytest.fixture(scope="module")

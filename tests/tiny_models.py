@@ -13,15 +13,15 @@ TINY_UNET = dict(
 )
 
 
-def tiny_pipeline(seed: int = 0):
-    """A randomly initialised 2-level `DAKTerPipeline` (3 classes, 16x16, DDPM with 50 steps), seeded."""
+def tiny_pipeline(seed: int = 0, num_classes: int = 3, id2label: dict | None = None):
+    """A randomly initialised 2-level `DAKTerPipeline` (`num_classes` classes, 16x16, DDPM with 50 steps), seeded."""
     import torch
     from diffusers import DDPMScheduler
 
     from dakter_hf import DAKTerPipeline, JointUNet2DModel
 
     torch.manual_seed(seed)
-    unet = JointUNet2DModel(sample_size=16, num_classes=3, block_out_channels=(8, 16),
+    unet = JointUNet2DModel(sample_size=16, num_classes=num_classes, block_out_channels=(8, 16),
                             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
                             norm_num_groups=4, layers_per_block=1, label_scale=0.5)
-    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50))
+    return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50), id2label=id2label)
