@@ -46,7 +46,8 @@ setup(
     install_requires=install_requires,
     extras_require=extras,
     entry_points={"console_scripts": ["dakter=dakter_hf.commands.dakter:main",
-                                      "dakter-generate=dakter_hf.commands.generate:main"]},
+                                      "dakter-generate=dakter_hf.commands.generate:main",
+                                      "dakter-calibrate=dakter_hf.commands.calibrate:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

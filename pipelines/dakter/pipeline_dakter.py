@@ -19,6 +19,7 @@ from typing import Any
 import torch.nn.functional as F
 from diffusers import ModelMixin
 import inspect
+import math
 
 
 # ---- dakter_hf/labels.py ----------------------------------------
@@ -315,13 +316,39 @@ class DAKTerPipelineMixin:
 
     model_cpu_offload_seq = "unet"
 
-    def register_dakter(self, unet: JointUNet2DModel, scheduler, id2label=None) -> None:
-        """Register the two components and the checked class names (saved in `model_index.json`)."""
+    def register_dakter(self, unet: JointUNet2DModel, scheduler, id2label=None, soft_label_temperature=None) -> None:
+        """Register the two components, the checked class names and, when given, the default soft-label temperature
+        (both saved in `model_index.json`; a pipeline without a temperature saves the same file as before it
+        existed)."""
         self.register_modules(unet=unet, scheduler=scheduler)
         if id2label is not None:
             num_classes = getattr(getattr(unet, "config", None), "num_classes", None)
             id2label = normalize_id2label(id2label, num_classes, source="`id2label`")
         self.register_to_config(id2label=id2label)
+        if soft_label_temperature is not None:
+            self.set_default_soft_label_temperature(soft_label_temperature)
+
+    @property
+    def default_soft_label_temperature(self) -> float:
+        """The softmax temperature of the soft labels when a call passes none: the one stored in the pipeline's
+        config (`soft_label_temperature` in `model_index.json`, e.g. fitted by `dakter-calibrate --save`), 1.0
+        when none is stored."""
+        stored = self.config.get("soft_label_temperature")
+        return 1.0 if stored is None else float(stored)
+
+    def set_default_soft_label_temperature(self, temperature: float | None) -> None:
+        """Store `temperature` (a finite number > 0; `None` removes it) as the pipeline's default soft-label
+        temperature, saved with the pipeline by `save_pretrained`."""
+        if temperature is not None:
+            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                    or not math.isfinite(temperature) or not temperature > 0:
+                raise ValueError(f"`soft_label_temperature` must be a finite number > 0, got {temperature!r}.")
+            temperature = float(temperature)
+        self.register_to_config(soft_label_temperature=temperature)
+
+    def soft_label_temperature_or_default(self, temperature: float | None) -> float:
+        """`temperature`, or the [`default_soft_label_temperature`] when it is `None`."""
+        return self.default_soft_label_temperature if temperature is None else temperature
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -499,13 +526,20 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
         scheduler ([`SchedulerMixin`]): a scheduler to step the joint state.
         id2label (`dict[int, str]`, *optional*): the names of the `unet.config.num_classes` label classes. Saved in
             `model_index.json` and passed back by `from_pretrained`; read them with [`~DAKTerPipeline.id2label`].
+        soft_label_temperature (`float`, *optional*): the default softmax temperature of the soft labels (e.g. fitted
+            on real labelled pairs by `dakter-calibrate`); saved in `model_index.json` like `id2label`. Without it
+            (every checkpoint saved before it existed) the default is 1.0.
     """
 
     def __init__(
-        self, unet: JointUNet2DModel, scheduler: SchedulerMixin, id2label: dict[int, str] | dict[str, str] | None = None
+        self,
+        unet: JointUNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict[int, str] | dict[str, str] | None = None,
+        soft_label_temperature: float | None = None,
     ):
         super().__init__()
-        self.register_dakter(unet, scheduler, id2label)
+        self.register_dakter(unet, scheduler, id2label, soft_label_temperature)
 
     @torch.no_grad()
     def __call__(
@@ -513,7 +547,7 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 50,
-        soft_label_temperature: float = 1.0,
+        soft_label_temperature: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         eta: float = 0.0,
@@ -527,8 +561,9 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
                 of `batch_size` generators, sample i depends only on generator i (it equals the same seed
                 generated alone).
             num_inference_steps (`int`, *optional*, defaults to 50): number of denoising steps.
-            soft_label_temperature (`float`, *optional*, defaults to 1.0): temperature of the softmax turning
-                label logits into soft labels (> 1 softens them).
+            soft_label_temperature (`float`, *optional*): temperature of the softmax turning label logits into
+                soft labels (> 1 softens them); defaults to the pipeline's stored
+                [`~DAKTerPipelineMixin.default_soft_label_temperature`] (1.0 when none is stored).
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, *optional*, defaults to `True`): return a [`DAKTerPipelineOutput`] or a tuple.
             eta (`float`, *optional*, defaults to 0.0): DDIM's eta (0 = deterministic, 1 = DDPM-like), passed only
@@ -549,6 +584,7 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        soft_label_temperature = self.soft_label_temperature_or_default(soft_label_temperature)
         self.check_common_inputs(batch_size, generator, num_inference_steps, soft_label_temperature, output_type, eta)
         config = self.unet.config
         channels = config.image_channels

@@ -21,6 +21,7 @@ import copy
 from diffusers.utils.torch_utils import randn_tensor
 import os
 import inspect
+import math
 
 
 # ---- dakter_hf/labels.py ----------------------------------------
@@ -691,13 +692,39 @@ class DAKTerPipelineMixin:
 
     model_cpu_offload_seq = "unet"
 
-    def register_dakter(self, unet: JointUNet2DModel, scheduler, id2label=None) -> None:
-        """Register the two components and the checked class names (saved in `model_index.json`)."""
+    def register_dakter(self, unet: JointUNet2DModel, scheduler, id2label=None, soft_label_temperature=None) -> None:
+        """Register the two components, the checked class names and, when given, the default soft-label temperature
+        (both saved in `model_index.json`; a pipeline without a temperature saves the same file as before it
+        existed)."""
         self.register_modules(unet=unet, scheduler=scheduler)
         if id2label is not None:
             num_classes = getattr(getattr(unet, "config", None), "num_classes", None)
             id2label = normalize_id2label(id2label, num_classes, source="`id2label`")
         self.register_to_config(id2label=id2label)
+        if soft_label_temperature is not None:
+            self.set_default_soft_label_temperature(soft_label_temperature)
+
+    @property
+    def default_soft_label_temperature(self) -> float:
+        """The softmax temperature of the soft labels when a call passes none: the one stored in the pipeline's
+        config (`soft_label_temperature` in `model_index.json`, e.g. fitted by `dakter-calibrate --save`), 1.0
+        when none is stored."""
+        stored = self.config.get("soft_label_temperature")
+        return 1.0 if stored is None else float(stored)
+
+    def set_default_soft_label_temperature(self, temperature: float | None) -> None:
+        """Store `temperature` (a finite number > 0; `None` removes it) as the pipeline's default soft-label
+        temperature, saved with the pipeline by `save_pretrained`."""
+        if temperature is not None:
+            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                    or not math.isfinite(temperature) or not temperature > 0:
+                raise ValueError(f"`soft_label_temperature` must be a finite number > 0, got {temperature!r}.")
+            temperature = float(temperature)
+        self.register_to_config(soft_label_temperature=temperature)
+
+    def soft_label_temperature_or_default(self, temperature: float | None) -> float:
+        """`temperature`, or the [`default_soft_label_temperature`] when it is `None`."""
+        return self.default_soft_label_temperature if temperature is None else temperature
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -870,13 +897,19 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
         unet ([`JointUNet2DModel`]): the joint image + label denoiser.
         scheduler ([`SchedulerMixin`]): a scheduler to step the denoised state.
         id2label (`dict[int, str]`, *optional*): the names of the `unet.config.num_classes` label classes.
+        soft_label_temperature (`float`, *optional*): the default softmax temperature of the soft labels, saved in
+            `model_index.json` (1.0 when absent).
     """
 
     def __init__(
-        self, unet: JointUNet2DModel, scheduler: SchedulerMixin, id2label: dict[int, str] | dict[str, str] | None = None
+        self,
+        unet: JointUNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict[int, str] | dict[str, str] | None = None,
+        soft_label_temperature: float | None = None,
     ):
         super().__init__()
-        self.register_dakter(unet, scheduler, id2label)
+        self.register_dakter(unet, scheduler, id2label, soft_label_temperature)
 
     @torch.no_grad()
     def __call__(
@@ -888,7 +921,7 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
         conditioning: str = "auto",
         jump_length: int = 10,
         jump_n_sample: int = 1,
-        soft_label_temperature: float = 1.0,
+        soft_label_temperature: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         eta: float = 0.0,
@@ -910,8 +943,8 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
             jump_length (`int`, *optional*, defaults to 10): RePaint resampling: steps between jumps back.
             jump_n_sample (`int`, *optional*, defaults to 1): RePaint resampling: times each stretch of
                 `jump_length` steps is run (1 = no resampling; replacement only).
-            soft_label_temperature (`float`, *optional*, defaults to 1.0): softmax temperature of the soft labels
-                (> 1 softens them).
+            soft_label_temperature (`float`, *optional*): softmax temperature of the soft labels (> 1 softens
+                them); defaults to the pipeline's stored default (1.0 when none is stored).
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, *optional*, defaults to `True`): return an output dataclass or a tuple.
             eta (`float`, *optional*, defaults to 0.0): DDIM's eta, for schedulers that accept it.
@@ -932,6 +965,7 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
         pixels, sizes = prepare_images(images, self.unet.config.image_channels, self.sample_shape)
+        soft_label_temperature = self.soft_label_temperature_or_default(soft_label_temperature)
         self.check_common_inputs(pixels.shape[0], generator, num_inference_steps, soft_label_temperature,
                                  output_type, eta)
         mode = self.resolve_conditioning(conditioning, jump_length, jump_n_sample)

@@ -39,8 +39,9 @@ from .pipelines import (
 _LAZY_EXPORTS = {
     "data": ["get_id2label", "load_dataset_by_name", "load_mask_folder", "load_osd", "load_sos",
              "simulate_sar_scenes"],
-    "generation": ["GenerationOutput", "generate_dataset", "generate_mask_conditioned_to_disk", "generate_to_disk",
-                   "measure_generator_quality"],
+    "generation": ["GenerationOutput", "SoftLabelCalibration", "fit_soft_label_temperature", "generate_dataset",
+                   "generate_mask_conditioned_to_disk", "generate_to_disk", "measure_generator_quality",
+                   "save_soft_label_temperature"],
     "distill": ["create_image_processor", "create_student", "distillation_loss"],
     "metrics": ["CalibrationMetrics", "SegmentationMetrics", "compute_segmentation_metrics"],
     "training": ["JOINT_UNET_PRESETS", "JointDiffusionLossOutput", "joint_diffusion_loss", "joint_unet_config"],

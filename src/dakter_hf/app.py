@@ -188,6 +188,12 @@ def _mask_to_image_tab(task_pipe) -> None:
     button.click(run, [mask, num_images, seed, steps], gallery)
 
 
+def _temperature_slider(gr, pipe):
+    """The soft-label temperature slider, starting at the pipeline's stored default (1.0 when it stores none)."""
+    default = float(getattr(pipe, "default_soft_label_temperature", 1.0))
+    return gr.Slider(0.1, max(5.0, default), value=default, step=0.1, label="soft-label temperature")
+
+
 def _segmentation_tab(task_pipe) -> None:
     import gradio as gr
 
@@ -205,7 +211,7 @@ def _segmentation_tab(task_pipe) -> None:
             num_samples = gr.Slider(1, 8, value=1, step=1, label="draws averaged")
             seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
             steps = gr.Slider(1, 200, value=25, step=1, label="steps")
-            temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.1, label="soft-label temperature")
+            temperature = _temperature_slider(gr, task_pipe)
             button = gr.Button("Segment", variant="primary", elem_id="segment")
     with gr.Row():
         soft_label = gr.Image(label="soft label", elem_id="segmentation-soft-label")
@@ -287,7 +293,7 @@ def build_app(pipe: DAKTerPipeline | str, pipeline_name: str | None = None, work
                 steps = gr.Slider(1, 200, value=25, step=1, label="steps")
                 scheduler = gr.Dropdown([PIPELINE_SCHEDULER, *sorted(SCHEDULERS)], value=PIPELINE_SCHEDULER,
                                         label="scheduler")
-                temperature = gr.Slider(0.1, 5.0, value=1.0, step=0.1, label="soft-label temperature")
+                temperature = _temperature_slider(gr, pipe)
                 num_pairs = gr.Slider(1, MAX_PAIRS, value=2, step=1, label="pairs")
             button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Row():

@@ -2,6 +2,7 @@
 
     dakter train ...       train the joint image + soft-label diffusion generator  (examples/train_joint_diffusion.py)
     dakter generate ...    generate a dataset of synthetic pairs with it           (examples/generate.py)
+    dakter calibrate ...   fit its soft-label temperature on real labelled pairs   (dakter-calibrate)
     dakter distill ...     train a student segmentation model on real + generated  (examples/distill.py)
     dakter evaluate ...    evaluate a saved student                                (examples/evaluate_student.py)
     dakter relabel ...     relabel generated pairs with a student's soft labels    (the control arm)
@@ -23,6 +24,7 @@ from .. import __version__
 COMMANDS = {
     "train": ("train", "train the joint image + soft-label diffusion generator"),
     "generate": ("generate", "generate a dataset of synthetic image / soft-label pairs with a trained generator"),
+    "calibrate": ("calibrate", "fit a generator's soft-label temperature on real labelled pairs (NLL) and save it"),
     "distill": ("distill", "train a student segmentation model on real and generated pairs"),
     "evaluate": ("evaluate", "evaluate a saved student on a labelled split"),
     "relabel": ("relabel", "relabel a generated dataset with a student's soft labels (the control arm)"),

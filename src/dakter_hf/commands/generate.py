@@ -81,8 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Sampler; default: the pipeline's own scheduler. dpmsolver is DPM-Solver++.")
     parser.add_argument("--num_inference_steps", type=_positive_int, default=50, help="Denoising steps (default 50).")
     parser.add_argument("--seed", type=int, default=0, help="Row i is generated from seed + i (default 0).")
-    parser.add_argument("--soft_label_temperature", type=float, default=1.0,
-                        help="Softmax temperature of the soft labels (default 1.0; > 1 softens).")
+    parser.add_argument("--soft_label_temperature", type=float, default=None,
+                        help="Softmax temperature of the soft labels (> 1 softens); default: the pipeline's stored "
+                             "one (`soft_label_temperature` in its model_index.json, written by dakter-calibrate "
+                             "--save), else 1.0. The value used is recorded in the dataset card.")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (default 0.0).")
     parser.add_argument("--soft_label_dtype", choices=SOFT_LABEL_DTYPES, default="uint8",
                         help="Storage of the soft labels (default uint8: 4x smaller than float32, error < 1/255).")
@@ -131,13 +133,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "choose the masks with --num_train_samples instead.")
         if args.dtype != "float32":
             parser.error("--dtype applies to joint sampling; --masks_from_dataset samples in float32.")
-        if args.soft_label_temperature != 1.0:
+        if args.soft_label_temperature is not None:
             parser.error("--soft_label_temperature does not apply with --masks_from_dataset: the soft labels are the "
                          "masks the images are drawn for.")
         check_data_args(parser, args, args.mask_split)
     elif args.num_samples is None:
         parser.error("--num_samples is required (or --masks_from_dataset).")
-    if args.soft_label_temperature <= 0:
+    if args.soft_label_temperature is not None and not args.soft_label_temperature > 0:
         parser.error(f"--soft_label_temperature must be > 0, got {args.soft_label_temperature}")
     if (args.hub_dataset_id or args.private) and not args.push_to_hub:
         parser.error("--hub_dataset_id and --private need --push_to_hub")

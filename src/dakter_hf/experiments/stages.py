@@ -22,6 +22,7 @@ __all__ = [
     "COMMANDS",
     "StageError",
     "StageRunner",
+    "calibrate_temperature",
     "distill_student",
     "generate_pairs",
     "relabel_pairs",
@@ -36,6 +37,7 @@ COMMANDS = {
     "distill": "dakter_hf.commands.distill",
     "evaluate": "dakter_hf.commands.evaluate",
     "relabel": "dakter_hf.commands.relabel",
+    "calibrate": "dakter_hf.commands.calibrate",
 }
 #: The example scripts the stages ran before they ran the commands: a stage log written then names them, and a
 #: complete stage whose log shows the same arguments is still reused.
@@ -188,6 +190,15 @@ def train_generator(runner: StageRunner, output_dir: Path, data_args: Sequence[s
                  *_flags(options)]
     runner.run(f"generator-{output_dir.name}", COMMANDS["train"], arguments, output_dir / "model_index.json")
     return output_dir
+
+
+def calibrate_temperature(runner: StageRunner, pipeline_dir: Path, data_args: Sequence[str], output_json: Path,
+                          **options) -> dict:
+    """Fit the generator's soft-label temperature on a labelled split and save it as the pipeline's default
+    (`dakter_hf.commands.calibrate --save`); returns the fit (`output_json`)."""
+    arguments = ["--pipeline", pipeline_dir, *data_args, "--save", "--output_json", output_json, *_flags(options)]
+    runner.run(f"calibrate-{pipeline_dir.name}", COMMANDS["calibrate"], arguments, output_json)
+    return json.loads(output_json.read_text())
 
 
 def generate_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, num_samples: int, **options) -> Path:

@@ -8,7 +8,9 @@
 * [`mask_conditioned`](mask_conditioned.py): images drawn for the masks of a labelled dataset
   ([`generate_mask_conditioned_to_disk`]), through the same store;
 * [`quality`](quality.py): alignment, calibration and mask fidelity of a generator on a labelled real split
-  ([`measure_generator_quality`], [`save_generator_quality`]).
+  ([`measure_generator_quality`], [`save_generator_quality`]);
+* [`calibration`](calibration.py): the soft-label temperature fitted on a labelled real split by NLL and stored as
+  the pipeline's default ([`fit_soft_label_temperature`], [`save_soft_label_temperature`]).
 
 The schema of a generated dataset is in [`dakter_hf.data.generated`], the soft-label storage codec in
 [`dakter_hf.labels`] and the samplers by name in [`dakter_hf.pipelines.schedulers`]; their names are re-exported
@@ -31,6 +33,7 @@ from ..labels import (
     resolve_id2label,
 )
 from ..pipelines.schedulers import SCHEDULERS, set_scheduler
+from .calibration import SoftLabelCalibration, fit_soft_label_temperature, save_soft_label_temperature
 from .mask_conditioned import apply_mask_transform, generate_mask_conditioned_to_disk, mask_transform_of_row
 from .preview import save_preview
 from .quality import QUALITY_NAME, measure_generator_quality, save_generator_quality
@@ -60,11 +63,13 @@ __all__ = [
     "WORK_DIR_SUFFIX",
     "GenerationOutput",
     "GenerationProgress",
+    "SoftLabelCalibration",
     "apply_mask_transform",
     "check_run_arguments",
     "compute_autocast",
     "decode_soft_labels",
     "encode_soft_labels",
+    "fit_soft_label_temperature",
     "generate_dataset",
     "generate_mask_conditioned_to_disk",
     "generate_rows",
@@ -79,6 +84,7 @@ __all__ = [
     "resolve_id2label",
     "save_generator_quality",
     "save_preview",
+    "save_soft_label_temperature",
     "set_scheduler",
     "split_indices",
     "unet_fingerprint",

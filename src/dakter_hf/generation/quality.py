@@ -79,7 +79,7 @@ def measure_generator_quality(
     conditioning: str = "auto",
     jump_length: int = 10,
     jump_n_sample: int = 1,
-    soft_label_temperature: float = 1.0,
+    soft_label_temperature: float | None = None,
     batch_size: int = 8,
     seed: int = 0,
     num_bins: int = 15,
@@ -103,7 +103,8 @@ def measure_generator_quality(
         num_images_per_mask (`int`, *optional*, defaults to 1): images drawn per mask for mask fidelity.
         conditioning, jump_length, jump_n_sample: how the conditional pipelines condition (see
             `dakter_hf.pipelines.conditional_sampling`); `"auto"`: exact for models with per-modality timesteps.
-        soft_label_temperature (`float`, *optional*, defaults to 1.0): softmax temperature of the soft labels.
+        soft_label_temperature (`float`, *optional*): softmax temperature of the soft labels; by default the
+            pipeline's stored one (1.0 when it stores none).
         batch_size (`int`, *optional*, defaults to 8): real images per pipeline call.
         seed (`int`, *optional*, defaults to 0): image `i` of the split is segmented with seed `seed + i`, image `j`
             of mask `i` is drawn with seed `seed + i * num_images_per_mask + j`.
@@ -124,6 +125,7 @@ def measure_generator_quality(
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     segmenter = pipe if isinstance(pipe, DAKTerSegmentationPipeline) else DAKTerSegmentationPipeline.from_pipe(pipe)
     drawer = pipe if isinstance(pipe, DAKTerMaskToImagePipeline) else DAKTerMaskToImagePipeline.from_pipe(pipe)
+    soft_label_temperature = segmenter.soft_label_temperature_or_default(soft_label_temperature)
     num_classes = segmenter.unet.config.num_classes
     id2label = resolve_id2label(pipe, id2label)
     alignment = SegmentationMetrics(num_classes, id2label=id2label)

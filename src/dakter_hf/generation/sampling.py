@@ -54,6 +54,14 @@ def compute_autocast(pipe, dtype: str = "float32"):
     return torch.autocast(pipe.device.type, dtype=getattr(torch, dtype))
 
 
+def soft_label_temperature_of(pipe, soft_label_temperature: float | None = None) -> float:
+    """`soft_label_temperature`, or when it is `None` the pipeline's stored default (1.0 when it stores none): the
+    temperature a generated dataset is sampled with, recorded in its settings and card."""
+    if soft_label_temperature is not None:
+        return soft_label_temperature
+    return float(getattr(pipe, "default_soft_label_temperature", 1.0))
+
+
 @contextlib.contextmanager
 def quiet_pipeline(pipe):
     """Silence the pipeline's per-step progress bar (generation shows one bar over samples)."""
@@ -70,7 +78,7 @@ def generate_rows(
     indices: Sequence[int],
     seed: int = 0,
     num_inference_steps: int = 50,
-    soft_label_temperature: float = 1.0,
+    soft_label_temperature: float | None = None,
     eta: float = 0.0,
     soft_label_dtype: str = "uint8",
     pad_to: int | None = None,
@@ -129,7 +137,7 @@ def generate_dataset(
     seed: int = 0,
     batch_size: int = 8,
     num_inference_steps: int = 50,
-    soft_label_temperature: float = 1.0,
+    soft_label_temperature: float | None = None,
     eta: float = 0.0,
     soft_label_dtype: str = "uint8",
     id2label: Mapping[int, str] | None = None,
@@ -147,6 +155,7 @@ def generate_dataset(
     """
     indices = list(range(indices)) if isinstance(indices, int) else [int(i) for i in indices]
     check_compute_dtype(dtype)
+    soft_label_temperature = soft_label_temperature_of(pipe, soft_label_temperature)
     features = pipeline_features(pipe, resolve_id2label(pipe, id2label), soft_label_dtype)
     columns: dict[str, list] = {name: [] for name in features}
     with quiet_pipeline(pipe):
@@ -166,7 +175,7 @@ def generate_to_disk(
     batch_size: int = 8,
     seed: int = 0,
     num_inference_steps: int = 50,
-    soft_label_temperature: float = 1.0,
+    soft_label_temperature: float | None = None,
     eta: float = 0.0,
     soft_label_dtype: str = "uint8",
     id2label: Mapping[int, str] | None = None,
@@ -195,7 +204,8 @@ def generate_to_disk(
         batch_size (`int`, *optional*, defaults to 8): pairs per pipeline call (and per shard).
         seed (`int`, *optional*, defaults to 0): row `i` uses seed `seed + i`.
         num_inference_steps (`int`, *optional*, defaults to 50): denoising steps.
-        soft_label_temperature (`float`, *optional*, defaults to 1.0): softmax temperature of the soft labels.
+        soft_label_temperature (`float`, *optional*): softmax temperature of the soft labels; by default the
+            pipeline's stored one (1.0 when it stores none), recorded in the settings and the card.
         eta (`float`, *optional*, defaults to 0.0): DDIM's eta.
         soft_label_dtype (`str`, *optional*, defaults to `"uint8"`): `"uint8"`, `"float16"` or `"float32"`.
         id2label (`dict`, *optional*): class names; by default those stored with the pipeline
@@ -217,6 +227,7 @@ def generate_to_disk(
     check_soft_label_dtype(soft_label_dtype)
     check_compute_dtype(dtype)
     check_pipeline(pipe, pipeline_name)
+    soft_label_temperature = soft_label_temperature_of(pipe, soft_label_temperature)
     id2label = resolve_id2label(pipe, id2label)
     settings = generation_settings(pipe, batch_size, seed, num_inference_steps, soft_label_temperature, eta,
                                    soft_label_dtype, id2label, dtype)

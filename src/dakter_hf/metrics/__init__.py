@@ -6,7 +6,13 @@ from pathlib import Path
 
 import evaluate
 
-from .calibration import CalibrationMetrics, expected_calibration_error, negative_log_likelihood
+from .calibration import (
+    CalibrationMetrics,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    temper_probabilities,
+)
 from .segmentation import (
     SegmentationMetrics,
     compute_segmentation_metrics,
@@ -42,8 +48,10 @@ __all__ = [
     "compute_segmentation_metrics",
     "confusion_matrix",
     "expected_calibration_error",
+    "fit_temperature",
     "load_segmentation_metric",
     "metric_key_names",
     "negative_log_likelihood",
     "reduce_confusion_matrix",
+    "temper_probabilities",
 ]

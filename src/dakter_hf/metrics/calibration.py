@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from accelerate import Accelerator
 
 
-__all__ = ["CalibrationMetrics", "expected_calibration_error", "negative_log_likelihood"]
+__all__ = ["CalibrationMetrics", "expected_calibration_error", "fit_temperature", "negative_log_likelihood",
+           "temper_probabilities"]
 
 #: Default number of equal-width confidence bins (Guo et al. 2017 use 15).
 DEFAULT_NUM_BINS = 15
@@ -45,6 +46,8 @@ DEFAULT_NUM_BINS = 15
 DEFAULT_NLL_EPS = 1e-12
 #: How far the class probabilities of a pixel may sum from 1.
 SUM_TOLERANCE = 1e-3
+#: Default search interval of [`fit_temperature`].
+DEFAULT_TEMPERATURE_BOUNDS = (0.01, 100.0)
 
 
 class CalibrationMetrics:
@@ -108,16 +111,10 @@ class CalibrationMetrics:
             raise ValueError(f"`probabilities` must sum to 1 over the class dimension (dim 1); a pixel is off by "
                              f"{deviation:.3g} (tolerance {SUM_TOLERANCE}).")
 
-    @torch.no_grad()
-    def update(self, probabilities: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
-        """Add a batch.
-
-        Args:
-            probabilities (`torch.Tensor` or `np.ndarray`): `(B, K, H, W)` class probabilities (each pixel sums
-                to 1).
-            labels (`torch.Tensor` or `np.ndarray`): `(B, H, W)` true class indices, `ignore_index` for unlabelled
-                pixels.
-        """
+    def counted_pixels(self, probabilities: torch.Tensor | np.ndarray,
+                       labels: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked `(B, K, H, W)` probabilities and `(B, H, W)` labels as `(N, K)` float64 probabilities and `(N,)`
+        int64 labels of the counted pixels (those whose label is not `ignore_index`), on the CPU."""
         probabilities = _as_tensor(probabilities, "probabilities")
         labels = _as_tensor(labels, "labels")
         self._check(probabilities, labels)
@@ -129,6 +126,19 @@ class CalibrationMetrics:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"`labels` values must lie in [0, {self.num_classes}) (or equal ignore_index="
                              f"{self.ignore_index}), got range [{int(labels.min())}, {int(labels.max())}].")
+        return probabilities, labels
+
+    @torch.no_grad()
+    def update(self, probabilities: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
+        """Add a batch.
+
+        Args:
+            probabilities (`torch.Tensor` or `np.ndarray`): `(B, K, H, W)` class probabilities (each pixel sums
+                to 1).
+            labels (`torch.Tensor` or `np.ndarray`): `(B, H, W)` true class indices, `ignore_index` for unlabelled
+                pixels.
+        """
+        probabilities, labels = self.counted_pixels(probabilities, labels)
         confidence, prediction = probabilities.max(dim=1)
         bin_index = (torch.ceil(confidence * self.num_bins).long() - 1).clamp(0, self.num_bins - 1)
         correct = (prediction == labels).double()
@@ -214,3 +224,80 @@ def negative_log_likelihood(probabilities: torch.Tensor | np.ndarray, labels: to
         `float`: the mean NLL in nats (NaN when no pixel is counted).
     """
     return _compute(probabilities, labels, DEFAULT_NUM_BINS, ignore_index, eps)["nll"]
+
+
+def _log_probabilities(probabilities: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`log p` in float64, with a probability that underflowed to 0 in `dtype` taken as that dtype's smallest normal
+    number: its logit was at least ~87 (float32) below the top one, and that is as much as the stored value says."""
+    floor = torch.finfo(dtype).tiny if dtype.is_floating_point else torch.finfo(torch.float32).tiny
+    return torch.log(probabilities.to(torch.float64).clamp_min(floor))
+
+
+def temper_probabilities(probabilities: torch.Tensor | np.ndarray, temperature: float) -> torch.Tensor:
+    """`softmax(log p / temperature)` over the class dimension (dim 1) of `(B, K, H, W)` probabilities `p`: for
+    probabilities that are a softmax of logits, the same as `softmax(logits / temperature)` (a probability that
+    underflowed to 0 counts as the dtype's smallest normal number). Returned in the input's floating dtype (float32
+    for other dtypes)."""
+    probabilities = _as_tensor(probabilities, "probabilities")
+    if not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+    dtype = probabilities.dtype if probabilities.dtype.is_floating_point else torch.float32
+    log_p = _log_probabilities(probabilities, probabilities.dtype)
+    return torch.softmax(log_p / float(temperature), dim=1).to(dtype)
+
+
+@torch.no_grad()
+def fit_temperature(probabilities: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
+                    ignore_index: int | None = 255, bounds: tuple[float, float] = DEFAULT_TEMPERATURE_BOUNDS,
+                    tolerance: float = 1e-4) -> float:
+    """The temperature T that minimises the mean NLL of `softmax(log p / T)` (temperature scaling, Guo et al. 2017)
+    against hard labels, by golden-section search over log T in `bounds`.
+
+    The NLL is convex in 1 / T, so it has one minimum along log T and the search finds it (or the bound it lies
+    beyond). T > 1 softens over-confident probabilities, T < 1 sharpens under-confident ones.
+
+    Args:
+        probabilities (`torch.Tensor` or `np.ndarray`): `(B, K, H, W)` class probabilities (each pixel sums to 1), as
+            computed with temperature 1.
+        labels (`torch.Tensor` or `np.ndarray`): `(B, H, W)` true class indices.
+        ignore_index (`int`, *optional*, defaults to 255): label value whose pixels are not counted.
+        bounds (`tuple[float, float]`, *optional*, defaults to `(0.01, 100.0)`): the search interval of T.
+        tolerance (`float`, *optional*, defaults to 1e-4): width in log T at which the search stops (a relative
+            precision of T).
+
+    Returns:
+        `float`: the fitted temperature.
+    """
+    low, high = (float(b) for b in bounds)
+    if not 0 < low < high or not math.isfinite(high):
+        raise ValueError(f"`bounds` must be two finite temperatures 0 < low < high, got {bounds!r}.")
+    if not tolerance > 0:
+        raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
+    probabilities = _as_tensor(probabilities, "probabilities")
+    if probabilities.dim() != 4:
+        raise ValueError(f"`probabilities` must have shape (B, K, H, W), got {tuple(probabilities.shape)}.")
+    metrics = CalibrationMetrics(probabilities.shape[1], ignore_index=ignore_index)
+    counted, labels = metrics.counted_pixels(probabilities, labels)
+    if not labels.numel():
+        raise ValueError("No pixel is counted (every label is `ignore_index`): nothing to fit a temperature on.")
+    log_p = _log_probabilities(counted, probabilities.dtype)
+    # -log softmax(l / T)_y = logsumexp((l - l_y) / T): one pass per evaluated temperature
+    log_p = log_p - log_p.gather(1, labels[:, None])
+
+    def nll(log_temperature: float) -> float:
+        return float(torch.logsumexp(log_p / math.exp(log_temperature), dim=1).mean())
+
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    nll_c, nll_d = nll(c), nll(d)
+    while b - a > tolerance:
+        if nll_c <= nll_d:
+            b, d, nll_d = d, c, nll_c
+            c = b - ratio * (b - a)
+            nll_c = nll(c)
+        else:
+            a, c, nll_c = c, d, nll_d
+            d = a + ratio * (b - a)
+            nll_d = nll(d)
+    return math.exp((a + b) / 2)

@@ -10,11 +10,13 @@ from .common import CARD_NAME, DEFAULT_LICENSE, QUALITY_KEY, dataset_id, read_ca
 from .dataset import make_dataset_card
 from .generator import (
     add_quality_to_card,
+    add_temperature_to_card,
     generator_quality_section,
     joint_diffusion_model_card,
     make_pipeline_card,
     quality_metadata,
     save_joint_diffusion_model_card,
+    temperature_section,
 )
 from .student import make_student_card
 
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_LICENSE",
     "QUALITY_KEY",
     "add_quality_to_card",
+    "add_temperature_to_card",
     "dataset_id",
     "generator_quality_section",
     "joint_diffusion_model_card",
@@ -33,4 +36,5 @@ __all__ = [
     "quality_metadata",
     "read_card_metadata",
     "save_joint_diffusion_model_card",
+    "temperature_section",
 ]

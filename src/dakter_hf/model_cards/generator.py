@@ -158,13 +158,19 @@ def make_pipeline_card(pipe, id2label: Mapping[int, str], repo_id: str | None = 
     )
     size = config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
+    stored = pipe.config.get("soft_label_temperature")
+    if stored is not None:
+        data["soft_label_temperature"] = float(stored)
+    temperature = "" if stored is None else (
+        f" Default soft-label temperature T = {float(stored):.4g} (fitted on real labelled pairs, stored in "
+        "`model_index.json`): the soft labels are `softmax(logits / T)`.")
     text = f"""
 # DAKTer joint SAR image / soft-label generator
 
 A [DAKTer](https://arxiv.org/abs/2412.08116) joint diffusion model (`JointUNet2DModel`, architecture
 `{config.architecture}`): it generates {height}x{width} SAR images together with per-pixel soft labels over
 {config.num_classes} classes ({", ".join(f"{k} = {v}" for k, v in id2label.items())}). Balancing factor b
-(`label_scale`) = {config.label_scale}; scheduler `{type(pipe.scheduler).__name__}`.
+(`label_scale`) = {config.label_scale}; scheduler `{type(pipe.scheduler).__name__}`.{temperature}
 
 ## Usage
 
@@ -237,12 +243,21 @@ def add_quality_to_card(card_path: str | os.PathLike, report: Mapping[str, Any])
     """Put a generator's measures into its card (`README.md`): [`quality_metadata`] under [`QUALITY_KEY`] in the
     metadata, and [`generator_quality_section`] in the text (replacing the section of an earlier measure, else
     appended). The file is replaced atomically. Returns the path."""
+    return _put_section(card_path, _QUALITY_BEGIN, _QUALITY_END, generator_quality_section(report),
+                        {QUALITY_KEY: quality_metadata(report)})
+
+
+def _put_section(card_path: str | os.PathLike, begin_marker: str, end_marker: str, section: str,
+                 metadata: Mapping[str, Any]) -> str:
+    """Write `metadata` into a card's metadata and `section` (delimited by the two markers) into its text, replacing
+    the section of an earlier call, else appended; the file is replaced atomically. Returns the path."""
     card = ModelCard.load(card_path, ignore_metadata_errors=True)
-    card.data[QUALITY_KEY] = quality_metadata(report)
-    text, section = card.text, generator_quality_section(report)
-    begin, end = text.find(_QUALITY_BEGIN), text.find(_QUALITY_END)
+    for key, value in metadata.items():
+        card.data[key] = value
+    text = card.text
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin >= 0 and end > begin:
-        text = text[:begin] + section + text[end + len(_QUALITY_END):]
+        text = text[:begin] + section + text[end + len(end_marker):]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     tmp_path = f"{card_path}.{os.getpid()}.tmp"
@@ -250,3 +265,39 @@ def add_quality_to_card(card_path: str | os.PathLike, report: Mapping[str, Any])
         f.write(f"---\n{card.data.to_yaml()}\n---\n{text}")
     os.replace(tmp_path, card_path)
     return os.fspath(card_path)
+
+
+_TEMPERATURE_BEGIN = "<!-- dakter-soft-label-temperature -->"
+_TEMPERATURE_END = "<!-- /dakter-soft-label-temperature -->"
+
+
+def temperature_section(temperature: float, calibration: Mapping[str, Any] | None = None,
+                        split: str | None = None) -> str:
+    """The card section of a generator's default soft-label temperature (and of its fit, when given: a
+    [`dakter_hf.generation.SoftLabelCalibration`] as a dict)."""
+    lines = [_TEMPERATURE_BEGIN, "## Soft-label temperature", "",
+             f"This pipeline's soft labels are `softmax(logits / T)` with the stored default T = {temperature:.4g} "
+             "(`soft_label_temperature` in `model_index.json`; a call's `soft_label_temperature` overrides it)."]
+    if calibration:
+        settings = calibration.get("settings", {})
+        lines += [
+            "", f"T was fitted by NLL on {split or 'a labelled real split'} ({calibration.get('num_images')} images, "
+            f"{calibration.get('num_pixels')} pixels) with `dakter-calibrate` (the generator as a segmenter, "
+            f"{settings.get('conditioning')} conditioning, {settings.get('scheduler')}, "
+            f"{settings.get('num_inference_steps')} steps, seed {settings.get('seed')}):", "",
+            "| soft labels | NLL (nats per pixel) | ECE (%) |", "|---|---|---|",
+            f"| T = 1 | {calibration['nll_before']:.4f} | {_percent(calibration.get('ece_before'))} |",
+            f"| T = {temperature:.4g} | {calibration['nll_after']:.4f} | {_percent(calibration.get('ece_after'))} |",
+            "", f"ECE of their argmax (one-hot): {_percent(calibration.get('argmax_ece'))}%.",
+        ]
+    lines.append(_TEMPERATURE_END)
+    return "\n".join(lines)
+
+
+def add_temperature_to_card(card_path: str | os.PathLike, temperature: float,
+                            calibration: Mapping[str, Any] | None = None, split: str | None = None) -> str:
+    """Put a generator's default soft-label temperature into its card (`README.md`): `soft_label_temperature` in the
+    metadata and [`temperature_section`] in the text (replacing an earlier one). Returns the path."""
+    return _put_section(card_path, _TEMPERATURE_BEGIN, _TEMPERATURE_END,
+                        temperature_section(temperature, calibration, split),
+                        {"soft_label_temperature": float(temperature)})

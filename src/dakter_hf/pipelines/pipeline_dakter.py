@@ -53,13 +53,20 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
         scheduler ([`SchedulerMixin`]): a scheduler to step the joint state.
         id2label (`dict[int, str]`, *optional*): the names of the `unet.config.num_classes` label classes. Saved in
             `model_index.json` and passed back by `from_pretrained`; read them with [`~DAKTerPipeline.id2label`].
+        soft_label_temperature (`float`, *optional*): the default softmax temperature of the soft labels (e.g. fitted
+            on real labelled pairs by `dakter-calibrate`); saved in `model_index.json` like `id2label`. Without it
+            (every checkpoint saved before it existed) the default is 1.0.
     """
 
     def __init__(
-        self, unet: JointUNet2DModel, scheduler: SchedulerMixin, id2label: dict[int, str] | dict[str, str] | None = None
+        self,
+        unet: JointUNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict[int, str] | dict[str, str] | None = None,
+        soft_label_temperature: float | None = None,
     ):
         super().__init__()
-        self.register_dakter(unet, scheduler, id2label)
+        self.register_dakter(unet, scheduler, id2label, soft_label_temperature)
 
     @torch.no_grad()
     def __call__(
@@ -67,7 +74,7 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
         batch_size: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 50,
-        soft_label_temperature: float = 1.0,
+        soft_label_temperature: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         eta: float = 0.0,
@@ -81,8 +88,9 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
                 of `batch_size` generators, sample i depends only on generator i (it equals the same seed
                 generated alone).
             num_inference_steps (`int`, *optional*, defaults to 50): number of denoising steps.
-            soft_label_temperature (`float`, *optional*, defaults to 1.0): temperature of the softmax turning
-                label logits into soft labels (> 1 softens them).
+            soft_label_temperature (`float`, *optional*): temperature of the softmax turning label logits into
+                soft labels (> 1 softens them); defaults to the pipeline's stored
+                [`~DAKTerPipelineMixin.default_soft_label_temperature`] (1.0 when none is stored).
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, *optional*, defaults to `True`): return a [`DAKTerPipelineOutput`] or a tuple.
             eta (`float`, *optional*, defaults to 0.0): DDIM's eta (0 = deterministic, 1 = DDPM-like), passed only
@@ -103,6 +111,7 @@ class DAKTerPipeline(DAKTerPipelineMixin, DiffusionPipeline):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        soft_label_temperature = self.soft_label_temperature_or_default(soft_label_temperature)
         self.check_common_inputs(batch_size, generator, num_inference_steps, soft_label_temperature, output_type, eta)
         config = self.unet.config
         channels = config.image_channels

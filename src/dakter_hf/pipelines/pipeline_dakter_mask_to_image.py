@@ -52,13 +52,19 @@ class DAKTerMaskToImagePipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, D
         unet ([`JointUNet2DModel`]): the joint image + label denoiser.
         scheduler ([`SchedulerMixin`]): a scheduler to step the denoised state.
         id2label (`dict[int, str]`, *optional*): the names of the `unet.config.num_classes` label classes.
+        soft_label_temperature (`float`, *optional*): the default softmax temperature of the soft labels, saved in
+            `model_index.json` (1.0 when absent).
     """
 
     def __init__(
-        self, unet: JointUNet2DModel, scheduler: SchedulerMixin, id2label: dict[int, str] | dict[str, str] | None = None
+        self,
+        unet: JointUNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict[int, str] | dict[str, str] | None = None,
+        soft_label_temperature: float | None = None,
     ):
         super().__init__()
-        self.register_dakter(unet, scheduler, id2label)
+        self.register_dakter(unet, scheduler, id2label, soft_label_temperature)
 
     @torch.no_grad()
     def __call__(
@@ -70,7 +76,7 @@ class DAKTerMaskToImagePipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, D
         conditioning: str = "auto",
         jump_length: int = 10,
         jump_n_sample: int = 1,
-        soft_label_temperature: float = 1.0,
+        soft_label_temperature: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         eta: float = 0.0,
@@ -92,7 +98,8 @@ class DAKTerMaskToImagePipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, D
             jump_length (`int`, *optional*, defaults to 10): RePaint resampling: steps between jumps back.
             jump_n_sample (`int`, *optional*, defaults to 1): RePaint resampling: times each stretch of
                 `jump_length` steps is run (1 = no resampling; replacement only).
-            soft_label_temperature (`float`, *optional*, defaults to 1.0): softmax temperature of the soft labels.
+            soft_label_temperature (`float`, *optional*): softmax temperature of the soft labels; defaults to the
+                pipeline's stored default (1.0 when none is stored).
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, *optional*, defaults to `True`): return an output dataclass or a tuple.
             eta (`float`, *optional*, defaults to 0.0): DDIM's eta, for schedulers that accept it.
@@ -118,6 +125,7 @@ class DAKTerMaskToImagePipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, D
             raise ValueError(f"`num_images_per_mask` must be a positive integer, got {num_images_per_mask!r}.")
         probabilities = prepare_masks(masks, self.unet.config.num_classes, self.sample_shape)
         probabilities = probabilities.repeat_interleave(num_images_per_mask, dim=0)
+        soft_label_temperature = self.soft_label_temperature_or_default(soft_label_temperature)
         self.check_common_inputs(probabilities.shape[0], generator, num_inference_steps, soft_label_temperature,
                                  output_type, eta)
         mode = self.resolve_conditioning(conditioning, jump_length, jump_n_sample)

@@ -49,13 +49,19 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
         unet ([`JointUNet2DModel`]): the joint image + label denoiser.
         scheduler ([`SchedulerMixin`]): a scheduler to step the denoised state.
         id2label (`dict[int, str]`, *optional*): the names of the `unet.config.num_classes` label classes.
+        soft_label_temperature (`float`, *optional*): the default softmax temperature of the soft labels, saved in
+            `model_index.json` (1.0 when absent).
     """
 
     def __init__(
-        self, unet: JointUNet2DModel, scheduler: SchedulerMixin, id2label: dict[int, str] | dict[str, str] | None = None
+        self,
+        unet: JointUNet2DModel,
+        scheduler: SchedulerMixin,
+        id2label: dict[int, str] | dict[str, str] | None = None,
+        soft_label_temperature: float | None = None,
     ):
         super().__init__()
-        self.register_dakter(unet, scheduler, id2label)
+        self.register_dakter(unet, scheduler, id2label, soft_label_temperature)
 
     @torch.no_grad()
     def __call__(
@@ -67,7 +73,7 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
         conditioning: str = "auto",
         jump_length: int = 10,
         jump_n_sample: int = 1,
-        soft_label_temperature: float = 1.0,
+        soft_label_temperature: float | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         eta: float = 0.0,
@@ -89,8 +95,8 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
             jump_length (`int`, *optional*, defaults to 10): RePaint resampling: steps between jumps back.
             jump_n_sample (`int`, *optional*, defaults to 1): RePaint resampling: times each stretch of
                 `jump_length` steps is run (1 = no resampling; replacement only).
-            soft_label_temperature (`float`, *optional*, defaults to 1.0): softmax temperature of the soft labels
-                (> 1 softens them).
+            soft_label_temperature (`float`, *optional*): softmax temperature of the soft labels (> 1 softens
+                them); defaults to the pipeline's stored default (1.0 when none is stored).
             output_type (`str`, *optional*, defaults to `"pil"`): `"pil"`, `"np"` or `"pt"`.
             return_dict (`bool`, *optional*, defaults to `True`): return an output dataclass or a tuple.
             eta (`float`, *optional*, defaults to 0.0): DDIM's eta, for schedulers that accept it.
@@ -111,6 +117,7 @@ class DAKTerSegmentationPipeline(ConditionalSamplingMixin, DAKTerPipelineMixin, 
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"`num_samples` must be a positive integer, got {num_samples!r}.")
         pixels, sizes = prepare_images(images, self.unet.config.image_channels, self.sample_shape)
+        soft_label_temperature = self.soft_label_temperature_or_default(soft_label_temperature)
         self.check_common_inputs(pixels.shape[0], generator, num_inference_steps, soft_label_temperature,
                                  output_type, eta)
         mode = self.resolve_conditioning(conditioning, jump_length, jump_n_sample)

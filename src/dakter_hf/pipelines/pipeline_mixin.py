@@ -7,6 +7,7 @@ noise, label logits) into what any discrete diffusers scheduler expects, and for
 """
 
 import inspect
+import math
 import os
 
 import numpy as np
@@ -31,13 +32,39 @@ class DAKTerPipelineMixin:
 
     model_cpu_offload_seq = "unet"
 
-    def register_dakter(self, unet: JointUNet2DModel, scheduler, id2label=None) -> None:
-        """Register the two components and the checked class names (saved in `model_index.json`)."""
+    def register_dakter(self, unet: JointUNet2DModel, scheduler, id2label=None, soft_label_temperature=None) -> None:
+        """Register the two components, the checked class names and, when given, the default soft-label temperature
+        (both saved in `model_index.json`; a pipeline without a temperature saves the same file as before it
+        existed)."""
         self.register_modules(unet=unet, scheduler=scheduler)
         if id2label is not None:
             num_classes = getattr(getattr(unet, "config", None), "num_classes", None)
             id2label = normalize_id2label(id2label, num_classes, source="`id2label`")
         self.register_to_config(id2label=id2label)
+        if soft_label_temperature is not None:
+            self.set_default_soft_label_temperature(soft_label_temperature)
+
+    @property
+    def default_soft_label_temperature(self) -> float:
+        """The softmax temperature of the soft labels when a call passes none: the one stored in the pipeline's
+        config (`soft_label_temperature` in `model_index.json`, e.g. fitted by `dakter-calibrate --save`), 1.0
+        when none is stored."""
+        stored = self.config.get("soft_label_temperature")
+        return 1.0 if stored is None else float(stored)
+
+    def set_default_soft_label_temperature(self, temperature: float | None) -> None:
+        """Store `temperature` (a finite number > 0; `None` removes it) as the pipeline's default soft-label
+        temperature, saved with the pipeline by `save_pretrained`."""
+        if temperature is not None:
+            if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                    or not math.isfinite(temperature) or not temperature > 0:
+                raise ValueError(f"`soft_label_temperature` must be a finite number > 0, got {temperature!r}.")
+            temperature = float(temperature)
+        self.register_to_config(soft_label_temperature=temperature)
+
+    def soft_label_temperature_or_default(self, temperature: float | None) -> float:
+        """`temperature`, or the [`default_soft_label_temperature`] when it is `None`."""
+        return self.default_soft_label_temperature if temperature is None else temperature
 
     @property
     def id2label(self) -> dict[int, str]:
