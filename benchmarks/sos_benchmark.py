@@ -14,6 +14,9 @@ For one SOS sensor, per real-data regime (the full train split and/or a scarce s
 
 Levers of the generator's own data (`--generator_augment`: dihedral augmentation of the real pairs it trains on;
 `--soft_label_targets`: the masks' area-averaged class fractions as its label targets) name their own generators.
+`--calibrate_temperature` (scarce regimes only) fits each generator's soft-label temperature by NLL on the regime's
+held-out training pairs (`train_heldout`, never the test split) with `dakter-calibrate --save`, and samples the
+generated pairs with it: its own generated sets and students (suffix `-Tfit`), the fitted T in the diagnostics.
 The control arm `--relabelled_control` distils `hard` / `soft` students from the same generated images labelled by
 a real-data student (the `real` student of the first seed at the largest budget), which measures what the
 generator's own labels are worth.
@@ -57,6 +60,7 @@ from dakter_hf.experiments import (
     MODES,
     StageError,
     StageRunner,
+    calibrate_temperature,
     distill_student,
     format_summary,
     generate_pairs,
@@ -108,6 +112,10 @@ def build_parser():
                    help="sampling steps of the generated pairs (another number names its own generated set)")
     p.add_argument("--soft_label_temperature", type=float, default=1.0,
                    help="softens the generated soft labels, softmax(logits / T)")
+    p.add_argument("--calibrate_temperature", action="store_true",
+                   help="fit T on the regime's held-out training pairs by NLL (dakter-calibrate --save: stored in "
+                        "the generator's model_index.json) and sample the generated pairs with it (scarce regimes "
+                        "only; names its own generated sets and students, '-Tfit')")
     # Students.
     p.add_argument("--student", default="b0")
     p.add_argument("--student_steps", type=int, nargs="+", default=[DEFAULT_STUDENT_STEPS],
@@ -141,6 +149,11 @@ def parse_args(argv=None):
     if min(args.student_steps) < 1:
         parser.error(f"--student_steps must be positive integers, got {args.student_steps}")
     args.student_steps = sorted(set(args.student_steps))
+    if args.calibrate_temperature and "full" in args.regimes:
+        parser.error("--calibrate_temperature fits T on the training pairs outside a scarce regime's subset; the "
+                     "'full' regime has none (use --regimes with numbers of pairs)")
+    if args.calibrate_temperature and args.soft_label_temperature != _default("soft_label_temperature"):
+        parser.error("--calibrate_temperature fits the temperature: drop --soft_label_temperature")
     if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):
         parser.error("--relabelled_control needs the real-data students and a generated set: --modes real and "
                      "hard and/or soft")
@@ -188,6 +201,7 @@ def generation_variant(args):
     """Name suffix of a generated set from a non-default generator, sampled with a non-default soft-label temperature
     or number of sampling steps, or of another size than the default k."""
     return (generator_variant(args) + _variant_part(args, "soft_label_temperature", "T")
+            + ("-Tfit" if args.calibrate_temperature else "")
             + _variant_part(args, "num_inference_steps", "S") + _variant_part(args, "generated_multiple", "k"))
 
 
@@ -199,7 +213,7 @@ def student_variant(args, mode="soft"):
 
 
 _VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "softtargets": "soft-label targets",
-                  "T": "T", "S": "sampling steps", "k": "k", "ratio": "ratio", "tau": "tau"}
+                  "T": "T", "Tfit": "fitted T", "S": "sampling steps", "k": "k", "ratio": "ratio", "tau": "tau"}
 
 
 def variant_parts(suffix):
@@ -248,13 +262,24 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
                    validation_inference_steps=_default("num_inference_steps"), seed=generator_seed(args))
     options.update(overrides)
     generator = train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)
+    temperature = args.soft_label_temperature
+    if args.calibrate_temperature:  # the segmentation pass samples as the generated pairs will
+        temperature = calibrate_temperature(runner, generator, [*data, "--split", HELDOUT_SPLIT],
+                                            calibration_path(root, generator), scheduler=args.scheduler,
+                                            num_inference_steps=args.num_inference_steps, batch_size=16,
+                                            seed=20_000 + args.data_seed)["temperature"]
     # channels-last kernels sample 1.3-1.5x faster on CPU (bench_generation_layout.py in BENCHMARKS.md)
     generated = generate_pairs(runner, generator, root / f"generated-{name}{generation_variant(args)}",
                                int(round(args.generated_multiple * n_real)),
                                scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
-                               soft_label_temperature=args.soft_label_temperature, batch_size=32,
+                               soft_label_temperature=temperature, batch_size=32,
                                channels_last=True, seed=10_000 + args.data_seed)
     return generated
+
+
+def calibration_path(root, generator):
+    """Where the soft-label temperature fitted for a generator is kept (the calibration stage's output)."""
+    return root / f"calibration-{generator.name}.json"
 
 
 def run_students(runner, args, root, regime, mode, generated, arm, steps, synthetic_only=False):
@@ -360,6 +385,11 @@ def run_regime(runner, args, root, regime, first):
         main_generated = main_generated or generated
         reference = reference or real_reference(args, regime)
         diagnostics[name + gen_suffix] = generator_diagnostics(reference, generated)
+        if args.calibrate_temperature:
+            fit = json.loads(calibration_path(root, root / f"generator-{name}{generator_variant(args)}").read_text())
+            diagnostics[name + gen_suffix]["soft_label_calibration"] = {
+                k: fit[k] for k in ("temperature", "nll_before", "nll_after", "ece_before", "ece_after", "argmax_ece",
+                                    "num_images", "num_pixels", "at_bound", "split")}
         for steps in budgets:
             for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
                 key = mode if tag is None else f"{mode}, {label}"

@@ -149,3 +149,24 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch):
         benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--generator_channels", "8", "16"))
     assert (full_logs / "student-real-aug-seed0.log").is_file()
     assert regimes["full"]["stage_seconds"]["student-real-aug-seed0"] > 0
+
+    # A fitted soft-label temperature: T from the held-out training pairs (never the test split), saved in the
+    # generator's model_index.json, then its own generated set and soft students, the fit in the diagnostics.
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--calibrate_temperature"))
+    printed = capsys.readouterr().out
+    assert "[skip] generator-generator-dual-auto" in printed and "[run ] calibrate-generator-dual-auto" in printed
+    assert "[run ] generate-generated-dual-auto-Tfit" in printed and "[run ] student-soft-Tfit-aug-seed0" in printed
+    calibration = (logs / "calibrate-generator-dual-auto.log").read_text()
+    assert "--split train_heldout" in calibration and "--save" in calibration and "--split test" not in calibration
+    fitted = json.loads((out / "sentinel" / "results-Tfit.json").read_text())["regimes"]["4"]
+    assert set(fitted["summary"]) == {"real", "soft (fitted T)"}
+    fit = fitted["diagnostics"]["dual-auto-Tfit"]["soft_label_calibration"]
+    assert fit["num_images"] == 2 and fit["split"].startswith("sos sentinel train_heldout")
+    stored = json.loads((regime_dir / "generator-dual-auto" / "model_index.json").read_text())
+    assert stored["soft_label_temperature"] == fit["temperature"]
+    assert f"--soft_label_temperature {fit['temperature']}" in (
+        logs / "generate-generated-dual-auto-Tfit.log").read_text()
+    assert f"soft_label_temperature={fit['temperature']}" in (
+        regime_dir / "generated-dual-auto-Tfit" / "README.md").read_text()
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(toy_args(data_dir, out, "--calibrate_temperature", "--regimes", "full"))
