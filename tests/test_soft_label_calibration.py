@@ -261,3 +261,17 @@ def test_calibrate_command_errors_name_the_argument(tmp_path, capsys, argv, mess
         calibrate_command.main(argv)
     assert exit_info.value.code == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_calibrate_command_on_an_empty_split_names_it_and_saves_nothing(tmp_path, capsys):
+    from sos_layout import write_sos_release
+
+    data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=3, num_test=1, size=16)
+    directory = _saved_pipeline(tmp_path / "pipe")
+    index = (directory / "model_index.json").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:  # every training pair is in the subset: no held-out pair is left
+        calibrate_command.main(["--pipeline", str(directory), "--dataset", "sos", "--data_dir", str(data_dir),
+                                "--sensor", "sentinel", "--num_train_samples", "3", "--save"])
+    assert exit_info.value.code == 2
+    assert "split 'train_heldout' is empty" in capsys.readouterr().err
+    assert (directory / "model_index.json").read_bytes() == index
