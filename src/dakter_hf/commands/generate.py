@@ -10,8 +10,9 @@ with gloo, on CPU cores:
     accelerate launch --multi_gpu --num_processes 2 -m dakter_hf.commands.generate --pipeline outputs/joint \\
         --num_samples 4000 --output_dir outputs/generated
 
-Images drawn for the masks of a labelled dataset (k per mask, optionally flipped / rotated; the dataset flags are
-those of the training scripts), same schema plus `source_mask` and `mask_transform` columns:
+Images drawn for the masks of a labelled dataset (k per mask, optionally flipped / rotated and, with
+`--perturb_masks`, randomly dilated / eroded / shifted / composed first; the dataset flags are those of the training
+scripts), same schema plus `source_mask` and `mask_transform` (and `mask_perturbation`) columns:
 
     dakter-generate --pipeline outputs/joint --masks_from_dataset --dataset sos --data_dir ../shared/data/sos \
         --sensor sentinel --num_train_samples 150 --images_per_mask 4 --augment_masks --output_dir outputs/drawn
@@ -33,7 +34,7 @@ from ..data import add_data_args, check_data_args, dataset_from_args
 from ..distributed import check_world_size
 from ..errors import DAKTerError
 from ..filesystem import OutputDirLock, is_launcher_main_process
-from ..generation import COMPUTE_DTYPES, generate_mask_conditioned_to_disk, generate_to_disk
+from ..generation import COMPUTE_DTYPES, MASK_PERTURBATIONS, generate_mask_conditioned_to_disk, generate_to_disk
 from ..hub import HubPushError, push_dataset_to_hub
 from ..labels import SOFT_LABEL_DTYPES
 from ..models import JointUNet2DModel
@@ -119,6 +120,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     masks.add_argument("--images_per_mask", type=_positive_int, default=1, help="Images drawn per mask (k).")
     masks.add_argument("--augment_masks", action="store_true",
                        help="A random flip / 90-degree rotation of each row's mask before drawing.")
+    masks.add_argument("--perturb_masks", nargs="*", choices=MASK_PERTURBATIONS, default=None, metavar="KIND",
+                       help="A random layout perturbation of each row's mask before drawing (and before its flip / "
+                            "rotation), drawn from the row's seed and recorded in a `mask_perturbation` column: "
+                            "dilate / erode (the non-background classes by 1-3 px), shift (up to a quarter of the "
+                            "side, background filled in), compose (the regions of another mask of the set added). "
+                            f"Alone: all of {', '.join(MASK_PERTURBATIONS)}; with kinds: among those.")
     masks.add_argument("--conditioning", choices=("auto", "replacement", "exact"), default="auto",
                        help="exact: models trained with per-modality timesteps; replacement: any model; auto: exact "
                             "when the model allows it.")
@@ -139,6 +146,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_data_args(parser, args, args.mask_split)
     elif args.num_samples is None:
         parser.error("--num_samples is required (or --masks_from_dataset).")
+    mask_only = [flag for flag in ("perturb_masks", "augment_masks") if getattr(args, flag) not in (None, False)]
+    if mask_only and not args.masks_from_dataset:
+        parser.error(f"{', '.join('--' + flag for flag in mask_only)} only apply with --masks_from_dataset (images "
+                     "drawn for the masks of a labelled dataset).")
     if args.soft_label_temperature is not None and not args.soft_label_temperature > 0:
         parser.error(f"--soft_label_temperature must be > 0, got {args.soft_label_temperature}")
     if (args.hub_dataset_id or args.private) and not args.push_to_hub:
@@ -208,6 +219,7 @@ def generate(args: argparse.Namespace) -> int:
         subset = f", {args.num_train_samples} pairs (seed {args.data_seed})" if args.num_train_samples else ""
         output = generate_mask_conditioned_to_disk(
             pipe, masks, args.output_dir, num_images_per_mask=args.images_per_mask, augment_masks=args.augment_masks,
+            perturb_masks=(args.perturb_masks or True) if args.perturb_masks is not None else False,
             conditioning=args.conditioning, jump_length=args.jump_length, jump_n_sample=args.jump_n_sample,
             masks_name=f"{' '.join(p for p in (args.dataset, args.sensor, args.mask_split) if p)}{subset}", **common)
     else:

@@ -8,7 +8,9 @@ columns: `image` ([`datasets.Image`], mode `"L"` for single-channel SAR), `soft_
 A mask-conditioned dataset (images drawn for the masks of a labelled dataset, written by
 [`dakter_hf.generation.generate_mask_conditioned_to_disk`]) has the same columns, with `soft_label` and `label` the
 mask the image was drawn for, plus `source_mask` (the `id`, or row index, of the mask in its dataset) and
-`mask_transform` (the flip / 90-degree rotation applied to it before drawing, see [`MASK_TRANSFORMS`]).
+`mask_transform` (the flip / 90-degree rotation applied to it before drawing, see [`MASK_TRANSFORMS`]) and, when its
+masks were perturbed before drawing (`perturb_masks`), `mask_perturbation` (what was applied, e.g. `"dilate:2"`).
+Its soft labels are the (one-hot) masks themselves, so `soft` and `hard` distillation learn the same from its rows.
 """
 
 from collections.abc import Mapping
@@ -28,6 +30,8 @@ PREVIEW_NAME = "preview.png"
 MASK_TRANSFORMS = ("identity", "rot90", "rot180", "rot270", "flip", "flip+rot90", "flip+rot180", "flip+rot270")
 #: The columns a mask-conditioned dataset has beyond those of [`generated_features`].
 MASK_SOURCE_COLUMNS = ("source_mask", "mask_transform")
+#: The column of a mask-conditioned dataset whose masks were perturbed before drawing.
+MASK_PERTURBATION_COLUMN = "mask_perturbation"
 
 
 def image_mode(channels: int) -> str:
@@ -69,11 +73,12 @@ def generated_features(
     )
 
 
-def mask_conditioned_features(*args, **kwargs) -> Features:
+def mask_conditioned_features(*args, perturbed: bool = False, **kwargs) -> Features:
     """The features of a mask-conditioned dataset: [`generated_features`] (same arguments) plus `source_mask` and
-    `mask_transform` strings."""
+    `mask_transform` strings, and a `mask_perturbation` string when the masks were `perturbed`."""
     features = generated_features(*args, **kwargs)
-    features.update({name: Value("string") for name in MASK_SOURCE_COLUMNS})
+    names = MASK_SOURCE_COLUMNS + ((MASK_PERTURBATION_COLUMN,) if perturbed else ())
+    features.update({name: Value("string") for name in names})
     return features
 
 

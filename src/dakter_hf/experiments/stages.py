@@ -23,7 +23,9 @@ __all__ = [
     "StageError",
     "StageRunner",
     "calibrate_temperature",
+    "concatenate_pairs",
     "distill_student",
+    "generate_mask_pairs",
     "generate_pairs",
     "relabel_pairs",
     "train_generator",
@@ -38,6 +40,7 @@ COMMANDS = {
     "evaluate": "dakter_hf.commands.evaluate",
     "relabel": "dakter_hf.commands.relabel",
     "calibrate": "dakter_hf.commands.calibrate",
+    "concatenate": "dakter_hf.commands.concatenate",
 }
 #: The example scripts the stages ran before they ran the commands: a stage log written then names them, and a
 #: complete stage whose log shows the same arguments is still reused.
@@ -206,6 +209,24 @@ def generate_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, nu
     arguments = ["--pipeline", pipeline_dir, "--num_samples", num_samples, "--output_dir", output_dir,
                  *_flags(options)]
     runner.run(f"generate-{output_dir.name}", COMMANDS["generate"], arguments, output_dir / "dataset_info.json")
+    return output_dir
+
+
+def generate_mask_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, data_args: Sequence[str],
+                        **options) -> Path:
+    """Draw images for the masks of the dataset of `data_args` (`dakter_hf.commands.generate --masks_from_dataset`);
+    resumes at the first missing index."""
+    arguments = ["--pipeline", pipeline_dir, "--output_dir", output_dir, "--masks_from_dataset", *data_args,
+                 *_flags(options)]
+    runner.run(f"generate-{output_dir.name}", COMMANDS["generate"], arguments, output_dir / "dataset_info.json")
+    return output_dir
+
+
+def concatenate_pairs(runner: StageRunner, parts: Sequence[Path], num_samples: Sequence[int], output_dir: Path) -> Path:
+    """Concatenate the first `num_samples` rows of each generated set of `parts` (`dakter_hf.commands.concatenate`)."""
+    arguments = ["--generated_dataset", *parts, "--num_samples", *num_samples, "--output_dir", output_dir]
+    runner.run(f"concatenate-{output_dir.name}", COMMANDS["concatenate"], arguments,
+               output_dir / "dataset_info.json")
     return output_dir
 
 

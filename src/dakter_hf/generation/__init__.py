@@ -7,6 +7,9 @@
 * [`preview`](preview.py): the preview grid beside a dataset;
 * [`mask_conditioned`](mask_conditioned.py): images drawn for the masks of a labelled dataset
   ([`generate_mask_conditioned_to_disk`]), through the same store;
+* [`mask_perturbation`](mask_perturbation.py): random layout perturbations of those masks ([`MaskPerturber`]);
+* [`concatenate`](concatenate.py): one dataset from several generated ones, e.g. joint and mask-conditioned pairs
+  ([`concatenate_generated_datasets`]);
 * [`quality`](quality.py): alignment, calibration and mask fidelity of a generator on a labelled real split
   ([`measure_generator_quality`], [`save_generator_quality`]);
 * [`calibration`](calibration.py): the soft-label temperature fitted on a labelled real split by NLL and stored as
@@ -34,7 +37,9 @@ from ..labels import (
 )
 from ..pipelines.schedulers import SCHEDULERS, set_scheduler
 from .calibration import SoftLabelCalibration, fit_soft_label_temperature, save_soft_label_temperature
+from .concatenate import concatenate_generated_datasets
 from .mask_conditioned import apply_mask_transform, generate_mask_conditioned_to_disk, mask_transform_of_row
+from .mask_perturbation import MASK_PERTURBATIONS, MaskPerturber, apply_mask_perturbation
 from .preview import save_preview
 from .quality import QUALITY_NAME, measure_generator_quality, save_generator_quality
 from .sampling import COMPUTE_DTYPES, compute_autocast, generate_dataset, generate_rows, generate_to_disk
@@ -54,6 +59,7 @@ from .store import (
 __all__ = [
     "COMPUTE_DTYPES",
     "MANIFEST_NAME",
+    "MASK_PERTURBATIONS",
     "MASK_TRANSFORMS",
     "PREVIEW_NAME",
     "QUALITY_NAME",
@@ -64,9 +70,12 @@ __all__ = [
     "GenerationOutput",
     "GenerationProgress",
     "SoftLabelCalibration",
+    "MaskPerturber",
+    "apply_mask_perturbation",
     "apply_mask_transform",
     "check_run_arguments",
     "compute_autocast",
+    "concatenate_generated_datasets",
     "decode_soft_labels",
     "encode_soft_labels",
     "fit_soft_label_temperature",

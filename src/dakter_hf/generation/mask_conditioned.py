@@ -6,21 +6,28 @@ Row `i` shows mask `i // k` of the source dataset (`k` = `num_images_per_mask`),
 symmetries of the square ([`MASK_TRANSFORMS`], drawn per row from `seed` and `i` when `augment_masks`), and is drawn
 from seed `seed + i`. Its `soft_label` and `label` are that (transformed) mask at the model's size, the mask the image
 was drawn for; `source_mask` names the source row (its `id`, else its index) and `mask_transform` the symmetry.
+With `perturb_masks`, the source mask first undergoes a random layout perturbation drawn from the row's seed
+([`MaskPerturber`]: dilation, erosion, shift or composition with another mask), recorded in `mask_perturbation`.
+
+**What the soft labels carry.** A row's `soft_label` is the one-hot mask the image was drawn for, not a model output:
+the pairs add new images, not soft labels, and `soft` distillation (KD on q) learns exactly what `hard` distillation
+(cross-entropy on argmax q) does from them.
 """
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import PIL.Image
 import torch
 
-from ..data.generated import MASK_TRANSFORMS, image_mode, mask_conditioned_features
+from ..data.generated import MASK_PERTURBATION_COLUMN, MASK_TRANSFORMS, image_mode, mask_conditioned_features
 from ..labels import check_soft_label_dtype, encode_soft_labels, resolve_id2label
 from ..model_cards import make_dataset_card, read_card_metadata
 from ..pipelines import DAKTerMaskToImagePipeline
 from ..pipelines.inputs import prepare_masks
+from .mask_perturbation import MASK_PERTURBATIONS, MaskPerturber
 from .sampling import _sample_hw, quiet_pipeline
 from .settings import generation_settings
 from .store import GenerationOutput, GenerationProgress, check_pipeline, check_run_arguments, write_generated_dataset
@@ -72,18 +79,23 @@ def _masks_fingerprint(masks_dataset, names: list[str], num_classes: int) -> str
     return digest.hexdigest()
 
 
-def _make_rows(pipe, masks_dataset, names, num_images_per_mask, augment, seed, options, soft_label_dtype,
+def _make_rows(pipe, masks_dataset, names, num_images_per_mask, augment, perturber, seed, options, soft_label_dtype,
                batch_size) -> Callable[[list[int]], dict[str, list]]:
     """`make_rows(indices)` of the shard store: the rows `indices`, padded to `batch_size` like [`generate_rows`]
-    so that a row is bit-identical whatever batch it is drawn in."""
+    so that a row is bit-identical whatever batch it is drawn in. A row's mask is its source mask, perturbed (with a
+    `perturber`), then flipped / rotated."""
     config = pipe.unet.config
     size = _sample_hw(config)
 
     def make_rows(indices: list[int]) -> dict[str, list]:
         sources = [i // num_images_per_mask for i in indices]
         transforms = [mask_transform_of_row(seed, i, augment) for i in indices]
-        masks = [apply_mask_transform(np.asarray(masks_dataset[s]["mask"], dtype=np.int64), t)
-                 for s, t in zip(sources, transforms)]
+        masks = [_load_mask(masks_dataset, s) for s in sources]
+        perturbations = None
+        if perturber is not None:
+            masks, perturbations = map(list, zip(*(perturber(m, s, seed + i) for m, s, i in
+                                                   zip(masks, sources, indices))))
+        masks = [apply_mask_transform(m, t) for m, t in zip(masks, transforms)]
         probabilities = torch.cat([prepare_masks(m, config.num_classes, size) for m in masks])
         padding = max(0, batch_size - len(indices))
         seeds = [seed + i for i in indices] + [seed + indices[-1]] * padding
@@ -95,7 +107,7 @@ def _make_rows(pipe, masks_dataset, names, num_images_per_mask, augment, seed, o
         if image_mode(images.shape[-1]) == "L":
             images = images[..., 0]
         labels = probabilities.argmax(dim=1).numpy().astype(np.uint8)
-        return {
+        rows = {
             "image": [PIL.Image.fromarray(image) for image in images],
             "soft_label": list(encode_soft_labels(probabilities, soft_label_dtype)),
             "label": [PIL.Image.fromarray(label) for label in labels],
@@ -103,8 +115,30 @@ def _make_rows(pipe, masks_dataset, names, num_images_per_mask, augment, seed, o
             "source_mask": [names[s] for s in sources],
             "mask_transform": transforms,
         }
+        if perturbations is not None:
+            rows[MASK_PERTURBATION_COLUMN] = perturbations
+        return rows
 
     return make_rows
+
+
+def _load_mask(masks_dataset, index: int) -> np.ndarray:
+    return np.asarray(masks_dataset[index]["mask"], dtype=np.int64)
+
+
+def _perturbation_kinds(perturb_masks) -> tuple[str, ...]:
+    """The kinds of `perturb_masks`: `False` / `None` none, `True` all of [`MASK_PERTURBATIONS`], else its items."""
+    if perturb_masks is None or perturb_masks is False:
+        return ()
+    if perturb_masks is True:
+        return MASK_PERTURBATIONS
+    if isinstance(perturb_masks, str):
+        return (perturb_masks,)
+    kinds = tuple(perturb_masks)
+    if not kinds:
+        raise ValueError(f"`perturb_masks` must be a bool or perturbation kinds among {list(MASK_PERTURBATIONS)}, "
+                         "got an empty sequence.")
+    return kinds
 
 
 def generate_mask_conditioned_to_disk(
@@ -113,6 +147,7 @@ def generate_mask_conditioned_to_disk(
     output_dir: str | os.PathLike,
     num_images_per_mask: int = 1,
     augment_masks: bool = False,
+    perturb_masks: bool | Sequence[str] = False,
     batch_size: int = 8,
     seed: int = 0,
     num_inference_steps: int = 50,
@@ -143,6 +178,11 @@ def generate_mask_conditioned_to_disk(
             `len(masks_dataset) * k` rows.
         augment_masks (`bool`, *optional*, defaults to `False`): apply a random flip / 90-degree rotation to each
             row's mask before drawing (one of [`MASK_TRANSFORMS`] per row, recorded in `mask_transform`).
+        perturb_masks (`bool` or `Sequence[str]`, *optional*, defaults to `False`): a random layout perturbation of
+            each row's source mask before drawing (and before its flip / rotation), drawn from the row's seed by
+            [`MaskPerturber`]: `True` draws among all of [`MASK_PERTURBATIONS`] (dilation, erosion, shift,
+            composition with another mask of the set), a sequence among those kinds. Recorded per row in
+            `mask_perturbation`, and in the manifest and the card.
         batch_size (`int`, *optional*, defaults to 8): images per pipeline call (and per shard).
         seed (`int`, *optional*, defaults to 0): row `i` is drawn from seed `seed + i`.
         num_inference_steps, conditioning, jump_length, jump_n_sample, eta: the [`DAKTerMaskToImagePipeline`]
@@ -175,22 +215,26 @@ def generate_mask_conditioned_to_disk(
     mode = drawer.resolve_conditioning(conditioning, jump_length, jump_n_sample)
     id2label = resolve_id2label(pipe, id2label)
     names = _source_names(masks_dataset)
+    kinds = _perturbation_kinds(perturb_masks)
+    perturber = MaskPerturber(lambda index: _load_mask(masks_dataset, index), names, kinds) if kinds else None
     settings = generation_settings(drawer, batch_size, seed, num_inference_steps, 1.0, eta, soft_label_dtype,
                                    id2label)
     settings["masks"] = {"source": masks_name or "a labelled dataset", "num_masks": len(masks_dataset),
                          "fingerprint": _masks_fingerprint(masks_dataset, names, drawer.unet.config.num_classes),
                          "num_images_per_mask": num_images_per_mask, "augment": bool(augment_masks)}
+    if perturber is not None:  # recorded only then, so that runs begun before perturbations existed still resume
+        settings["masks"]["perturb"] = perturber.settings()
     settings["conditioning"] = {"mode": mode, "jump_length": jump_length, "jump_n_sample": jump_n_sample}
     source = getattr(pipe, "name_or_path", None)
     card = make_dataset_card(settings, num_samples, pipeline_name or source, soft_label_dtype,
                              generator_metadata=read_card_metadata(source))
     options = dict(num_inference_steps=num_inference_steps, conditioning=mode, jump_length=jump_length,
                    jump_n_sample=jump_n_sample, eta=eta)
-    make_rows = _make_rows(drawer, masks_dataset, names, num_images_per_mask, augment_masks, seed, options,
+    make_rows = _make_rows(drawer, masks_dataset, names, num_images_per_mask, augment_masks, perturber, seed, options,
                            soft_label_dtype, batch_size)
     config = drawer.unet.config
     features = mask_conditioned_features(config.num_classes, *_sample_hw(config), id2label, soft_label_dtype,
-                                         config.image_channels)
+                                         config.image_channels, perturbed=perturber is not None)
     with quiet_pipeline(drawer):
         return write_generated_dataset(make_rows, output_dir, num_samples, settings, features, card, batch_size,
                                        seed, id2label, overwrite, distributed_state, callback, preview_rows)

@@ -93,8 +93,10 @@ def make_dataset_card(
     what = ("a SAR image and, per pixel, a class-probability map (a soft label) sampled together" if not masks else
             f"a SAR image drawn for a real mask of {masks['source']} ({masks['num_masks']} masks, "
             f"{masks['num_images_per_mask']} image(s) per mask"
-            f"{', each mask randomly flipped / rotated by 90 degrees' if masks['augment'] else ''}; "
-            f"{settings['conditioning']['mode']} conditioning); its soft label and label are that mask")
+            f"{', each mask randomly flipped / rotated by 90 degrees' if masks['augment'] else ''}"
+            f"{_perturbation_text(masks.get('perturb'))}; {settings['conditioning']['mode']} conditioning); its soft "
+            "label and label are that mask, one-hot: these rows carry no soft label beyond the mask, so `soft` and "
+            "`hard` distillation learn the same from them")
     regenerate = (f"""Any row can be regenerated with the same pipeline and settings:
 `dakter_hf.generation.generate_dataset(pipe, [i], seed={seed}, batch_size={settings["batch_size"]},
 num_inference_steps={settings["num_inference_steps"]}, soft_label_temperature={settings["soft_label_temperature"]},
@@ -117,7 +119,7 @@ knowledge distillation on these soft labels), not to stand for real observations
 | `image` | generated image, 8-bit greyscale (`datasets.Image`, mode L) |
 | `soft_label` | per-pixel class probabilities, shape (K, H, W), {decoding} |
 | `label` | argmax of the soft label, class indices (`datasets.Image`, mode L); carries `id2label` |
-| `seed` | the seed of the row: row i was generated from seed {seed} + i |{_MASK_COLUMNS if masks else ""}
+| `seed` | the seed of the row: row i was generated from seed {seed} + i |{_mask_columns(masks)}
 
 ## Generation
 
@@ -153,6 +155,80 @@ probs = decode_soft_labels(ds[0]["soft_label"], dtype=ds.features)  # float32 (K
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
 
 
-_MASK_COLUMNS = """
+def _perturbation_text(perturb: Mapping[str, Any] | None) -> str:
+    if not perturb:
+        return ""
+    return (f", each mask first perturbed at random ({' / '.join(perturb['kinds'])}: radii up to "
+            f"{perturb['max_radius']} px, shifts up to {perturb['max_shift_fraction']:g} of the side)")
+
+
+def _mask_columns(masks: Mapping[str, Any] | None) -> str:
+    """The table rows of a mask-conditioned dataset's own columns ('' for a joint one)."""
+    if not masks:
+        return ""
+    rows = """
 | `source_mask` | the `id` (else the row index) of the mask in its source dataset |
 | `mask_transform` | the flip / 90-degree rotation applied to the source mask before drawing |"""
+    if masks.get("perturb"):
+        rows += """
+| `mask_perturbation` | the layout perturbation applied to the source mask before its flip / rotation: `dilate:r` / \
+`erode:r` (regions grown / shrunk by r px), `shift:dy,dx` (moved, background filled in), `compose:name` (the regions \
+of mask `name` added) |"""
+    return rows
+
+
+def make_concatenated_dataset_card(
+    parts: list[Mapping[str, Any]],
+    num_samples: int,
+    id2label: Mapping[int, str],
+    first_metadata: Mapping[str, Any] | None = None,
+):
+    """The card of generated datasets concatenated into one ([`concatenate_generated_datasets`]).
+
+    Args:
+        parts (`list[dict]`): per part, `dataset` (its path), `num_rows` (rows taken: its first ones), `of` (its
+            size) and `dakter` (the `dakter` metadata of its own card, `{}` without one).
+        num_samples (`int`): number of rows.
+        id2label (`dict`): class names.
+        first_metadata (`Mapping`, *optional*): the metadata of the first part's card (licence, sources).
+
+    Returns:
+        `huggingface_hub.DatasetCard`
+    """
+    first_metadata = dict(first_metadata or {})
+    sources = first_metadata.get("source_datasets") or []
+    data = DatasetCardData(
+        pretty_name="DAKTer synthetic SAR image / soft-label pairs (concatenated)",
+        license=first_metadata.get("license") or DEFAULT_LICENSE,
+        task_categories=["image-segmentation"],
+        annotations_creators=["machine-generated"],
+        source_datasets=list(sources),
+        tags=["synthetic", "sar", "oil-spill", "dakter", "knowledge-distillation", "soft-labels"],
+        size_categories=[_size_category(num_samples)],
+        id2label={str(k): v for k, v in id2label.items()},
+        dakter={"synthetic": True, "task": "concatenation", "parts": [dict(part) for part in parts]},
+    )
+    lines = []
+    for part in parts:
+        meta = part.get("dakter") or {}
+        what = ("images drawn for real masks: one-hot soft labels (the masks), so `soft` and `hard` distillation "
+                "learn the same from these rows" if meta.get("task") == "mask-to-image" else
+                "joint samples: image and soft label sampled together" if meta else "how it was made is not recorded")
+        lines.append(f"| `{part['dataset']}` | first {part['num_rows']} of {part['of']} rows | {what} |")
+    classes = ", ".join(f"{k} = {v}" for k, v in id2label.items())
+    text = f"""
+# DAKTer synthetic SAR image / soft-label pairs (concatenated)
+
+**These samples are synthetic.** {num_samples} rows (classes: {classes}), the rows of these generated datasets in
+this order; the `generated_set` column names the part of each row (its directory name), and the columns of one part
+that another lacks (e.g. `source_mask`) are empty (`None`) in the other's rows. A row's `seed` is its seed in its own
+part.
+
+| part | rows | content |
+|---|---|---|
+{chr(10).join(lines)}
+
+The cards of the parts say how each was generated; their settings are in this card's metadata (`dakter.parts`).
+Read the soft labels with `dakter_hf.decode_soft_labels(row["soft_label"], dtype=ds.features)`.
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
