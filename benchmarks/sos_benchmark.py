@@ -13,10 +13,19 @@ For one SOS sensor, per real-data regime (the full train split and/or a scarce s
    which settings such as `--generated_ratio` or `--soft_label_temperature` are compared.
 
 Levers of the generator's own data (`--generator_augment`: dihedral augmentation of the real pairs it trains on;
-`--soft_label_targets`: the masks' area-averaged class fractions as its label targets) name their own generators.
+`--soft_label_targets`: the masks' area-averaged class fractions as its label targets) and `--per_modality_timesteps`
+(separate image and label timesteps, which make mask -> image conditioning exact) name their own generators.
 `--calibrate_temperature` (scarce regimes only) fits each generator's soft-label temperature by NLL on the regime's
 held-out training pairs (`train_heldout`, never the test split) with `dakter-calibrate --save`, and samples the
 generated pairs with it: its own generated sets and students (suffix `-Tfit`), the fitted T in the diagnostics.
+
+Which pairs the students get (`--pairs`): `joint` (default) samples image and soft label together; `mask` draws k
+images for each of the regime's real training masks, each mask under a random flip / 90-degree rotation (exact
+conditioning for a `--per_modality_timesteps` generator, replacement otherwise); `mixed` takes half of each (the first
+k/2 x n joint samples, then k/2 images per real mask), concatenated into one generated set. `--perturb_masks` (with
+`mask` / `mixed`) perturbs each mask's layout at random before drawing (dilation, erosion, shift or composition with
+another mask: layout variety). Mask-conditioned rows carry their (one-hot) mask as soft label: for them `soft` and
+`hard` students learn the same.
 The control arm `--relabelled_control` distils `hard` / `soft` students from the same generated images labelled by
 a real-data student (the `real` student of the first seed at the largest budget), which measures what the
 generator's own labels are worth.
@@ -31,7 +40,8 @@ Every stage is resumable: rerun the same command after an interruption and finis
 reuse what they do not change, and name what they do (and their `results-<variant>.json`): a non-default
 `--soft_label_temperature`, `--num_inference_steps` (sampling steps) or `--generated_multiple` (k) its own generated
 set and students, `--generated_ratio` or `--kd_temperature` its own students (`--kd_temperature` only `soft` ones),
-`--generator_seed`, `--generator_augment` or `--soft_label_targets` also its own generators; the `real` students are
+`--pairs` and `--perturb_masks` its own generated set and students, `--generator_seed`, `--generator_augment`,
+`--soft_label_targets` or `--per_modality_timesteps` also its own generators; the `real` students are
 shared by all. Every budget of `--student_steps` other than 600 and `--no_augment` name their own students, and the
 results file holds them beside the others (augmented arms first). Any other setting changed against
 a finished stage in the same --output_dir (say --generator_steps or --generator_channels) stops the run with an error
@@ -61,8 +71,10 @@ from dakter_hf.experiments import (
     StageError,
     StageRunner,
     calibrate_temperature,
+    concatenate_pairs,
     distill_student,
     format_summary,
+    generate_mask_pairs,
     generate_pairs,
     relabel_pairs,
     seed_count_note,
@@ -74,6 +86,8 @@ from dakter_hf.experiments import (
 
 #: The student budget that names no students of its own (the only budget before `--student_steps` took several).
 DEFAULT_STUDENT_STEPS = 600
+#: Which generated pairs the students get (`--pairs`).
+PAIRS = ("joint", "mask", "mixed")
 
 
 def build_parser():
@@ -100,6 +114,9 @@ def build_parser():
     p.add_argument("--soft_label_targets", action="store_true",
                    help="generator label targets keep the masks' boundary uncertainty: class fractions of the "
                         "full-size masks area-averaged to --resolution (soft-target CE) instead of one-hot masks")
+    p.add_argument("--per_modality_timesteps", action="store_true",
+                   help="train the generators with separate image and label timesteps (exact mask -> image "
+                        "conditioning for --pairs mask / mixed)")
     p.add_argument("--generator_seed", type=int, nargs="+", default=None,
                    help="training seeds of the generators (default: --data_seed); each other value trains its own "
                         "generators, sampled with the same seeds (the generator's run-to-run spread), with its own "
@@ -111,11 +128,18 @@ def build_parser():
     p.add_argument("--num_inference_steps", type=int, default=20,
                    help="sampling steps of the generated pairs (another number names its own generated set)")
     p.add_argument("--soft_label_temperature", type=float, default=1.0,
-                   help="softens the generated soft labels, softmax(logits / T)")
+                   help="softens the generated soft labels, softmax(logits / T) (joint samples only)")
     p.add_argument("--calibrate_temperature", action="store_true",
                    help="fit T on the regime's held-out training pairs by NLL (dakter-calibrate --save: stored in "
                         "the generator's model_index.json) and sample the generated pairs with it (scarce regimes "
                         "only; names its own generated sets and students, '-Tfit')")
+    p.add_argument("--pairs", choices=PAIRS, default="joint",
+                   help="joint: image and soft label sampled together; mask: k images per real training mask (a "
+                        "random flip / rotation each); mixed: half of each. mask / mixed name their own generated "
+                        "sets and students")
+    p.add_argument("--perturb_masks", action="store_true",
+                   help="with --pairs mask / mixed: a random layout perturbation of each mask before drawing "
+                        "(dilation, erosion, shift, composition with another mask)")
     # Students.
     p.add_argument("--student", default="b0")
     p.add_argument("--student_steps", type=int, nargs="+", default=[DEFAULT_STUDENT_STEPS],
@@ -154,6 +178,21 @@ def parse_args(argv=None):
                      "'full' regime has none (use --regimes with numbers of pairs)")
     if args.calibrate_temperature and args.soft_label_temperature != _default("soft_label_temperature"):
         parser.error("--calibrate_temperature fits the temperature: drop --soft_label_temperature")
+    k = args.generated_multiple
+    if args.perturb_masks and args.pairs == "joint":
+        parser.error("--perturb_masks perturbs the masks images are drawn for: it needs --pairs mask or mixed")
+    if args.pairs == "mask" and not (k.is_integer() and k >= 1):
+        parser.error(f"--pairs mask draws k images per real mask: --generated_multiple must be a positive integer, "
+                     f"got {k:g}")
+    if args.pairs == "mixed" and not (k.is_integer() and k >= 2 and k % 2 == 0):
+        parser.error(f"--pairs mixed draws k/2 images per real mask beside k/2 x n joint samples: "
+                     f"--generated_multiple must be an even integer, got {k:g}")
+    if args.pairs == "mask" and args.soft_label_temperature != _default("soft_label_temperature"):
+        parser.error("--soft_label_temperature applies to joint samples; --pairs mask labels every image with its "
+                     "(one-hot) mask")
+    if args.calibrate_temperature and args.pairs == "mask":
+        parser.error("--calibrate_temperature fits the temperature of joint samples; --pairs mask labels every image "
+                     "with its (one-hot) mask")
     if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):
         parser.error("--relabelled_control needs the real-data students and a generated set: --modes real and "
                      "hard and/or soft")
@@ -194,15 +233,26 @@ def generator_seed(args):
 def generator_variant(args):
     """Name suffix of a generator trained with a non-default seed or a lever of its own data ('' for the default)."""
     seed = "" if generator_seed(args) == args.data_seed else f"-g{generator_seed(args)}"
-    return seed + ("-gaug" if args.generator_augment else "") + ("-softtargets" if args.soft_label_targets else "")
+    return (seed + ("-gaug" if args.generator_augment else "") + ("-softtargets" if args.soft_label_targets else "")
+            + ("-pmt" if args.per_modality_timesteps else ""))
 
 
 def generation_variant(args):
     """Name suffix of a generated set from a non-default generator, sampled with a non-default soft-label temperature
-    or number of sampling steps, or of another size than the default k."""
+    or number of sampling steps, of another size than the default k, or of other pairs than joint samples."""
+    pairs = "" if args.pairs == "joint" else f"-{args.pairs}pairs" + ("-perturbed" if args.perturb_masks else "")
     return (generator_variant(args) + _variant_part(args, "soft_label_temperature", "T")
             + ("-Tfit" if args.calibrate_temperature else "")
-            + _variant_part(args, "num_inference_steps", "S") + _variant_part(args, "generated_multiple", "k"))
+            + _variant_part(args, "num_inference_steps", "S") + _variant_part(args, "generated_multiple", "k") + pairs)
+
+
+def pairs_parts(args):
+    """The settings of the generated sets a `--pairs mixed` set is made of: (joint, mask-conditioned with k/2)."""
+    joint = argparse.Namespace(**{**vars(args), "pairs": "joint", "perturb_masks": False})
+    drawn = argparse.Namespace(**{**vars(args), "pairs": "mask", "generated_multiple": args.generated_multiple / 2,
+                                  "soft_label_temperature": _default("soft_label_temperature"),
+                                  "calibrate_temperature": False})
+    return joint, drawn
 
 
 def student_variant(args, mode="soft"):
@@ -213,7 +263,9 @@ def student_variant(args, mode="soft"):
 
 
 _VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "softtargets": "soft-label targets",
-                  "T": "T", "Tfit": "fitted T", "S": "sampling steps", "k": "k", "ratio": "ratio", "tau": "tau"}
+                  "pmt": "per-modality timesteps", "T": "T", "Tfit": "fitted T", "S": "sampling steps", "k": "k",
+                  "maskpairs": "mask-conditioned pairs", "mixedpairs": "joint + mask-conditioned pairs",
+                  "perturbed": "perturbed masks", "ratio": "ratio", "tau": "tau"}
 
 
 def variant_parts(suffix):
@@ -248,7 +300,8 @@ def student_name(args, arm, steps, seed):
 
 
 def run_generator_arm(runner, args, root, regime, name, **overrides):
-    """Train one generator on the regime's real pairs and sample k x as many pairs; returns the generated set."""
+    """Train one generator on the regime's real pairs and generate k x as many pairs (`--pairs`: joint samples,
+    images drawn for the real masks, or half of each); returns the generated set."""
     data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
     # The validation grid always takes the default number of sampling steps, so a sampling-steps variant reuses the
     # generator.
@@ -257,11 +310,25 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
                    architecture="dual", train_batch_size=args.generator_batch_size,
                    max_train_steps=args.generator_steps, learning_rate=args.generator_lr, lr_warmup_steps=100,
                    use_ema=True, ce_weight=args.ce_weight, crop_size=args.crop_size, augment=args.generator_augment,
-                   soft_label_targets=args.soft_label_targets, checkpointing_steps=250,
+                   soft_label_targets=args.soft_label_targets, per_modality_timesteps=args.per_modality_timesteps,
+                   checkpointing_steps=250,
                    checkpoints_total_limit=1, validation_steps=args.generator_steps, num_validation_samples=8,
                    validation_inference_steps=_default("num_inference_steps"), seed=generator_seed(args))
     options.update(overrides)
     generator = train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)
+    if args.pairs == "mask":
+        return generate_mask_pairs(
+            runner, generator, root / f"generated-{name}{generation_variant(args)}", data,
+            images_per_mask=int(args.generated_multiple), augment_masks=True, perturb_masks=args.perturb_masks,
+            conditioning="exact" if args.per_modality_timesteps else "replacement", scheduler=args.scheduler,
+            num_inference_steps=args.num_inference_steps, batch_size=32, channels_last=True,
+            seed=10_000 + args.data_seed)
+    if args.pairs == "mixed":  # the first k/2 x n joint samples (those of the joint set), then k/2 images per mask
+        joint, drawn = pairs_parts(args)
+        parts = [run_generator_arm(runner, joint, root, regime, name, **overrides),
+                 run_generator_arm(runner, drawn, root, regime, name, **overrides)]
+        half = int(round(drawn.generated_multiple * n_real))
+        return concatenate_pairs(runner, parts, [half, half], root / f"generated-{name}{generation_variant(args)}")
     temperature = args.soft_label_temperature
     if args.calibrate_temperature:  # the segmentation pass samples as the generated pairs will
         temperature = calibrate_temperature(runner, generator, [*data, "--split", HELDOUT_SPLIT],
@@ -269,12 +336,12 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
                                             num_inference_steps=args.num_inference_steps, batch_size=16,
                                             seed=20_000 + args.data_seed)["temperature"]
     # channels-last kernels sample 1.3-1.5x faster on CPU (bench_generation_layout.py in BENCHMARKS.md)
-    generated = generate_pairs(runner, generator, root / f"generated-{name}{generation_variant(args)}",
-                               int(round(args.generated_multiple * n_real)),
-                               scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
-                               soft_label_temperature=temperature, batch_size=32,
-                               channels_last=True, seed=10_000 + args.data_seed)
-    return generated
+    # (the joint stage's flags keep their order: a finished stage is reused only if its command line is the same)
+    sampling = dict(scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
+                    soft_label_temperature=temperature, batch_size=32, channels_last=True,
+                    seed=10_000 + args.data_seed)
+    return generate_pairs(runner, generator, root / f"generated-{name}{generation_variant(args)}",
+                          int(round(args.generated_multiple * n_real)), **sampling)
 
 
 def calibration_path(root, generator):

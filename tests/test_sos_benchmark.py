@@ -170,3 +170,63 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch):
         regime_dir / "generated-dual-auto-Tfit" / "README.md").read_text()
     with pytest.raises(SystemExit):
         benchmark.parse_args(toy_args(data_dir, out, "--calibrate_temperature", "--regimes", "full"))
+
+def test_pairs_arguments_and_names(benchmark, capsys):
+    base = ["--data_dir", "d", "--sensor", "sentinel"]
+    for extra, match in [
+        (["--perturb_masks"], "--perturb_masks perturbs the masks images are drawn for: it needs --pairs mask"),
+        (["--pairs", "mask", "--generated_multiple", "2.5"], "--generated_multiple must be a positive integer"),
+        (["--pairs", "mixed", "--generated_multiple", "3"], "--generated_multiple must be an even integer"),
+        (["--pairs", "mask", "--soft_label_temperature", "2"], "--soft_label_temperature applies to joint samples"),
+        (["--pairs", "both"], "argument --pairs: invalid choice"),
+    ]:
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(base + extra)
+        assert match in capsys.readouterr().err
+    args = benchmark.parse_args(base + ["--pairs", "mixed", "--perturb_masks", "--per_modality_timesteps",
+                                        "--soft_label_temperature", "2"])
+    assert benchmark.generator_variant(args) == "-pmt"
+    assert benchmark.generation_variant(args) == "-pmt-T2-mixedpairs-perturbed"
+    joint, drawn = benchmark.pairs_parts(args)  # the mixed set's parts: the joint set, k/2 images per mask
+    assert benchmark.generation_variant(joint) == "-pmt-T2"
+    assert benchmark.generation_variant(drawn) == "-pmt-k2-maskpairs-perturbed"
+    assert benchmark.with_parts("soft", benchmark.variant_parts(benchmark.student_variant(args))) == (
+        "soft (per-modality timesteps, T 2, joint + mask-conditioned pairs, perturbed masks)")
+    assert benchmark.variant_parts("-maskpairs") == ["mask-conditioned pairs"]
+    default = benchmark.parse_args(base)
+    assert default.pairs == "joint" and benchmark.student_variant(default) == ""
+
+
+def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
+    data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
+    out = tmp_path / "bench"
+    benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--pairs", "mixed", "--perturb_masks",
+                            "--per_modality_timesteps"))
+    regime = out / "sentinel" / "regime-4"
+    logs = regime / "logs"
+    assert "--per_modality_timesteps" in (logs / "generator-generator-dual-auto-pmt.log").read_text()
+    drawing = (logs / "generate-generated-dual-auto-pmt-k2-maskpairs-perturbed.log").read_text()
+    for flag in ("--masks_from_dataset", "--num_train_samples 4", "--images_per_mask 2", "--augment_masks",
+                 "--perturb_masks", "--conditioning exact"):
+        assert flag in drawing
+    mixed = load_from_disk(str(regime / "generated-dual-auto-pmt-mixedpairs-perturbed"))
+    assert len(mixed) == 16  # k = 4: the first 2 x 4 joint samples, then 2 images for each of the 4 masks
+    assert list(mixed["generated_set"]) == ["generated-dual-auto-pmt"] * 8 + [
+        "generated-dual-auto-pmt-k2-maskpairs-perturbed"] * 8
+    assert None not in list(mixed["mask_perturbation"])[8:]
+    results = json.loads((out / "sentinel" / "results-pmt-mixedpairs-perturbed.json").read_text())["regimes"]["4"]
+    assert set(results["summary"]) == {"soft (per-modality timesteps, joint + mask-conditioned pairs, perturbed masks)"}
+    assert "generated-dual-auto-pmt-mixedpairs-perturbed" in (
+        logs / "student-soft-pmt-mixedpairs-perturbed-aug-seed0.log").read_text()
+    capsys.readouterr()
+
+    # Mask-conditioned pairs alone at k = 2 are the mixed set's second part: drawn once, then reused.
+    benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--pairs", "mask", "--perturb_masks",
+                            "--per_modality_timesteps", "--generated_multiple", "2"))
+    printed = capsys.readouterr().out
+    assert "[skip] generate-generated-dual-auto-pmt-k2-maskpairs-perturbed" in printed
+    assert "[run ] student-soft-pmt-k2-maskpairs-perturbed-aug-seed0" in printed
+    masked = json.loads((out / "sentinel" / "results-pmt-k2-maskpairs-perturbed.json").read_text())["regimes"]["4"]
+    assert set(masked["summary"]) == {"soft (per-modality timesteps, k 2, mask-conditioned pairs, perturbed masks)"}
+    assert masked["diagnostics"]["dual-auto-pmt-k2-maskpairs-perturbed"]["uncertain_label_fraction"] == 0.0
