@@ -35,6 +35,10 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="rounds of subprocesses (alternating order)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--malloc_mmap_threshold", type=int, default=None,
+                        help="bytes; sets glibc's MALLOC_MMAP_THRESHOLD_ in the subprocesses, so that freed tensors "
+                             "above it go back to the system at once and the peak RSS follows the live memory "
+                             "(by default glibc keeps freed blocks for reuse, which inflates the peak)")
     parser.add_argument("--output", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -114,6 +118,7 @@ def summarize_runs(runs: dict, args, argv, load) -> dict:
         "benchmark": "peak memory of a generator training step, with and without gradient checkpointing",
         "command": " ".join(["python", "benchmarks/bench_memory.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {**machine_info(), "load_average_per_round": load},
+        "malloc_mmap_threshold": args.malloc_mmap_threshold,
         "workload": f"{args.model_size} preset, dual, {args.resolution}x{args.resolution}, batch {args.batch_size}, "
                     f"AdamW, {args.steps} step(s) per fresh subprocess, {args.threads} thread(s)",
         "baseline": baseline,
@@ -130,11 +135,15 @@ def main(argv=None) -> dict:
     base_command = [sys.executable, os.path.abspath(__file__), "--model_size", args.model_size, "--resolution",
                     str(args.resolution), "--batch_size", str(args.batch_size), "--steps", str(args.steps),
                     "--threads", str(args.threads), "--seed", str(args.seed)]
+    env = dict(os.environ)
+    if args.malloc_mmap_threshold is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
     runs = {setting: [] for setting in args.settings}
     load = [os.getloadavg()]
     for rep in range(args.repeats):
         for setting in args.settings if rep % 2 == 0 else reversed(args.settings):
-            out = subprocess.run(base_command + ["--child", setting], capture_output=True, text=True, check=True)
+            out = subprocess.run(base_command + ["--child", setting], capture_output=True, text=True, check=True,
+                                 env=env)
             runs[setting].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"{setting}: {runs[setting][-1]}", file=sys.stderr)
         load.append(os.getloadavg())

@@ -1,9 +1,9 @@
-"""Gradient checkpointing of `JointUNet2DModel`: off by default, same loss and gradients when on, really recomputes."""
+"""Gradient checkpointing of `JointUNet2DModel`: off by default, same loss and gradients when on (both architectures,
+per-modality timesteps), really recomputes whole blocks."""
 
 import pytest
 import torch
 from diffusers.models.resnet import ResnetBlock2D
-from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D
 
 from dakter_hf import JointUNet2DModel
 
@@ -14,7 +14,7 @@ TINY = dict(sample_size=16, num_classes=3, label_scale=0.5, block_out_channels=(
             norm_num_groups=4, layers_per_block=1)
 
 
-def loss_and_gradients(model, checkpointing: bool, resnet_calls: list | None = None):
+def loss_and_gradients(model, checkpointing: bool, resnet_calls: list | None = None, **timesteps):
     if checkpointing:
         model.enable_gradient_checkpointing()
     else:
@@ -23,7 +23,7 @@ def loss_and_gradients(model, checkpointing: bool, resnet_calls: list | None = N
     generator = torch.Generator().manual_seed(1)
     image = torch.randn(2, 1, 16, 16, generator=generator)
     label = torch.randn(2, 3, 16, 16, generator=generator)
-    out = model(image, label, torch.tensor([5, 900]))
+    out = model(image, label, torch.tensor([5, 900]), **timesteps)
     loss = out.image.square().mean() + torch.nn.functional.cross_entropy(out.label_logits, label.softmax(1))
     forward_calls = len(resnet_calls) if resnet_calls is not None else None
     loss.backward()
@@ -41,24 +41,28 @@ def count_resnet_calls(model) -> list:
 
 
 @pytest.mark.parametrize("architecture", ["dual", "concat"])
-def test_checkpointing_gives_the_same_loss_and_gradients(architecture):
+@pytest.mark.parametrize("per_modality", [False, True])
+def test_checkpointing_gives_the_same_loss_and_gradients(architecture, per_modality):
     torch.manual_seed(0)
-    model = JointUNet2DModel(**TINY, architecture=architecture, dropout=0.1).train()
-    # Open the zero-initialised exchange paths, so that gradients flow between the branches as in a trained model.
+    model = JointUNet2DModel(**TINY, architecture=architecture, dropout=0.1,
+                             per_modality_timesteps=per_modality).train()
+    timesteps = {"label_timestep": torch.tensor([0, 300])} if per_modality else {}
+    # Open the zero-initialised exchange paths (and second time embeddings), so that gradients flow between the
+    # branches as in a trained model.
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     torch.manual_seed(2)
-    loss_plain, grads_plain, _ = loss_and_gradients(model, checkpointing=False)
+    loss_plain, grads_plain, _ = loss_and_gradients(model, checkpointing=False, **timesteps)
     torch.manual_seed(2)  # dropout draws the same masks; checkpointing replays them in the recomputation
-    loss_ckpt, grads_ckpt, _ = loss_and_gradients(model, checkpointing=True)
+    loss_ckpt, grads_ckpt, _ = loss_and_gradients(model, checkpointing=True, **timesteps)
     assert torch.equal(loss_plain, loss_ckpt)
     assert grads_plain.keys() == grads_ckpt.keys()
     for name in grads_plain:
         torch.testing.assert_close(grads_ckpt[name], grads_plain[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_checkpointing_is_off_by_default_and_recomputes_the_resnets_when_on():
+def test_checkpointing_is_off_by_default_and_recomputes_every_resnet_when_on():
     torch.manual_seed(0)
     model = JointUNet2DModel(**TINY).train()
     assert not model.is_gradient_checkpointing
@@ -71,11 +75,10 @@ def test_checkpointing_is_off_by_default_and_recomputes_the_resnets_when_on():
     calls.clear()
     _, _, forward_calls = loss_and_gradients(model, checkpointing=True, resnet_calls=calls)
     assert model.is_gradient_checkpointing
-    # Each ResNet ran again in the backward pass, except the first of each middle block, which diffusers'
-    # UNetMidBlock2D does not checkpoint (one middle block per branch).
-    num_mid_blocks = sum(isinstance(m, UNetMidBlock2D) for m in model.modules())
-    assert num_mid_blocks == 2
-    assert forward_calls == num_resnets and len(calls) == 2 * num_resnets - num_mid_blocks
+    # Whole blocks are recomputed in the backward pass: every ResNet (the middle blocks' first ones too) runs twice,
+    # and no block checkpoints its ResNets again inside (that would run them three times).
+    assert forward_calls == num_resnets and len(calls) == 2 * num_resnets
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules() if m is not model)
 
     # Without gradients (sampling) nothing is checkpointed: each ResNet runs once.
     calls.clear()

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
@@ -137,8 +138,10 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
     * `"concat"`: one UNet over the channel-concatenated image and label (the paper's "DDPM" joint baseline).
 
     This model inherits from [`~diffusers.ModelMixin`]: `save_pretrained` / `from_pretrained` use safetensors, and
-    `enable_gradient_checkpointing()` makes every ResNet of both branches recompute its activations in the backward
-    pass instead of storing them (less memory for more compute; off by default, inactive without gradients).
+    `enable_gradient_checkpointing()` makes every block (a level's ResNets, attentions and sampler) and output head of
+    every branch recompute its activations in the backward pass, keeping only the blocks' inputs and outputs (about
+    half the memory of a training step for about a quarter more compute, see BENCHMARKS.md; off by default,
+    inactive without gradients).
 
     Parameters:
         sample_size (`int` or `tuple[int, int]`, *optional*, defaults to 64): height and width of the samples.
@@ -183,6 +186,7 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         per_modality_timesteps: bool = False,
     ):
         super().__init__()
+        self.gradient_checkpointing = False  # a training-time switch (`enable_gradient_checkpointing`), not config
         self._check_config(sample_size, image_channels, num_classes, label_scale, architecture, prediction_type,
                            block_out_channels, layers_per_block, down_block_types, up_block_types, norm_num_groups)
         branch_kwargs = dict(block_out_channels=tuple(block_out_channels), down_block_types=down_block_types,
@@ -284,10 +288,16 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         second = label_timesteps if per_modality else None
 
         if config.architecture == "dual":
-            image_out, label_logits = self._forward_dual(image, label, timesteps, label_timesteps, per_modality)
+            img, lbl = self.image_branch, self.label_branch
+            # Each branch embeds its own modality's timestep (and, per modality, the other one's as the second).
+            embs = (img.embed_time(timesteps, self.dtype, label_timesteps if per_modality else None),
+                    lbl.embed_time(label_timesteps, self.dtype, timesteps if per_modality else None))
+            image_out, label_logits = self._run_levels((img.conv_in(image), lbl.conv_in(label)), embs)
         else:
-            joint = self._forward_branch(self.joint_branch, torch.cat([image, label], dim=1), timesteps, second)
-            image_out, label_logits = joint.split([config.image_channels, config.num_classes], dim=1)
+            joint = self.joint_branch
+            (out,) = self._run_levels((joint.conv_in(torch.cat([image, label], dim=1)),),
+                                      (joint.embed_time(timesteps, self.dtype, second),))
+            image_out, label_logits = out.split([config.image_channels, config.num_classes], dim=1)
 
         if not return_dict:
             return (image_out, label_logits)
@@ -306,48 +316,48 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
             )
         return timesteps.expand(image.shape[0])
 
-    def _forward_branch(self, branch: UNetBranch, sample: torch.Tensor, timesteps: torch.Tensor,
-                        second_timesteps: torch.Tensor | None = None) -> torch.Tensor:
-        emb = branch.embed_time(timesteps, self.dtype, second_timesteps)
-        hidden = branch.conv_in(sample)
-        skips = (hidden,)
-        for block in branch.down_blocks:
-            hidden, res = block(hidden_states=hidden, temb=emb)
-            skips += res
-        hidden = branch.mid_block(hidden, emb)
-        for block in branch.up_blocks:
-            res, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
-            hidden = block(hidden, res, emb)
-        return branch.head(hidden)
+    def _branches(self) -> tuple[UNetBranch, ...]:
+        return (self.image_branch, self.label_branch) if self.config.architecture == "dual" else (self.joint_branch,)
 
-    def _exchange(self, level: int, image_hidden: torch.Tensor, label_hidden: torch.Tensor):
-        return (image_hidden + self.label_to_image[level](label_hidden),
-                label_hidden + self.image_to_label[level](image_hidden))
+    def _set_gradient_checkpointing(self, enable: bool = True,
+                                    gradient_checkpointing_func=torch.utils.checkpoint.checkpoint) -> None:
+        # Whole blocks are checkpointed here (`_run_levels`), so the blocks' own per-ResNet checkpointing stays off.
+        self.gradient_checkpointing = enable
+        self._gradient_checkpointing_func = gradient_checkpointing_func
 
-    def _forward_dual(self, image: torch.Tensor, label: torch.Tensor, timesteps: torch.Tensor,
-                      label_timesteps: torch.Tensor, per_modality: bool):
-        img, lbl = self.image_branch, self.label_branch
-        # Each branch embeds its own modality's timestep (and, per modality, the other one's as the second).
-        emb_i = img.embed_time(timesteps, self.dtype, label_timesteps if per_modality else None)
-        emb_l = lbl.embed_time(label_timesteps, self.dtype, timesteps if per_modality else None)
-        h_i, h_l = img.conv_in(image), lbl.conv_in(label)
-        skips_i, skips_l = (h_i,), (h_l,)
-        level = 0
-        for block_i, block_l in zip(img.down_blocks, lbl.down_blocks):
-            h_i, res_i = block_i(hidden_states=h_i, temb=emb_i)
-            h_l, res_l = block_l(hidden_states=h_l, temb=emb_l)
-            h_i, h_l = self._exchange(level, h_i, h_l)
+    def _run_levels(self, hiddens: tuple, embs: tuple) -> tuple:
+        """Encoder levels, middle block and decoder levels of every branch (after `conv_in`), then the heads.
+
+        With gradient checkpointing, every block (a level's ResNets, attentions and sampler) and every head of every
+        branch is one segment: only the segments' inputs and outputs (the skip connections among them) are kept for
+        the backward pass, which recomputes one segment at a time. The exchanges between the branches (1x1
+        convolutions of segment outputs) keep nothing else.
+        """
+        branches = self._branches()
+        skips = tuple((h,) for h in hiddens)
+        for level in range(len(branches[0].down_blocks)):
+            outs = [self._segment(b.down_blocks[level], h, e) for b, h, e in zip(branches, hiddens, embs)]
+            hiddens = self._exchange(level, tuple(h for h, _ in outs))
             # The exchanged features also feed the decoder through the last skip connection of the level.
-            skips_i += res_i[:-1] + (h_i,)
-            skips_l += res_l[:-1] + (h_l,)
-            level += 1
-        h_i, h_l = self._exchange(level, img.mid_block(h_i, emb_i), lbl.mid_block(h_l, emb_l))
+            skips = tuple(s + res[:-1] + (h,) for s, (_, res), h in zip(skips, outs, hiddens))
         level += 1
-        for block_i, block_l in zip(img.up_blocks, lbl.up_blocks):
-            n = len(block_i.resnets)
-            res_i, skips_i = skips_i[-n:], skips_i[:-n]
-            res_l, skips_l = skips_l[-n:], skips_l[:-n]
-            h_i, h_l = self._exchange(level, block_i(h_i, res_i, emb_i), block_l(h_l, res_l, emb_l))
+        hiddens = self._exchange(level, tuple(self._segment(b.mid_block, h, e)
+                                              for b, h, e in zip(branches, hiddens, embs)))
+        for up_level in range(len(branches[0].up_blocks)):
+            n = len(branches[0].up_blocks[up_level].resnets)
+            res, skips = tuple(s[-n:] for s in skips), tuple(s[:-n] for s in skips)
             level += 1
-        return img.head(h_i), lbl.head(h_l)
+            hiddens = self._exchange(level, tuple(self._segment(b.up_blocks[up_level], h, r, e)
+                                                  for b, h, r, e in zip(branches, hiddens, res, embs)))
+        return tuple(self._segment(b.head, h) for b, h in zip(branches, hiddens))
 
+    def _segment(self, function, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._gradient_checkpointing_func(function, *args)
+        return function(*args)
+
+    def _exchange(self, level: int, hiddens: tuple) -> tuple:
+        if self.config.architecture != "dual":
+            return hiddens
+        h_i, h_l = hiddens
+        return (h_i + self.label_to_image[level](h_l), h_l + self.image_to_label[level](h_i))
