@@ -145,8 +145,10 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
     * `"concat"`: one UNet over the channel-concatenated image and label (the paper's "DDPM" joint baseline).
 
     This model inherits from [`~diffusers.ModelMixin`]: `save_pretrained` / `from_pretrained` use safetensors, and
-    `enable_gradient_checkpointing()` makes every ResNet of both branches recompute its activations in the backward
-    pass instead of storing them (less memory for more compute; off by default, inactive without gradients).
+    `enable_gradient_checkpointing()` makes every block (a level's ResNets, attentions and sampler) and output head of
+    every branch recompute its activations in the backward pass, keeping only the blocks' inputs and outputs (about
+    half the memory of a training step for about a quarter more compute, see BENCHMARKS.md; off by default,
+    inactive without gradients).
 
     Parameters:
         sample_size (`int` or `tuple[int, int]`, *optional*, defaults to 64): height and width of the samples.
@@ -326,28 +328,35 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
 
     def _set_gradient_checkpointing(self, enable: bool = True,
                                     gradient_checkpointing_func=torch.utils.checkpoint.checkpoint) -> None:
-        # Whole levels are checkpointed here (`_run_levels`), so the blocks' own per-ResNet checkpointing stays off.
+        # Whole blocks are checkpointed here (`_run_levels`), so the blocks' own per-ResNet checkpointing stays off.
         self.gradient_checkpointing = enable
         self._gradient_checkpointing_func = gradient_checkpointing_func
 
     def _run_levels(self, hiddens: tuple, embs: tuple) -> tuple:
         """Encoder levels, middle block and decoder levels of every branch (after `conv_in`), then the heads.
 
-        Each level of all branches, with the exchange that follows it, is one segment: with gradient checkpointing
-        only the segments' inputs and outputs (the skip connections among them) are kept for the backward pass,
-        which recomputes one segment at a time.
+        With gradient checkpointing, every block (a level's ResNets, attentions and sampler) and every head of every
+        branch is one segment: only the segments' inputs and outputs (the skip connections among them) are kept for
+        the backward pass, which recomputes one segment at a time. The exchanges between the branches (1x1
+        convolutions of segment outputs) keep nothing else.
         """
+        branches = self._branches()
         skips = tuple((h,) for h in hiddens)
-        for level in range(len(self._branches()[0].down_blocks)):
-            hiddens, res = self._segment(self._down_level, level, hiddens, embs)
+        for level in range(len(branches[0].down_blocks)):
+            outs = [self._segment(b.down_blocks[level], h, e) for b, h, e in zip(branches, hiddens, embs)]
+            hiddens = self._exchange(level, tuple(h for h, _ in outs))
             # The exchanged features also feed the decoder through the last skip connection of the level.
-            skips = tuple(s + r + (h,) for s, r, h in zip(skips, res, hiddens))
-        hiddens = self._segment(self._mid_level, hiddens, embs)
-        for level, block in enumerate(self._branches()[0].up_blocks):
-            n = len(block.resnets)
+            skips = tuple(s + res[:-1] + (h,) for s, (_, res), h in zip(skips, outs, hiddens))
+        level += 1
+        hiddens = self._exchange(level, tuple(self._segment(b.mid_block, h, e)
+                                              for b, h, e in zip(branches, hiddens, embs)))
+        for up_level in range(len(branches[0].up_blocks)):
+            n = len(branches[0].up_blocks[up_level].resnets)
             res, skips = tuple(s[-n:] for s in skips), tuple(s[:-n] for s in skips)
-            hiddens = self._segment(self._up_level, level, hiddens, res, embs)
-        return hiddens
+            level += 1
+            hiddens = self._exchange(level, tuple(self._segment(b.up_blocks[up_level], h, r, e)
+                                                  for b, h, r, e in zip(branches, hiddens, res, embs)))
+        return tuple(self._segment(b.head, h) for b, h in zip(branches, hiddens))
 
     def _segment(self, function, *args):
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -359,20 +368,3 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
             return hiddens
         h_i, h_l = hiddens
         return (h_i + self.label_to_image[level](h_l), h_l + self.image_to_label[level](h_i))
-
-    def _down_level(self, level: int, hiddens: tuple, embs: tuple):
-        outs = [b.down_blocks[level](hidden_states=h, temb=e) for b, h, e in zip(self._branches(), hiddens, embs)]
-        return self._exchange(level, tuple(h for h, _ in outs)), tuple(res[:-1] for _, res in outs)
-
-    def _mid_level(self, hiddens: tuple, embs: tuple) -> tuple:
-        level = len(self._branches()[0].down_blocks)
-        return self._exchange(level, tuple(b.mid_block(h, e) for b, h, e in zip(self._branches(), hiddens, embs)))
-
-    def _up_level(self, level: int, hiddens: tuple, res: tuple, embs: tuple) -> tuple:
-        branches = self._branches()
-        outs = tuple(b.up_blocks[level](h, r, e) for b, h, r, e in zip(branches, hiddens, res, embs))
-        hiddens = self._exchange(len(branches[0].down_blocks) + 1 + level, outs)
-        if level < len(branches[0].up_blocks) - 1:
-            return hiddens
-        # The heads join the last level, so that their full-resolution activations are recomputed too.
-        return tuple(b.head(h) for b, h in zip(branches, hiddens))
