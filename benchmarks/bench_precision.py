@@ -5,11 +5,11 @@ Each workload (`benchmarks/workloads.py`: the SOS benchmark's generator training
 generation call, 64 pixels, batches of 32, DPM-Solver++ 20 steps) runs under every `--settings` entry, e.g.
 `fp32` (today's default), `bf16` (autocast, as `--mixed_precision bf16`), `+channels_last`, `+compile`. Each setting
 has its own model. Every setting's first call is timed alone (for `+compile` it includes the compilation, reported
-as `compile_s` = first call - steady-state median, and `compile_cpu_s` by CPU time; with
-`TORCHINDUCTOR_COMPILE_THREADS=1` inductor compiles in this process, so its CPU time is counted); then repetitions
-are interleaved with `benchmarks/timing_utils.py` and ratios are medians of per-repetition ratios to the workload's
-baseline (its first setting). The result also records how far each setting's first-step loss (training) or samples
-(generation) are from the baseline's.
+as `compile_s` = first call - steady-state median, and `compile_cpu_s` by CPU time: with
+`TORCHINDUCTOR_COMPILE_THREADS=1` inductor compiles in this process and its Python work is counted, but not the C++
+compiler it runs as subprocesses); then repetitions are interleaved with `benchmarks/timing_utils.py` and ratios
+are medians of per-repetition ratios to the workload's baseline (its first setting). The result also records how
+far each setting's first-step loss (training) or samples (generation) are from the baseline's.
 
     python benchmarks/bench_precision.py --threads 1 --output benchmarks/results/precision.json
     python benchmarks/bench_precision.py --workloads generate --generate_settings fp32+channels_last bf16+channels_last
