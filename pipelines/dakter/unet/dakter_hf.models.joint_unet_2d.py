@@ -146,8 +146,8 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
 
     This model inherits from [`~diffusers.ModelMixin`]: `save_pretrained` / `from_pretrained` use safetensors, and
     `enable_gradient_checkpointing()` makes every block (a level's ResNets, attentions and sampler) and output head of
-    every branch recompute its activations in the backward pass, keeping only the blocks' inputs and outputs (about
-    half the memory of a training step for about a quarter more compute, see BENCHMARKS.md; off by default,
+    every branch recompute its activations in the backward pass, keeping only the blocks' inputs and outputs (0.44x
+    the peak memory of a 256-pixel training step for about a fifth more compute, see BENCHMARKS.md; off by default,
     inactive without gradients).
 
     Parameters:
