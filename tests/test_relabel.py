@@ -1,5 +1,6 @@
-"""The control arm: a generated dataset relabelled by a student (`dakter_hf.distill.relabel`,
-`python -m dakter_hf.commands.relabel`) keeps its images and seeds and carries the student's soft labels."""
+"""Relabelling (`dakter_hf.distill.relabel`, `python -m dakter_hf.commands.relabel`): the control arm (a generated
+dataset relabelled by a student keeps its images and seeds and carries the student's soft labels), posterior soft
+labels from the generator's segmentation pipeline, pair-quality scores, resume, and the labeller's detection."""
 
 import numpy as np
 import PIL.Image
@@ -12,6 +13,9 @@ from dakter_hf.data.generated import generated_features
 from dakter_hf.distill import create_image_processor, create_student, relabel_with_student, save_student
 from dakter_hf.distill.data import DistillationDataset, load_generated_dataset
 from dakter_hf.labels import decode_soft_labels, encode_soft_labels
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def generated_dataset(num_rows=5, size=32, num_classes=2):
@@ -83,3 +87,153 @@ def test_relabel_with_a_student_of_other_classes_is_refused(student_dir):
     processor = AutoImageProcessor.from_pretrained(student_dir, backend="pil")
     with pytest.raises(ValueError, match="predicts 2 classes but the generated soft labels have 3"):
         relabel_with_student(generated_dataset(2, num_classes=3), model, processor)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The generator as labeller: posterior soft labels, pair quality, resume, detection of the labeller's kind
+# ----------------------------------------------------------------------------------------------------------------------
+
+STEPS = ["--num_inference_steps", "3"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    from tiny_models import tiny_pipeline
+
+    path = tmp_path_factory.mktemp("generator") / "joint"
+    tiny_pipeline(seed=0, num_classes=3).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("source") / "generated"
+    generated_dataset(num_rows=5, size=16, num_classes=3).save_to_disk(str(path))
+    return path
+
+
+def stored_probs(path):
+    dataset = load_generated_dataset(str(path))
+    return decode_soft_labels(np.asarray(dataset.with_format("numpy")["soft_label"]), dtype=dataset.features)
+
+
+def segmentation_draws(pipeline_dir, dataset, seed, num_samples):
+    """The pipeline's own result: row i with `torch.Generator().manual_seed(seed + i)`."""
+    from dakter_hf import DAKTerSegmentationPipeline
+
+    pipe = DAKTerSegmentationPipeline.from_pretrained(pipeline_dir)
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(dataset))]
+    return pipe(images=list(dataset["image"]), num_samples=num_samples, generator=generators, num_inference_steps=3,
+                output_type="pt").soft_labels.numpy(), pipe, generators
+
+
+def test_posterior_labels_average_segmentation_draws(pipeline_dir, source_dir, tmp_path):
+    source = load_generated_dataset(str(source_dir))
+    one, two = tmp_path / "post1", tmp_path / "post2"
+    for out, n in ((one, "1"), (two, "2")):
+        assert relabel_command.main(["--generated_dataset", str(source_dir), "--labeller", str(pipeline_dir),
+                                     "--num_samples", n, "--seed", "7", *STEPS, "--batch_size", "2",
+                                     "--output_dir", str(out)]) == 0
+    single, pipe, generators = segmentation_draws(pipeline_dir, source, seed=7, num_samples=1)
+    np.testing.assert_allclose(stored_probs(one), single, atol=1 / 255 + 1e-6)  # N = 1: one segmentation draw
+    # N = 2: the mean of the first draw and the next one from the same generators
+    second = pipe(images=list(source["image"]), generator=generators, num_inference_steps=3,
+                  output_type="pt").soft_labels.numpy()
+    np.testing.assert_allclose(stored_probs(two), (single + second) / 2, atol=1 / 255 + 1e-6)
+    assert not np.allclose(single, second, atol=0.01)
+    relabelled = load_generated_dataset(str(one))
+    assert relabelled["seed"] == source["seed"] and relabelled.features == source.features
+    labels = np.stack([np.asarray(m) for m in relabelled["label"]])
+    assert (labels == single.argmax(axis=1)).mean() > 0.99
+    # deterministic per seed: the same command gives the same labels, another seed others
+    again, other = tmp_path / "again", tmp_path / "other"
+    for out, seed in ((again, "7"), (other, "8")):
+        relabel_command.main(["--generated_dataset", str(source_dir), "--labeller", str(pipeline_dir), "--seed", seed,
+                              *STEPS, "--output_dir", str(out)])
+    np.testing.assert_array_equal(stored_probs(again), stored_probs(one))
+    assert not np.allclose(stored_probs(other), stored_probs(one), atol=0.01)
+    # the card records the labeller and its settings
+    card = (one / "README.md").read_text()
+    assert "## Labels replaced" in card and "dakter_labelling" in card and str(pipeline_dir) in card
+    assert '"num_samples": 1' in card and '"seed": 7' in card and "replacement" in card
+
+
+def test_score_only_adds_pair_quality_and_keeps_the_pairs(pipeline_dir, source_dir, tmp_path):
+    args = ["--labeller", str(pipeline_dir), "--seed", "3", *STEPS]
+    relabel_command.main(["--generated_dataset", str(source_dir), *args, "--output_dir", str(tmp_path / "own")])
+    # scored against the labeller that made its labels (same draws): agreement 1 up to the uint8 rounding
+    relabel_command.main(["--generated_dataset", str(tmp_path / "own"), *args, "--score_only",
+                          "--output_dir", str(tmp_path / "own-scored")])
+    relabel_command.main(["--generated_dataset", str(source_dir), *args, "--score_only",
+                          "--output_dir", str(tmp_path / "scored")])
+    own = load_generated_dataset(str(tmp_path / "own-scored"))
+    scored = load_generated_dataset(str(tmp_path / "scored"))
+    assert min(own["pair_quality"]) > 0.99 and min(own["pair_quality_miou"]) > 0.9
+    assert max(scored["pair_quality"]) < 0.95  # random soft labels disagree with the labeller
+    source = load_generated_dataset(str(source_dir))
+    np.testing.assert_array_equal(stored_probs(tmp_path / "scored"), stored_probs(source_dir))
+    assert scored["seed"] == source["seed"] and scored.column_names == [*source.column_names, "pair_quality",
+                                                                        "pair_quality_miou"]
+    assert "## Pair quality" in (tmp_path / "scored" / "README.md").read_text()
+    # relabelling a scored copy drops the scores, which would no longer describe its labels
+    relabel_command.main(["--generated_dataset", str(tmp_path / "scored"), *args,
+                          "--output_dir", str(tmp_path / "rescored")])
+    assert "pair_quality" not in load_generated_dataset(str(tmp_path / "rescored")).column_names
+
+
+def test_interrupted_relabelling_resumes(pipeline_dir, source_dir, tmp_path, monkeypatch):
+    from dakter_hf.distill import labellers
+
+    args = ["--generated_dataset", str(source_dir), "--labeller", str(pipeline_dir), "--num_samples", "2", *STEPS,
+            "--batch_size", "2"]
+    relabel_command.main([*args, "--output_dir", str(tmp_path / "whole")])
+    calls = []
+    original = labellers.GeneratorLabeller.__call__
+
+    def dies_on_second_batch(self, images, indices, size):
+        calls.append(list(indices))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, images, indices, size)
+
+    monkeypatch.setattr(labellers.GeneratorLabeller, "__call__", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        relabel_command.main([*args, "--output_dir", str(tmp_path / "resumed")])
+    assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.partial").is_dir()
+    monkeypatch.setattr(labellers.GeneratorLabeller, "__call__", original)
+    resumed_calls = []
+    monkeypatch.setattr(labellers.GeneratorLabeller, "__call__",
+                        lambda self, images, indices, size: resumed_calls.append(list(indices)) or original(
+                            self, images, indices, size))
+    relabel_command.main([*args, "--output_dir", str(tmp_path / "resumed")])
+    assert resumed_calls == [[2, 3], [4]]  # rows 0-1 were committed before the interruption
+    np.testing.assert_array_equal(stored_probs(tmp_path / "resumed"), stored_probs(tmp_path / "whole"))
+    # other settings against the interrupted run's shards: refused, naming the difference
+    monkeypatch.setattr(labellers.GeneratorLabeller, "__call__", dies_on_second_batch)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        relabel_command.main([*args, "--output_dir", str(tmp_path / "third")])
+    with pytest.raises(SystemExit):
+        relabel_command.main([*args[:-2], "--batch_size", "1", "--output_dir", str(tmp_path / "third")])
+
+
+def test_labeller_kind_is_detected_and_bad_labellers_are_refused(pipeline_dir, source_dir, student_dir, tmp_path,
+                                                                  capsys):
+    base = ["--generated_dataset", str(source_dir), "--output_dir", str(tmp_path / "out")]
+    cases = [
+        (["--labeller", str(tmp_path)], f"labeller {str(tmp_path)!r} is neither a DAKTer pipeline directory"),
+        (["--labeller", str(tmp_path / "missing")], "is not a directory"),
+        (["--student", str(pipeline_dir)], "is a DAKTer pipeline directory, not a student"),
+        (["--labeller", str(student_dir), "--num_samples", "4"], "is a student: --num_samples apply to a generator"),
+        (["--labeller", str(pipeline_dir), "--num_samples", "0"], "--num_samples must be a positive integer"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as error:
+            relabel_command.main([*base, *extra])
+        assert error.value.code == 2 and message in capsys.readouterr().err
+    # a labeller of other classes: one line naming it (the student predicts 2 classes, the pairs have 3)
+    with pytest.raises(SystemExit) as error:
+        relabel_command.main([*base, "--labeller", str(student_dir)])
+    assert error.value.code == 2 and "predicts 2 classes but the generated soft labels have 3" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()

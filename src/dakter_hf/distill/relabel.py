@@ -1,39 +1,93 @@
-"""Generated images labelled by a student instead of the generator: the control arm of DAKTer's benchmark.
+"""Generated images labelled again: their soft labels replaced (relabelling) or scored (pair quality) by a labeller.
 
-A generator's pairs carry its own soft labels. Relabelling the same images with a segmentation model trained on the
-real pairs -- what a teacher would give -- and distilling students from that copy separates the value of the
-generator's images from the value of its labels. [`relabel_with_student`] keeps every row's image and seed and
-replaces its `soft_label` (the student's softmax, stored in the dataset's own type) and `label` (their argmax).
+A generator's pairs carry its own soft labels, from the one joint draw that made the image. A labeller
+(`dakter_hf.distill.labellers`) gives the same images other labels:
+
+* a student trained on the real pairs -- what a teacher would give -- makes the control arm of DAKTer's benchmark,
+  which separates the value of the generator's images from the value of its labels;
+* the generator's own segmentation pipeline, averaging `num_samples` draws of p(label | image), gives posterior soft
+  labels instead of the single joint draw.
+
+[`relabel_to_disk`] writes a copy whose `soft_label` (in the column's own storage type) and `label` (their argmax)
+are the labeller's, or, with `score_only=True`, a copy whose pairs are unchanged and which holds the pair-quality
+columns (`dakter_hf.distill.pair_quality`). It writes through the resumable shard store of `dakter_hf.generation`:
+rerunning the same command after an interruption resumes it, and `output_dir` only ever holds a complete dataset with
+its card (which records the labeller and its settings). [`relabel_with_student`] is the in-memory relabelling.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+from typing import Any
 
+import datasets
 import numpy as np
 import PIL.Image
 import torch
-from datasets.fingerprint import generate_random_fingerprint
+from datasets import Features, Value
+from huggingface_hub import DatasetCard
 from tqdm.auto import tqdm
 
-from ..labels import encode_soft_labels
+from ..data.generated import get_generated_id2label
+from ..errors import UsageError
+from ..generation.store import check_run_arguments, write_generated_dataset
+from ..labels import decode_soft_labels, encode_soft_labels
+from ..model_cards import CARD_NAME, make_labelled_dataset_card
 from .data import _soft_label_shape
-from .losses import upsample_logits
+from .labellers import StudentLabeller
+from .pair_quality import PAIR_QUALITY_COLUMNS, pair_quality_scores
 
 
-__all__ = ["relabel_to_disk", "relabel_with_student"]
+__all__ = ["labelled_features", "relabel_to_disk", "relabel_with_student"]
+
+
+def _check_labeller(generated, labeller) -> tuple[int, int, int]:
+    num_classes, height, width = _soft_label_shape(generated)
+    if labeller.num_classes != num_classes:
+        raise UsageError(f"The {labeller.kind} labeller {labeller.name} predicts {labeller.num_classes} classes but "
+                         f"the generated soft labels have {num_classes}: label with a model trained on the same "
+                         "classes.")
+    return num_classes, height, width
+
+
+def labelled_features(generated, score_only: bool) -> Features:
+    """The features of a labelled copy: the source's (without stale score columns) when relabelling, plus the two
+    float32 score columns when scoring."""
+    features = Features({k: v for k, v in generated.features.items() if k not in PAIR_QUALITY_COLUMNS})
+    if score_only:
+        features.update({name: Value("float32") for name in PAIR_QUALITY_COLUMNS})
+    return features
+
+
+def _label_rows(generated, labeller, score_only: bool):
+    """`make_rows(indices)` of the copy: the source rows with new labels, or with their scores."""
+    _, height, width = _check_labeller(generated, labeller)
+    stored = generated.features
+    dtype = stored["soft_label"].dtype
+    source = generated.select_columns([c for c in generated.column_names if c not in PAIR_QUALITY_COLUMNS])
+    soft_source = generated.with_format("numpy", columns=["soft_label"], dtype=dtype)
+
+    def make_rows(indices: list[int]) -> dict[str, list]:
+        rows = source[indices]
+        new = labeller(rows["image"], indices, (height, width))
+        if score_only:
+            own = torch.from_numpy(decode_soft_labels(np.asarray(soft_source[indices]["soft_label"]), dtype=stored))
+            return {**rows, **pair_quality_scores(own, new)}
+        return {**rows, "soft_label": list(encode_soft_labels(new, dtype)),
+                "label": [PIL.Image.fromarray(label.astype(np.uint8)) for label in new.argmax(dim=1).numpy()]}
+
+    return make_rows
 
 
 @torch.no_grad()
 def relabel_with_student(generated, model, image_processor, batch_size: int = 32, temperature: float = 1.0,
                          show_progress: bool = True):
-    """A copy of a generated dataset whose labels are a segmentation model's predictions on its images.
+    """A copy of a generated dataset (in memory) whose labels are a segmentation model's predictions on its images.
 
     Each image goes through `image_processor` (the student's own resize and normalisation); the logits are
     upsampled bilinearly to the stored soft labels' size, and `softmax(logits / temperature)` replaces `soft_label`
     (encoded in the column's storage type, e.g. `uint8`), its argmax replaces `label`. Images, seeds and features
-    are kept, so the copy is read like any generated dataset (`examples/distill.py --generated_dataset`).
+    are kept (stale `pair_quality` columns are dropped), so the copy is read like any generated dataset.
 
     Args:
         generated (`datasets.Dataset`): a generated dataset (`image`, `soft_label`, `label`, ...).
@@ -50,51 +104,66 @@ def relabel_with_student(generated, model, image_processor, batch_size: int = 32
     Raises:
         `ValueError`: the model's number of classes is not the dataset's, or `temperature` is not positive.
     """
-    num_classes, height, width = _soft_label_shape(generated)
-    num_labels = getattr(model.config, "num_labels", None)
-    if num_labels != num_classes:
-        raise ValueError(f"The student predicts {num_labels} classes but the generated soft labels have {num_classes}: "
-                         "relabel with a student trained on the same classes.")
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature}.")
-    features = generated.features
-    dtype = features["soft_label"].dtype
     was_training = model.training
-    model.eval()
+    labeller = StudentLabeller(model, image_processor, temperature)
+    make_rows = _label_rows(generated, labeller, score_only=False)
     progress = tqdm(total=len(generated), desc="Relabelling", unit="pair", disable=not show_progress)
-
-    def relabel(rows):
-        images = [image if image.mode == "L" else image.convert("L") for image in rows["image"]]
-        pixel_values = image_processor(images=images, return_tensors="pt")["pixel_values"]
-        logits = model(pixel_values=pixel_values.to(model.device, model.dtype)).logits.float()
-        probs = torch.softmax(upsample_logits(logits, (height, width)) / temperature, dim=1).cpu()
-        progress.update(len(images))
-        return {"soft_label": list(encode_soft_labels(probs, dtype)),
-                "label": [PIL.Image.fromarray(label.astype(np.uint8)) for label in probs.argmax(dim=1).numpy()]}
-
     try:
-        # In memory: `map` would otherwise write cache files into the source dataset's directory (and the model in
-        # the closure cannot be hashed into a fingerprint, so a random one is given).
-        return generated.map(relabel, batched=True, batch_size=batch_size, features=features, keep_in_memory=True,
-                             new_fingerprint=generate_random_fingerprint())
+        parts = []
+        for start in range(0, len(generated), batch_size):
+            indices = list(range(start, min(start + batch_size, len(generated))))
+            parts.append(datasets.Dataset.from_dict(make_rows(indices), features=labelled_features(generated, False)))
+            progress.update(len(indices))
+        return datasets.concatenate_datasets(parts)
     finally:
         progress.close()
         model.train(was_training)
 
 
-def relabel_to_disk(generated, model, image_processor, output_dir: str | os.PathLike, **kwargs) -> str:
-    """[`relabel_with_student`], saved with `save_to_disk` into `output_dir` in one step: the dataset is written
-    next to it and renamed, so `output_dir` only ever holds a complete dataset. Returns `output_dir`.
+def _source_card(source: str | None) -> DatasetCard | None:
+    path = os.path.join(source, CARD_NAME) if source and os.path.isdir(source) else None
+    if path is None or not os.path.isfile(path):
+        return None
+    return DatasetCard.load(path, ignore_metadata_errors=True)
+
+
+def relabel_to_disk(generated, labeller, output_dir: str | os.PathLike, score_only: bool = False,
+                    batch_size: int = 32, source: str | None = None, overwrite: bool = False,
+                    preview_rows: int = 8) -> Any:
+    """Write the labelled copy of a generated dataset: resumable, atomic, with a card naming the labeller.
+
+    Args:
+        generated (`datasets.Dataset`): the generated dataset (`image`, `soft_label`, `label`, `seed`, ...).
+        labeller: a [`StudentLabeller`] or [`GeneratorLabeller`] (`dakter_hf.distill.labellers.load_labeller`).
+        output_dir (`str`): where the copy goes (work in progress in `<output_dir>.partial/`).
+        score_only (`bool`, *optional*, defaults to `False`): keep the pairs and add the `pair_quality` /
+            `pair_quality_miou` columns instead of replacing the labels.
+        batch_size (`int`, *optional*, defaults to 32): images per labeller call (and per committed shard).
+        source (`str`, *optional*): the source dataset's path or Hub id (its card is the base of the copy's card).
+        overwrite (`bool`, *optional*, defaults to `False`): replace an existing dataset at `output_dir`.
+        preview_rows (`int`, *optional*, defaults to 8): rows of the copy's `preview.png` (0: none).
+
+    Returns:
+        [`~dakter_hf.generation.GenerationOutput`]: the copy and where it is.
 
     Raises:
-        `FileExistsError`: `output_dir` exists.
+        `UsageError`: the labeller's classes differ from the dataset's; an interrupted run with other settings is in
+        `<output_dir>.partial/`. `OutputExistsError`: `output_dir` exists (without `overwrite`).
     """
-    output_dir = os.path.normpath(os.fspath(output_dir))
-    if os.path.exists(output_dir):
-        raise FileExistsError(f"`output_dir` {output_dir} already exists; choose another directory.")
-    relabelled = relabel_with_student(generated, model, image_processor, **kwargs)
-    staging = output_dir + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    relabelled.save_to_disk(staging)
-    os.replace(staging, output_dir)
-    return output_dir
+    output_dir = check_run_arguments(output_dir, len(generated), batch_size, overwrite)
+    _check_labeller(generated, labeller)
+    task = "score" if score_only else "relabel"
+    labelling = {"task": task, "labeller": labeller.settings(), "batch_size": batch_size}
+    settings = {**labelling, "source": source, "source_fingerprint": generated._fingerprint,
+                "num_rows": len(generated)}
+    try:
+        id2label = get_generated_id2label(generated)
+    except Exception:  # no class names stored in the source
+        id2label = None
+    card = make_labelled_dataset_card(_source_card(source), labelling, source or "an in-memory dataset",
+                                      len(generated))
+    return write_generated_dataset(
+        _label_rows(generated, labeller, score_only), output_dir, len(generated), settings,
+        labelled_features(generated, score_only), card, batch_size=batch_size, seed=None, id2label=id2label,
+        overwrite=overwrite, preview_rows=preview_rows,
+        progress_desc="Scoring pairs" if score_only else "Relabelling pairs")

@@ -219,8 +219,9 @@ def _write_shard(work_dir: str, rows: dict[str, list], features: Features, indic
     os.replace(tmp_dir, os.path.join(work_dir, name))
 
 
-def _assemble(work_dir: str, num_samples: int, seed: int) -> Dataset:
-    """Concatenate the shards covering `range(num_samples)`; raise if an index is missing or duplicated."""
+def _assemble(work_dir: str, num_samples: int, seed: int | None) -> Dataset:
+    """Concatenate the shards covering `range(num_samples)`; raise if an index is missing or duplicated (or, unless
+    `seed` is `None`, if row `i` does not hold seed `seed + i`)."""
     parts, next_index = [], 0
     for start, stop, path in _completed_shards(work_dir):
         if start >= num_samples:
@@ -238,7 +239,7 @@ def _assemble(work_dir: str, num_samples: int, seed: int) -> Dataset:
     if next_index != num_samples:
         raise RuntimeError(f"Cannot assemble {work_dir}: indices {next_index}..{num_samples - 1} are missing.")
     dataset = datasets.concatenate_datasets(parts)
-    if list(dataset["seed"]) != list(range(seed, seed + num_samples)):
+    if seed is not None and list(dataset["seed"]) != list(range(seed, seed + num_samples)):
         raise RuntimeError(f"Cannot assemble {work_dir}: the shards' seeds do not match seed {seed} + index.")
     return dataset
 
@@ -304,17 +305,19 @@ def write_generated_dataset(
     features: Features,
     card,
     batch_size: int = 8,
-    seed: int = 0,
+    seed: int | None = 0,
     id2label: Mapping[int, str] | None = None,
     overwrite: bool = False,
     distributed_state=None,
     callback: Callable[[GenerationProgress], None] | None = None,
     preview_rows: int = 8,
+    progress_desc: str = "Generating pairs",
 ) -> GenerationOutput:
     """The resumable, atomic, multi-process writer behind [`generate_to_disk`] (and every other generated dataset):
-    `make_rows(indices)` returns the columns of rows `indices` (row `i` from seed `seed + i`), in `features`; the
-    manifest records `settings`; `card` (a `huggingface_hub.DatasetCard`) is saved with the dataset. Check the
-    arguments first with [`check_run_arguments`]."""
+    `make_rows(indices)` returns the columns of rows `indices` (row `i` from seed `seed + i`; `seed=None` when the
+    rows keep seeds of their own, as a relabelled copy does), in `features`; the manifest records `settings`; `card`
+    (a `huggingface_hub.DatasetCard`) is saved with the dataset. Check the arguments first with
+    [`check_run_arguments`]."""
     state = distributed_state or _ProcessSlot()
     work_dir = work_dir_for(output_dir)
     if state.is_main_process:
@@ -327,7 +330,7 @@ def write_generated_dataset(
     num_resumed = len(own) - len(todo)
     if num_resumed:
         logger.info("Resuming %s: %d of %d pairs already generated.", work_dir, num_resumed, len(own))
-    with tqdm(total=len(own), initial=num_resumed, desc="Generating pairs", unit="pair",
+    with tqdm(total=len(own), initial=num_resumed, desc=progress_desc, unit="pair",
               disable=not state.is_main_process) as bar:
         num_done = num_resumed
         for batch_index, batch in enumerate(_batches(todo, batch_size)):

@@ -1,11 +1,12 @@
 """Split-level semantic segmentation metrics (confusion matrix -> mIoU, F1, precision, recall, pixel accuracy),
 as plain torch code and as a local `evaluate` module that loads offline; calibration of class probabilities (ECE,
-argmax ECE, NLL) against hard labels."""
+argmax ECE, NLL) against hard labels; agreement of two soft labels of the same image (the pair-quality score)."""
 
 from pathlib import Path
 
 import evaluate
 
+from .agreement import argmax_mean_iou, soft_label_agreement
 from .calibration import (
     CalibrationMetrics,
     expected_calibration_error,
@@ -45,6 +46,7 @@ __all__ = [
     "SEGMENTATION_METRIC_PATH",
     "CalibrationMetrics",
     "SegmentationMetrics",
+    "argmax_mean_iou",
     "compute_segmentation_metrics",
     "confusion_matrix",
     "expected_calibration_error",
@@ -53,5 +55,6 @@ __all__ = [
     "metric_key_names",
     "negative_log_likelihood",
     "reduce_confusion_matrix",
+    "soft_label_agreement",
     "temper_probabilities",
 ]

@@ -7,7 +7,7 @@ the run did not measure.
 """
 
 from .common import CARD_NAME, DEFAULT_LICENSE, QUALITY_KEY, dataset_id, read_card_metadata
-from .dataset import make_concatenated_dataset_card, make_dataset_card
+from .dataset import make_concatenated_dataset_card, make_dataset_card, make_labelled_dataset_card
 from .generator import (
     add_quality_to_card,
     add_temperature_to_card,
@@ -32,6 +32,7 @@ __all__ = [
     "joint_diffusion_model_card",
     "make_concatenated_dataset_card",
     "make_dataset_card",
+    "make_labelled_dataset_card",
     "make_pipeline_card",
     "make_student_card",
     "quality_metadata",

@@ -232,3 +232,47 @@ The cards of the parts say how each was generated; their settings are in this ca
 Read the soft labels with `dakter_hf.decode_soft_labels(row["soft_label"], dtype=ds.features)`.
 """
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text}")
+
+
+def make_labelled_dataset_card(source_card, labelling: Mapping[str, Any], source: str, num_samples: int):
+    """The card of a copy of a generated dataset whose labels a labeller replaced (`labelling["task"] ==
+    "relabel"`) or scored (`"score"`): the source's card (`source_card`, a `DatasetCard` or `None`) with the labelling
+    under `dakter_labelling` in its metadata (a list: a copy of a copy keeps every step) and a section saying what
+    changed.
+
+    Args:
+        source_card (`huggingface_hub.DatasetCard`, *optional*): the source dataset's card.
+        labelling (`Mapping`): `task`, `labeller` (the labeller's settings: `kind`, `labeller`, ...).
+        source (`str`): the source dataset's path or Hub id.
+        num_samples (`int`): number of rows.
+    """
+    if source_card is None:
+        data = DatasetCardData(pretty_name="DAKTer synthetic SAR image / soft-label pairs",
+                               task_categories=["image-segmentation"], annotations_creators=["machine-generated"],
+                               tags=["synthetic", "sar", "dakter"], size_categories=[_size_category(num_samples)])
+        text = "\n# DAKTer synthetic SAR image / soft-label pairs\n\n**These samples are synthetic.**\n"
+    else:
+        data, text = source_card.data, source_card.text
+    steps = data.to_dict().get("dakter_labelling") or []
+    data["dakter_labelling"] = [*steps, {"source": source, **labelling}]
+    labeller = labelling["labeller"]
+    who = (f"the segmentation pipeline of the DAKTer generator `{labeller['labeller']}` (p(label | image), "
+           f"{labeller['conditioning']} conditioning, {labeller['num_samples']} draw(s) averaged per image, "
+           f"{labeller['num_inference_steps']} {labeller['scheduler']} steps; {labeller['seeds']})"
+           if labeller["kind"] == "generator" else f"the student `{labeller['labeller']}` (its softmax at "
+           f"temperature {labeller['temperature']}, upsampled bilinearly)")
+    if labelling["task"] == "relabel":
+        section = f"""## Labels replaced
+
+**The `soft_label` and `label` columns of this copy are not the ones sampled with the images.** They are the soft
+labels of {who}, stored in the same type, and their argmax. The images, seeds and other columns are those of
+`{source}`; what the sections above say about the labels describes that source."""
+    else:
+        section = f"""## Pair quality
+
+Every pair was scored against {who}: `pair_quality` = 1 - the mean over pixels of the total-variation distance
+between the pair's own soft label and the labeller's (in [0, 1], 1 = identical), `pair_quality_miou` = the mIoU of
+the two argmax masks over the classes present in either. The pairs themselves are those of `{source}`, unchanged.
+`examples/distill.py --drop_worst_pairs F` / `--pair_quality_weighting` use `pair_quality`."""
+    section += f"\n\n```json\n{json.dumps(dict(labelling), indent=2, sort_keys=True)}\n```\n"
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{text.rstrip()}\n\n{section}")
