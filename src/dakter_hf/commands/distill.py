@@ -58,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     gen.add_argument("--real_loss_weight", type=float, default=1.0, help="Per-pixel weight of the real CE.")
     gen.add_argument("--generated_loss_weight", type=float, default=1.0,
                      help="Per-pixel weight of the generated loss (KD or hard CE).")
+    gen.add_argument("--drop_worst_pairs", type=float, default=0.0, metavar="FRACTION",
+                     help="Drop this fraction of the generated pairs, those of lowest `pair_quality` (a column written "
+                          "by `dakter relabel --score_only`), after --num_generated_samples.")
+    gen.add_argument("--pair_quality_weighting", action="store_true",
+                     help="Weight each generated pair's loss by pair_quality / mean(pair_quality) over the pairs kept.")
     model = parser.add_argument_group("student")
     model.add_argument("--student", default="b0",
                        help=f"SegFormer preset {list(SEGFORMER_PRESETS)} (random init) or a pretrained directory / Hub "
@@ -112,6 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("real_loss_weight", "generated_loss_weight", "lr_warmup_steps", "dataloader_num_workers"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}.")
+    if not 0 <= args.drop_worst_pairs < 1:
+        parser.error(f"--drop_worst_pairs must lie in [0, 1) (a fraction of the generated pairs), got "
+                     f"{args.drop_worst_pairs}.")
     check_data_args(parser, args, split=args.eval_split)
 
     # Student and resolution: presets are checked here, pretrained students when loaded (create_student).
@@ -130,6 +138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.generated_dataset is not None or args.generated_ratio not in ("auto", 0.0):
             logging.getLogger(__name__).warning("--mode real trains on real pairs only: --generated_dataset / "
                                                 "--generated_ratio are ignored.")
+        if args.drop_worst_pairs or args.pair_quality_weighting:
+            parser.error("--drop_worst_pairs / --pair_quality_weighting select and weight generated pairs: they need "
+                         "--mode hard or soft.")
         args.generated_dataset = None
     else:
         if args.generated_dataset is None:

@@ -2,7 +2,8 @@
 
 Real rows and generated rows live in one [`DistillationDataset`] (indices `[0, |D|)` real, `[|D|, |D| + |D^a|)`
 generated) and every example carries the same four fields -- `pixel_values`, `labels` (the hard mask; `ignore_index`
-for generated rows), `soft_labels` (the decoded probabilities q; absent for real rows) and `is_generated` -- so the
+for generated rows), `soft_labels` (the decoded probabilities q; absent for real rows) and `is_generated` (plus
+`pair_weight`, the weight of a generated pair's loss, when the pairs are weighted by their quality) -- so the
 three modes share one code path: [`~dakter_hf.distill.distillation_loss`] decides from `mode` what each row
 contributes. Which rows each batch holds is decided by [`~dakter_hf.distill.sampler.MixedBatchSampler`].
 
@@ -138,9 +139,12 @@ class DistillationDataset(torch.utils.data.Dataset):
         generated (`datasets.Dataset`, *optional*): rows with `image` and `soft_label` (indices after the real ones).
         resolution (`int`): training resolution R.
         ignore_index (`int`, *optional*, defaults to 255): label of the generated rows' `labels`.
+        generated_weights (`Sequence[float]`, *optional*): one loss weight per generated row
+            (`dakter_hf.distill.pair_quality`); every example then carries `pair_weight` (1 for real rows).
     """
 
-    def __init__(self, real, generated=None, resolution: int = 64, ignore_index: int = 255):
+    def __init__(self, real, generated=None, resolution: int = 64, ignore_index: int = 255,
+                 generated_weights: Sequence[float] | None = None):
         self.real = real.select_columns(["image", "mask"])
         self.generated = None
         if generated is not None:
@@ -149,6 +153,12 @@ class DistillationDataset(torch.utils.data.Dataset):
             self._soft_label_dtype = generated.features
         self.resolution = int(resolution)
         self.ignore_index = ignore_index
+        self.generated_weights = None
+        if generated_weights is not None and self.generated is not None:
+            self.generated_weights = torch.as_tensor(np.asarray(generated_weights, dtype=np.float32))
+            if self.generated_weights.shape != (len(self.generated),):
+                raise ValueError(f"`generated_weights` must hold one weight per generated row ({len(self.generated)}), "
+                                 f"got shape {tuple(self.generated_weights.shape)}.")
 
     @property
     def num_real(self) -> int:
@@ -185,6 +195,11 @@ class DistillationDataset(torch.utils.data.Dataset):
             soft_labels = self._resize_soft_labels(torch.from_numpy(soft_labels))
             for i, image, q in zip(generated_ids, rows["image"], soft_labels):
                 examples[self.num_real + i] = self._example(image, soft_labels=q)
+                if self.generated_weights is not None:
+                    examples[self.num_real + i]["pair_weight"] = self.generated_weights[i]
+        if self.generated_weights is not None:
+            for i in real_ids:
+                examples[i]["pair_weight"] = torch.tensor(1.0)
         return [examples[i] for i in indices]
 
     def _example(self, image, labels: torch.Tensor | None = None, soft_labels: torch.Tensor | None = None):
@@ -212,8 +227,9 @@ class DistillationDataset(torch.utils.data.Dataset):
 def distillation_collate_fn(examples: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack [`DistillationDataset`] examples into a batch for [`distillation_loss`].
 
-    Returns `pixel_values` `(B, 1, R, R)`, `labels` `(B, R, R)`, `is_generated` `(B,)` and, when the batch holds a
-    generated row, `soft_labels` `(B, K, R, R)` (zeros on real rows, which the loss never reads).
+    Returns `pixel_values` `(B, 1, R, R)`, `labels` `(B, R, R)`, `is_generated` `(B,)`, when the batch holds a
+    generated row, `soft_labels` `(B, K, R, R)` (zeros on real rows, which the loss never reads) and, when the
+    examples carry them, `pair_weights` `(B,)`.
     """
     batch = {
         "pixel_values": torch.stack([e["pixel_values"] for e in examples]).float(),
@@ -224,6 +240,8 @@ def distillation_collate_fn(examples: Sequence[Mapping[str, torch.Tensor]]) -> d
     reference = next((s for s in soft if s is not None), None)
     if reference is not None:
         batch["soft_labels"] = torch.stack([s if s is not None else torch.zeros_like(reference) for s in soft]).float()
+    if any("pair_weight" in e for e in examples):
+        batch["pair_weights"] = torch.stack([torch.as_tensor(e.get("pair_weight", 1.0)) for e in examples]).float()
     return batch
 
 
@@ -238,6 +256,7 @@ def build_distillation_dataloader(
     seed: int = 0,
     num_workers: int = 0,
     ignore_index: int = 255,
+    generated_weights: Sequence[float] | None = None,
 ) -> DataLoader:
     """The training `DataLoader` of a distillation run (to be passed through `accelerator.prepare`).
 
@@ -256,13 +275,16 @@ def build_distillation_dataloader(
         seed (`int`, *optional*, defaults to 0): seed of the data order.
         num_workers (`int`, *optional*, defaults to 0): loader workers.
         ignore_index (`int`, *optional*, defaults to 255): label value of unlabelled pixels.
+        generated_weights (`Sequence[float]`, *optional*): a loss weight per generated pair (batches then carry
+            `pair_weights`).
 
     Returns:
         `torch.utils.data.DataLoader` with [`distillation_collate_fn`] batches.
     """
     if generated_ratio > 0 and generated is None:
         raise ValueError("`generated_ratio` > 0 needs a generated dataset.")
-    dataset = DistillationDataset(real, generated if generated_ratio > 0 else None, resolution, ignore_index)
+    dataset = DistillationDataset(real, generated if generated_ratio > 0 else None, resolution, ignore_index,
+                                  generated_weights=generated_weights)
     sampler = MixedBatchSampler(dataset.num_real, dataset.num_generated, train_batch_size, generated_ratio,
                                 num_batches=max_train_steps * num_processes, seed=seed)
     # Its own generator: the loader's base seed must not be drawn from torch's global RNG, which holds the dropout

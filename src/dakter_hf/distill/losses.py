@@ -25,7 +25,9 @@ generator's label logits are turned into `q = softmax(logits / tau_q)`; with `ta
 same scale as the cross-entropy gradient, and `"soft"` and `"hard"` differ only in their target, which is the
 comparison the paper makes. The paper does not report its KD temperature; it is exposed for ablation.
 `real_weight = generated_weight = 1.0`: every (valid) pixel of the batch counts the same, so the real:generated
-balance is the sampling ratio of the data loader, as when batches are drawn from D ∪ D^a.
+balance is the sampling ratio of the data loader, as when batches are drawn from D ∪ D^a. A batch may also carry
+`pair_weights` `(B,)`: each generated sample's pixel losses are multiplied by its weight (pair-quality weighting,
+`dakter_hf.distill.pair_quality`; a weight of 0 removes the sample from the loss and its gradient).
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ def distillation_loss(
             - `"soft_labels"` (`torch.Tensor`, `(B, K, H, W)` float): probabilities `q`; only generated rows are
               read (real rows may hold anything finite, e.g. zeros). Required for generated samples in `"hard"`
               and `"soft"` modes.
+            - `"pair_weights"` (`torch.Tensor`, `(B,)` float, *optional*): non-negative weights of the generated
+              samples' losses (real rows are not read).
         mode (`str`, *optional*, defaults to `"soft"`): one of `"real"`, `"hard"`, `"soft"` (see module doc).
         kd_temperature (`float`, *optional*, defaults to 1.0): KD temperature `tau > 0` (`"soft"` mode only).
         real_weight (`float`, *optional*, defaults to 1.0): multiplier of the real pixels' CE.
@@ -240,6 +244,13 @@ def distillation_loss(
         else:
             target, temperature = generated_q, kd_temperature
         generated_pixel_loss = _kd_per_pixel(generated_logits, target, temperature)
+        pair_weights = _get(batch, "pair_weights")
+        if pair_weights is not None:
+            pair_weights = torch.as_tensor(pair_weights, device=device).float()
+            if pair_weights.shape != (batch_size,) or bool((pair_weights[is_generated] < 0).any()):
+                raise ValueError(f"`pair_weights` must be ({batch_size},) non-negative weights, got "
+                                 f"{tuple(pair_weights.shape)} {pair_weights.tolist()}.")
+            generated_pixel_loss = generated_pixel_loss * pair_weights[is_generated][:, None, None]
         generated_sum = generated_pixel_loss.sum()
         num_generated_pixels = generated_pixel_loss.numel()
     else:

@@ -38,9 +38,10 @@ from .evaluation import (
     learning_curve_history,
     write_metrics_report,
 )
+from .pair_quality import select_pairs_by_quality
 from .sampler import batch_composition, resolve_generated_ratio
 from .students import SEGFORMER_PRESETS, create_image_processor, create_student
-from .training import distillation_training_step, save_student
+from .training import adopt_unmarked_students, distillation_training_step, save_student
 
 
 logger = get_logger(__name__, log_level="INFO")
@@ -78,6 +79,13 @@ def train_student(args: argparse.Namespace) -> dict | None:
         check_generated_dataset(generated, id2label, args.resolution)
         if args.num_generated_samples is not None:
             generated = generated.select(range(min(args.num_generated_samples, len(generated))))
+    pair_weights = pair_quality = None  # pair-quality levers: drop the worst pairs, weight the others' loss
+    drop, weighting = getattr(args, "drop_worst_pairs", 0.0), getattr(args, "pair_quality_weighting", False)
+    if generated is not None and (drop or weighting):
+        selection = select_pairs_by_quality(generated, drop, weighting, name=args.generated_dataset)
+        generated, pair_weights, pair_quality = selection.dataset, selection.weights, selection.report
+        logger.info(f"Pair quality: {pair_quality['num_dropped']} of {pair_quality['num_pairs']} generated pairs "
+                    f"dropped, weighting {'on' if pair_quality['weighting'] else 'off'}")
     generated_ratio = resolve_generated_ratio(args.generated_ratio, args.mode, len(train_dataset),
                                               0 if generated is None else len(generated))
     num_real, num_generated = batch_composition(args.train_batch_size, generated_ratio)
@@ -94,7 +102,8 @@ def train_student(args: argparse.Namespace) -> dict | None:
     train_dataloader = build_distillation_dataloader(
         train_dataset, generated, resolution=args.resolution, train_batch_size=args.train_batch_size,
         generated_ratio=generated_ratio, max_train_steps=args.max_train_steps,
-        num_processes=accelerator.num_processes, seed=args.seed, num_workers=args.dataloader_num_workers)
+        num_processes=accelerator.num_processes, seed=args.seed, num_workers=args.dataloader_num_workers,
+        generated_weights=pair_weights)
     # AcceleratedScheduler steps `num_processes` times per optimizer step: scale as in the diffusers examples.
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
@@ -113,6 +122,10 @@ def train_student(args: argparse.Namespace) -> dict | None:
     global_step = 0
     if args.resume_path is not None:
         accelerator.print(f"Resuming from checkpoint {args.resume_path}")
+        if accelerator.is_main_process:
+            for path in adopt_unmarked_students(args.output_dir):
+                logger.info(f"{path}: a student saved by an earlier dakter_hf version in this run's output directory; "
+                            "it is replaced when this run saves that student again.")
         global_step = load_checkpoint(accelerator, args.resume_path)
     elif args.resume_from_checkpoint is not None:
         accelerator.print(f"No checkpoint in {args.output_dir!r}; starting a new training run.")
@@ -228,7 +241,7 @@ def train_student(args: argparse.Namespace) -> dict | None:
             train_batch_size=args.train_batch_size, global_batch_size=args.train_batch_size * accelerator.num_processes,
             batch_composition={"real": num_real, "generated": num_generated}, generated_ratio=generated_ratio,
             num_train_real=len(train_dataset), num_train_generated=0 if generated is None else len(generated),
-            kd_temperature=args.kd_temperature, global_step=global_step,
+            kd_temperature=args.kd_temperature, global_step=global_step, pair_quality=pair_quality,
             final_train_losses=train_log.final_means(last=min(50, args.max_train_steps),
                                                      names=("loss", "loss_real", "loss_generated")),
             best_dir=best_dir, final_dir=final_dir,

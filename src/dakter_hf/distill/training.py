@@ -11,13 +11,14 @@ of a run lived in this module before; their names are re-exported here for the c
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
 import torch
 
-from ..filesystem import commit_directory, start_staging
-from ..training.runs import backward_and_step
+from ..filesystem import commit_directory, mark_owned, owner_of, start_staging
+from ..training.runs import backward_and_step, is_run_checkpoint, list_checkpoints
 from .data import (  # noqa: F401  (re-exported, see the module doc)
     GENERATED_COLUMNS,
     DistillationDataset,
@@ -48,6 +49,7 @@ from .sampler import (  # noqa: F401  (re-exported, see the module doc)
 
 
 __all__ = [
+    "adopt_unmarked_students",
     "distillation_training_step",
     "save_student",
 ]
@@ -129,3 +131,47 @@ def save_student(model, image_processor, save_directory: str | os.PathLike, acce
     image_processor.save_pretrained(staging)
     commit_directory(staging, save_directory, STUDENT_OWNER)
     return save_directory
+
+
+#: Everything `save_student` writes into a student directory (the card since the cards exist).
+_STUDENT_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
+
+
+def _is_unmarked_student(path: str) -> bool:
+    """A directory holding nothing but a saved SegFormer student, without an owner marker."""
+    if not os.path.isdir(path) or os.path.islink(path) or owner_of(path) is not None:
+        return False
+    names = set(os.listdir(path))
+    if not {"config.json", "model.safetensors"} <= names or not names <= _STUDENT_FILES:
+        return False
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            return json.load(f).get("model_type") == "segformer"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def adopt_unmarked_students(output_dir: str | os.PathLike, names: tuple[str, ...] = ("best", "final")) -> list[str]:
+    """Let a resumed run replace the students an older dakter_hf version saved in its output directory.
+
+    Versions before the ownership markers wrote `best/` and `final/` without `.dakter_hf_owner.json`, and
+    [`save_student`] refuses to replace an unmarked directory (it may be the user's). A student directory is adopted
+    (marked as [`save_student`]'s) only when `output_dir` holds this run's own training state -- a `checkpoint-<step>`
+    written by dakter_hf ([`is_run_checkpoint`]: marked, or holding nothing but a saved training state) and the
+    run's `logs/train_log.jsonl` -- and the directory holds nothing but a saved SegFormer student (`config.json` of
+    model type `segformer`, `model.safetensors`, optionally `preprocessor_config.json` and `README.md`). Anything
+    else is left alone, and saving over it still fails with a message naming it.
+
+    Returns:
+        `list[str]`: the directories adopted.
+    """
+    output_dir = os.fspath(output_dir)
+    has_run_state = (os.path.isfile(os.path.join(output_dir, "logs", "train_log.jsonl"))
+                     and any(is_run_checkpoint(path) for path in list_checkpoints(output_dir)))
+    adopted = []
+    for name in names if has_run_state else ():
+        path = os.path.join(output_dir, name)
+        if _is_unmarked_student(path):
+            mark_owned(path, STUDENT_OWNER)
+            adopted.append(path)
+    return adopted

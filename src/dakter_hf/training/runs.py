@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import DAKTerError, NonFiniteError, check_finite_parameters
-from ..filesystem import commit_directory, staging_path, start_staging
+from ..filesystem import commit_directory, owner_of, staging_path, start_staging
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -76,6 +76,26 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None, ro
 CHECKPOINT_OWNER = "dakter_hf checkpoint"
 #: The EMA weights inside a checkpoint (safetensors; never a pickle).
 EMA_WEIGHTS_NAME = "ema.safetensors"
+
+
+#: Files `accelerator.save_state` (and `save_checkpoint`) write into a checkpoint: how a checkpoint written before the
+#: ownership markers is recognised.
+_STATE_FILE_RE = re.compile(r"(model|pytorch_model|optimizer|scheduler|sampler|random_states)(_\d+)?"
+                            r"\.(safetensors|bin|pkl)" rf"|{re.escape(EMA_WEIGHTS_NAME)}")
+
+
+def is_run_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a `checkpoint-<step>` directory a dakter_hf training loop wrote: it carries the checkpoint
+    owner marker, or (an older version's checkpoint, written before the markers) holds nothing but the files of a
+    saved training state (model, optimizer, scheduler and random states, EMA weights)."""
+    path = os.fspath(path)
+    name = os.path.basename(os.path.normpath(path))
+    if not os.path.isdir(path) or os.path.islink(path) or not re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", name):
+        return False
+    if owner_of(path) == CHECKPOINT_OWNER:
+        return True
+    names = os.listdir(path)
+    return any(n.startswith("model") for n in names) and all(_STATE_FILE_RE.fullmatch(n) for n in names)
 
 
 class MissingCheckpointError(DAKTerError, FileNotFoundError):
