@@ -28,7 +28,12 @@ another mask: layout variety). Mask-conditioned rows carry their (one-hot) mask 
 `hard` students learn the same.
 The control arm `--relabelled_control` distils `hard` / `soft` students from the same generated images labelled by
 a real-data student (the `real` student of the first seed at the largest budget), which measures what the
-generator's own labels are worth.
+generator's own labels are worth. Levers of the generated labels (issue #24), each computed with the generator's
+own segmentation pipeline (p(label | image), same sampler and steps as the generated pairs): `--posterior_labels N`
+replaces every generated soft label by the average of N segmentation draws of its image; `--drop_worst_pairs F` /
+`--pair_quality_weighting` score every generated pair (`pair_quality`: agreement of its soft label with the
+segmentation's) and drop the fraction F of lowest score / weight each pair's loss by its score in the `hard` /
+`soft` students.
 
 Optional ablations on the first regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead
 of `dual` (`--ablate_architecture`), each with its own generator, `soft` students and diagnostics. Generator
@@ -41,11 +46,13 @@ reuse what they do not change, and name what they do (and their `results-<varian
 `--soft_label_temperature`, `--num_inference_steps` (sampling steps) or `--generated_multiple` (k) its own generated
 set and students, `--generated_ratio` or `--kd_temperature` its own students (`--kd_temperature` only `soft` ones),
 `--pairs` and `--perturb_masks` its own generated set and students, `--generator_seed`, `--generator_augment`,
-`--soft_label_targets` or `--per_modality_timesteps` also its own generators; the `real` students are
-shared by all. Every budget of `--student_steps` other than 600 and `--no_augment` name their own students, and the
-results file holds them beside the others (augmented arms first). Any other setting changed against
-a finished stage in the same --output_dir (say --generator_steps or --generator_channels) stops the run with an error
-naming the changed arguments: use another --output_dir for it.
+`--soft_label_targets` or `--per_modality_timesteps` also its own generators, `--posterior_labels` its own generated
+set (relabelled) and students, `--drop_worst_pairs` / `--pair_quality_weighting` their own `hard` / `soft` students
+(on a scored copy of the generated set); the `real` students are shared by all. Every budget of `--student_steps`
+other than 600 and `--no_augment` name their own students, and the results file holds them beside the others
+(augmented arms first). Any other setting changed against a finished stage in the same --output_dir (say
+--generator_steps or --generator_channels) stops the run with an error naming the changed arguments: use another
+--output_dir for it.
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
@@ -76,6 +83,7 @@ from dakter_hf.experiments import (
     format_summary,
     generate_mask_pairs,
     generate_pairs,
+    label_pairs_with_generator,
     relabel_pairs,
     seed_count_note,
     summarize,
@@ -140,6 +148,15 @@ def build_parser():
     p.add_argument("--perturb_masks", action="store_true",
                    help="with --pairs mask / mixed: a random layout perturbation of each mask before drawing "
                         "(dilation, erosion, shift, composition with another mask)")
+    # Levers of the generated labels, from the generator's own segmentation pipeline.
+    p.add_argument("--posterior_labels", type=int, default=0, metavar="N",
+                   help="relabel the generated pairs with the average of N segmentation draws of the generator "
+                        "(posterior soft labels; its own generated set and students)")
+    p.add_argument("--drop_worst_pairs", type=float, default=0.0, metavar="F",
+                   help="hard / soft students drop the fraction F of generated pairs whose soft label agrees least "
+                        "with the generator's segmentation of their image (pair_quality)")
+    p.add_argument("--pair_quality_weighting", action="store_true",
+                   help="hard / soft students weight each generated pair's loss by its pair_quality")
     # Students.
     p.add_argument("--student", default="b0")
     p.add_argument("--student_steps", type=int, nargs="+", default=[DEFAULT_STUDENT_STEPS],
@@ -193,6 +210,12 @@ def parse_args(argv=None):
     if args.calibrate_temperature and args.pairs == "mask":
         parser.error("--calibrate_temperature fits the temperature of joint samples; --pairs mask labels every image "
                      "with its (one-hot) mask")
+    if args.posterior_labels < 0 or not 0 <= args.drop_worst_pairs < 1:
+        parser.error(f"--posterior_labels must be >= 0 and --drop_worst_pairs in [0, 1), got {args.posterior_labels} "
+                     f"and {args.drop_worst_pairs}")
+    if args.posterior_labels and uses_pair_quality(args):
+        parser.error("--posterior_labels replaces the labels that --drop_worst_pairs / --pair_quality_weighting score: "
+                     "run them as separate variants")
     if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):
         parser.error("--relabelled_control needs the real-data students and a generated set: --modes real and "
                      "hard and/or soft")
@@ -237,8 +260,8 @@ def generator_variant(args):
             + ("-pmt" if args.per_modality_timesteps else ""))
 
 
-def generation_variant(args):
-    """Name suffix of a generated set from a non-default generator, sampled with a non-default soft-label temperature
+def sampling_variant(args):
+    """Name suffix of a sampled set from a non-default generator, sampled with a non-default soft-label temperature
     or number of sampling steps, of another size than the default k, or of other pairs than joint samples."""
     pairs = "" if args.pairs == "joint" else f"-{args.pairs}pairs" + ("-perturbed" if args.perturb_masks else "")
     return (generator_variant(args) + _variant_part(args, "soft_label_temperature", "T")
@@ -255,17 +278,33 @@ def pairs_parts(args):
     return joint, drawn
 
 
-def student_variant(args, mode="soft"):
+def generation_variant(args):
+    """Name suffix of the generated set the students see: the sampled set's, and its posterior relabelling."""
+    return sampling_variant(args) + _variant_part(args, "posterior_labels", "post")
+
+
+def uses_pair_quality(args):
+    """Whether hard / soft students drop or weight generated pairs by their pair_quality."""
+    return bool(args.drop_worst_pairs or args.pair_quality_weighting)
+
+
+def student_variant(args, mode="soft", own_labels=True):
     """Name suffix of `mode` students trained with non-default settings ('' for the defaults); `soft` (the default)
-    is also the suffix of the variant's results file."""
-    suffix = generation_variant(args) + _variant_part(args, "generated_ratio", "ratio")
-    return suffix + ("" if mode != "soft" else _variant_part(args, "kd_temperature", "tau"))
+    is also the suffix of the variant's results file. `own_labels=False`: students of sets labelled by someone else
+    (the control arm), to which the levers of the generator's labels do not apply."""
+    suffix = (generation_variant(args) if own_labels else sampling_variant(args)) + _variant_part(
+        args, "generated_ratio", "ratio")
+    suffix += "" if mode != "soft" else _variant_part(args, "kd_temperature", "tau")
+    if own_labels and mode != "real":
+        suffix += _variant_part(args, "drop_worst_pairs", "drop") + ("-qw" if args.pair_quality_weighting else "")
+    return suffix
 
 
 _VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "softtargets": "soft-label targets",
                   "pmt": "per-modality timesteps", "T": "T", "Tfit": "fitted T", "S": "sampling steps", "k": "k",
                   "maskpairs": "mask-conditioned pairs", "mixedpairs": "joint + mask-conditioned pairs",
-                  "perturbed": "perturbed masks", "ratio": "ratio", "tau": "tau"}
+                  "perturbed": "perturbed masks", "ratio": "ratio", "tau": "tau",
+                  "post": "posterior labels", "drop": "drop worst", "qw": "pair-quality weighting"}
 
 
 def variant_parts(suffix):
@@ -318,7 +357,7 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
     generator = train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)
     if args.pairs == "mask":
         return generate_mask_pairs(
-            runner, generator, root / f"generated-{name}{generation_variant(args)}", data,
+            runner, generator, root / f"generated-{name}{sampling_variant(args)}", data,
             images_per_mask=int(args.generated_multiple), augment_masks=True, perturb_masks=args.perturb_masks,
             conditioning="exact" if args.per_modality_timesteps else "replacement", scheduler=args.scheduler,
             num_inference_steps=args.num_inference_steps, batch_size=32, channels_last=True,
@@ -328,7 +367,7 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
         parts = [run_generator_arm(runner, joint, root, regime, name, **overrides),
                  run_generator_arm(runner, drawn, root, regime, name, **overrides)]
         half = int(round(drawn.generated_multiple * n_real))
-        return concatenate_pairs(runner, parts, [half, half], root / f"generated-{name}{generation_variant(args)}")
+        return concatenate_pairs(runner, parts, [half, half], root / f"generated-{name}{sampling_variant(args)}")
     temperature = args.soft_label_temperature
     if args.calibrate_temperature:  # the segmentation pass samples as the generated pairs will
         temperature = calibrate_temperature(runner, generator, [*data, "--split", HELDOUT_SPLIT],
@@ -340,8 +379,24 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
     sampling = dict(scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
                     soft_label_temperature=temperature, batch_size=32, channels_last=True,
                     seed=10_000 + args.data_seed)
-    return generate_pairs(runner, generator, root / f"generated-{name}{generation_variant(args)}",
+    return generate_pairs(runner, generator, root / f"generated-{name}{sampling_variant(args)}",
                           int(round(args.generated_multiple * n_real)), **sampling)
+
+
+def label_with_generator(runner, args, generator, generated):
+    """The levers of the generated labels, through the generator's own segmentation pipeline (same sampler and steps
+    as the sampled pairs): the posterior-relabelled set (`--posterior_labels`), the scored copy the pair-quality
+    students read (`--drop_worst_pairs` / `--pair_quality_weighting`), or the sampled set itself."""
+    options = dict(scheduler=args.scheduler, num_inference_steps=args.num_inference_steps, batch_size=32,
+                   seed=20_000 + args.data_seed)
+    if args.posterior_labels:
+        return label_pairs_with_generator(runner, generator, generated,
+                                          generated.with_name(f"{generated.name}-post{args.posterior_labels}"),
+                                          num_samples=args.posterior_labels, **options)
+    if uses_pair_quality(args):
+        return label_pairs_with_generator(runner, generator, generated, generated.with_name(f"{generated.name}-scored"),
+                                          score_only=True, **options)
+    return generated
 
 
 def calibration_path(root, generator):
@@ -349,10 +404,11 @@ def calibration_path(root, generator):
     return root / f"calibration-{generator.name}.json"
 
 
-def run_students(runner, args, root, regime, mode, generated, arm, steps, synthetic_only=False):
+def run_students(runner, args, root, regime, mode, generated, arm, steps, synthetic_only=False, own_labels=True):
     """One student per seed at a budget of `steps` (scored on the test split) plus, in a scarce regime, its
     `train_heldout` score. `synthetic_only`: `soft` students on generated pairs alone, a measure of the generator, so
-    the student settings of a variant (--generated_ratio, --kd_temperature) do not apply to them."""
+    the student settings of a variant (--generated_ratio, --kd_temperature, the pair-quality levers) do not apply to
+    them; `own_labels=False`: a set labelled by someone else (the control arm), without the pair-quality levers."""
     data = regime_args(args, regime)
     extra = {"augment": not args.no_augment}
     if synthetic_only:
@@ -362,6 +418,9 @@ def run_students(runner, args, root, regime, mode, generated, arm, steps, synthe
             extra["generated_ratio"] = args.generated_ratio
         if mode == "soft" and args.kd_temperature != 1.0:
             extra["kd_temperature"] = args.kd_temperature
+        if mode != "real" and own_labels:
+            extra.update(drop_worst_pairs=args.drop_worst_pairs or None,
+                         pair_quality_weighting=args.pair_quality_weighting)
     reports = []
     for seed in args.student_seeds:
         output_dir = root / "students" / student_name(args, arm, steps, seed)
@@ -448,8 +507,11 @@ def run_regime(runner, args, root, regime, first):
             reports[with_parts("real", protocol_parts(args, steps))] = run_students(
                 runner, args, root, regime, "real", None, "real", steps)
     for name, tag, label, overrides in arms:
-        generated = run_generator_arm(runner, args, root, regime, name, **overrides)
-        main_generated = main_generated or generated
+        sampled = run_generator_arm(runner, args, root, regime, name, **overrides)
+        generator = root / f"generator-{name}{generator_variant(args)}"
+        main_generated = main_generated or sampled  # the control arm relabels the sampled images
+        training_set = label_with_generator(runner, args, generator, sampled)  # what the hard / soft students read
+        generated = training_set if args.posterior_labels else sampled  # its pairs (a scored copy adds columns only)
         reference = reference or real_reference(args, regime)
         diagnostics[name + gen_suffix] = generator_diagnostics(reference, generated)
         if args.calibrate_temperature:
@@ -462,7 +524,7 @@ def run_regime(runner, args, root, regime, first):
                 key = mode if tag is None else f"{mode}, {label}"
                 arm, suffix = (mode if tag is None else f"{mode}-{tag}"), student_variant(args, mode)
                 reports[with_parts(key, variant_parts(suffix) + protocol_parts(args, steps))] = run_students(
-                    runner, args, root, regime, mode, generated, arm + suffix, steps)
+                    runner, args, root, regime, mode, training_set, arm + suffix, steps)
             if args.train_on_synthetic:
                 # 'synthetic only (soft, b = 1, generator seed 1)': the ablation and the variant in one parenthesis.
                 parts = ["soft", *([] if tag is None else [label]), *variant_parts(gen_suffix)]
@@ -494,11 +556,11 @@ def run_relabelled_control(runner, args, root, regime, generated):
     reports = {}
     for steps in args.student_steps:
         for mode in [m for m in args.modes if m in ("hard", "soft")]:
-            suffix = student_variant(args, mode)
+            suffix = student_variant(args, mode, own_labels=False)
             parts = variant_parts(suffix) + protocol_parts(args, steps)
             key = with_parts(f"{mode}, labels by a real-data student", parts)
             reports[key] = run_students(runner, args, root, regime, mode, relabelled, f"{mode}-relabelled{suffix}",
-                                        steps)
+                                        steps, own_labels=False)
     return reports
 
 

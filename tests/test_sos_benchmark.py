@@ -230,3 +230,49 @@ def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypat
     masked = json.loads((out / "sentinel" / "results-pmt-k2-maskpairs-perturbed.json").read_text())["regimes"]["4"]
     assert set(masked["summary"]) == {"soft (per-modality timesteps, k 2, mask-conditioned pairs, perturbed masks)"}
     assert masked["diagnostics"]["dual-auto-pmt-k2-maskpairs-perturbed"]["uncertain_label_fraction"] == 0.0
+
+
+
+
+def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch):
+    """--posterior_labels N relabels the sampled pairs with N segmentation draws of their generator; the pair-quality
+    levers score them with it and drop / weight pairs in the hard and soft students; each names its own students and
+    results file, and the generator, the sampled set and the real students are reused."""
+    monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
+    data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
+    out = tmp_path / "bench"
+    regime = out / "sentinel" / "regime-4"
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--posterior_labels", "2",
+                            "--num_inference_steps", "2"))
+    printed = capsys.readouterr().out
+    assert "[run ] relabel-generated-dual-auto-S2-post2" in printed
+    relabel_log = (regime / "logs" / "relabel-generated-dual-auto-S2-post2.log").read_text()
+    assert "--labeller" in relabel_log and "generator-dual-auto" in relabel_log and "--num_samples 2" in relabel_log
+    posterior = load_from_disk(str(regime / "generated-dual-auto-S2-post2"))
+    assert posterior["seed"] == load_from_disk(str(regime / "generated-dual-auto-S2"))["seed"]
+    results = json.loads((out / "sentinel" / "results-S2-post2.json").read_text())["regimes"]["4"]
+    assert set(results["summary"]) == {"real", "soft (sampling steps 2, posterior labels 2)"}
+    assert "generated-dual-auto-S2-post2" in (regime / "logs" / "student-soft-S2-post2-aug-seed0.log").read_text()
+    assert set(results["diagnostics"]) == {"dual-auto-S2-post2"}
+
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "hard", "soft", "--num_inference_steps", "2",
+                            "--drop_worst_pairs", "0.25", "--pair_quality_weighting", "--relabelled_control"))
+    printed = capsys.readouterr().out
+    assert "[skip] generate-generated-dual-auto-S2" in printed and "[skip] student-real-aug-seed0" in printed
+    assert "[run ] score-generated-dual-auto-S2-scored" in printed
+    scored = load_from_disk(str(regime / "generated-dual-auto-S2-scored"))
+    assert all(0.0 <= q <= 1.0 for q in scored["pair_quality"])
+    for mode in ("hard", "soft"):
+        student = regime / "students" / f"{mode}-S2-drop0.25-qw-aug-seed0"
+        metrics = json.loads((student / "metrics.json").read_text())
+        assert metrics["pair_quality"]["num_dropped"] == 4 and metrics["pair_quality"]["weighting"]  # 25% of 16
+    variant = json.loads((out / "sentinel" / "results-S2-drop0.25-qw.json").read_text())["regimes"]["4"]
+    assert set(variant["summary"]) == {
+        "real", "hard (sampling steps 2, drop worst 0.25, pair-quality weighting)",
+        "soft (sampling steps 2, drop worst 0.25, pair-quality weighting)",
+        "hard, labels by a real-data student (sampling steps 2)", "soft, labels by a real-data student (sampling steps 2)"}
+    # the control arm relabels the sampled images and takes no pair-quality lever
+    control = (regime / "logs" / "student-soft-relabelled-S2-aug-seed0.log").read_text()
+    assert "--drop_worst_pairs" not in control and "generated-dual-auto-S2-relabelled-by" in control
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(toy_args(data_dir, out, "--posterior_labels", "2", "--pair_quality_weighting"))

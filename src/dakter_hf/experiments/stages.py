@@ -27,6 +27,7 @@ __all__ = [
     "distill_student",
     "generate_mask_pairs",
     "generate_pairs",
+    "label_pairs_with_generator",
     "relabel_pairs",
     "train_generator",
     "write_json",
@@ -247,6 +248,18 @@ def relabel_pairs(runner: StageRunner, student_dir: Path, generated_dataset: Pat
     arguments = ["--generated_dataset", generated_dataset, "--student", student_dir, "--output_dir", output_dir,
                  *_flags(options)]
     runner.run(f"relabel-{output_dir.name}", COMMANDS["relabel"], arguments, output_dir / "dataset_info.json")
+    return output_dir
+
+
+def label_pairs_with_generator(runner: StageRunner, generator_dir: Path, generated_dataset: Path, output_dir: Path,
+                               score_only: bool = False, **options) -> Path:
+    """Label a generated set with its generator's segmentation pipeline (`dakter_hf.commands.relabel --labeller`):
+    posterior soft labels (`num_samples` draws averaged) or, with `score_only`, the pairs unchanged and their
+    `pair_quality` scores added."""
+    arguments = ["--generated_dataset", generated_dataset, "--labeller", generator_dir, "--output_dir", output_dir,
+                 *_flags({"score_only": score_only, **options})]
+    runner.run(f"{'score' if score_only else 'relabel'}-{output_dir.name}", COMMANDS["relabel"], arguments,
+               output_dir / "dataset_info.json")
     return output_dir
 
 
