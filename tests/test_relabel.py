@@ -78,6 +78,12 @@ def test_command_relabels_soft_labels_and_keeps_images(student_dir, tmp_path):
     with pytest.raises(SystemExit):  # never overwrites
         relabel_command.main(["--generated_dataset", str(source_dir), "--student", str(student_dir),
                               "--output_dir", str(out)])
+    # the staging copy an interrupted run of an earlier version left (a bare saved dataset) is discarded
+    generated.save_to_disk(str(tmp_path / "again.partial"))
+    relabel_command.main(["--generated_dataset", str(source_dir), "--student", str(student_dir),
+                          "--output_dir", str(tmp_path / "again")])
+    assert load_generated_dataset(str(tmp_path / "again"))["seed"] == generated["seed"]
+    assert not (tmp_path / "again.partial").exists()
 
 
 def test_relabel_with_a_student_of_other_classes_is_refused(student_dir):

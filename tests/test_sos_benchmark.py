@@ -270,7 +270,8 @@ def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch
     assert set(variant["summary"]) == {
         "real", "hard (sampling steps 2, drop worst 0.25, pair-quality weighting)",
         "soft (sampling steps 2, drop worst 0.25, pair-quality weighting)",
-        "hard, labels by a real-data student (sampling steps 2)", "soft, labels by a real-data student (sampling steps 2)"}
+        "hard, labels by a real-data student (sampling steps 2)",
+        "soft, labels by a real-data student (sampling steps 2)"}
     # the control arm relabels the sampled images and takes no pair-quality lever
     control = (regime / "logs" / "student-soft-relabelled-S2-aug-seed0.log").read_text()
     assert "--drop_worst_pairs" not in control and "generated-dual-auto-S2-relabelled-by" in control

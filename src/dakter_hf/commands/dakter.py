@@ -5,7 +5,7 @@
     dakter calibrate ...   fit its soft-label temperature on real labelled pairs   (dakter-calibrate)
     dakter distill ...     train a student segmentation model on real + generated  (examples/distill.py)
     dakter evaluate ...    evaluate a saved student                                (examples/evaluate_student.py)
-    dakter relabel ...     relabel generated pairs with a student's soft labels    (the control arm)
+    dakter relabel ...     relabel (or score) generated pairs with a labeller      (control arm, levers b / e)
     dakter concatenate ... concatenate generated datasets (e.g. joint + mask-conditioned pairs)
     dakter app PIPELINE    a web app to look at a generator
     dakter env             versions and hardware for a bug report
@@ -28,7 +28,7 @@ COMMANDS = {
     "calibrate": ("calibrate", "fit a generator's soft-label temperature on real labelled pairs (NLL) and save it"),
     "distill": ("distill", "train a student segmentation model on real and generated pairs"),
     "evaluate": ("evaluate", "evaluate a saved student on a labelled split"),
-    "relabel": ("relabel", "relabel a generated dataset with a student's soft labels (the control arm)"),
+    "relabel": ("relabel", "relabel a generated dataset with a student's or a generator's soft labels, or score it"),
     "concatenate": ("concatenate", "concatenate generated datasets into one (e.g. joint and mask-conditioned pairs)"),
     "app": ("app", "serve a web app to sample a generator and download the pairs (needs dakter_hf[app])"),
     "env": ("env", "print the versions and hardware to paste into a bug report"),

@@ -18,6 +18,7 @@ its card (which records the labeller and its settings). [`relabel_with_student`]
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import datasets
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ..data.generated import get_generated_id2label
 from ..errors import UsageError
-from ..generation.store import check_run_arguments, write_generated_dataset
+from ..generation.store import check_run_arguments, work_dir_for, write_generated_dataset
 from ..labels import decode_soft_labels, encode_soft_labels
 from ..model_cards import CARD_NAME, make_labelled_dataset_card
 from .data import _soft_label_shape
@@ -127,6 +128,16 @@ def _source_card(source: str | None) -> DatasetCard | None:
     return DatasetCard.load(path, ignore_metadata_errors=True)
 
 
+def _discard_earlier_staging(output_dir: str) -> None:
+    """Versions before the shard store staged the whole copy in `<output_dir>.partial` (a bare `save_to_disk`
+    dataset, no manifest, no marker) and started over after an interruption: such a leftover is discarded."""
+    staging = work_dir_for(output_dir)
+    names = set(os.listdir(staging)) if os.path.isdir(staging) and not os.path.islink(staging) else set()
+    saved = {"state.json", "dataset_info.json"}
+    if saved <= names and all(name in saved or name.startswith("data-") for name in names):
+        shutil.rmtree(staging)
+
+
 def relabel_to_disk(generated, labeller, output_dir: str | os.PathLike, score_only: bool = False,
                     batch_size: int = 32, source: str | None = None, overwrite: bool = False,
                     preview_rows: int = 8) -> Any:
@@ -152,6 +163,7 @@ def relabel_to_disk(generated, labeller, output_dir: str | os.PathLike, score_on
     """
     output_dir = check_run_arguments(output_dir, len(generated), batch_size, overwrite)
     _check_labeller(generated, labeller)
+    _discard_earlier_staging(output_dir)
     task = "score" if score_only else "relabel"
     labelling = {"task": task, "labeller": labeller.settings(), "batch_size": batch_size}
     settings = {**labelling, "source": source, "source_fingerprint": generated._fingerprint,
