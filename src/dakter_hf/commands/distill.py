@@ -60,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="Per-pixel weight of the generated loss (KD or hard CE).")
     gen.add_argument("--drop_worst_pairs", type=float, default=0.0, metavar="FRACTION",
                      help="Drop this fraction of the generated pairs, those of lowest `pair_quality` (a column written "
-                          "by `dakter relabel --score_only`), after --num_generated_samples.")
+                          "by `dakter relabel --score_only`), after --num_generated_samples; an 'auto' "
+                          "--generated_ratio counts the pairs kept.")
     gen.add_argument("--pair_quality_weighting", action="store_true",
                      help="Weight each generated pair's loss by pair_quality / mean(pair_quality) over the pairs kept.")
     model = parser.add_argument_group("student")
