@@ -105,7 +105,8 @@ class GeneratorLabeller:
         num_inference_steps (`int`, *optional*, defaults to 20): scheduler steps per draw.
         conditioning (`str`, *optional*, defaults to `"auto"`): exact for per-modality models, else replacement.
         jump_length, jump_n_sample (`int`, *optional*): RePaint resampling of replacement conditioning.
-        soft_label_temperature (`float`, *optional*): softmax temperature; `None` = the pipeline's default.
+        soft_label_temperature (`float`, *optional*): softmax temperature; `None` = the pipeline's stored default
+            (`dakter-calibrate --save`; 1.0 when none is stored), which `settings()` records.
         seed (`int`, *optional*, defaults to 0): row `i` is segmented with a `torch.Generator` seeded `seed + i`.
         name (`str`, *optional*): how cards and manifests name the generator (e.g. its directory).
     """
@@ -136,7 +137,8 @@ class GeneratorLabeller:
         return {"kind": self.kind, "labeller": str(self.name), "num_samples": self.num_samples,
                 "num_inference_steps": self.num_inference_steps, "conditioning": self.conditioning,
                 "jump_length": self.jump_length, "jump_n_sample": self.jump_n_sample,
-                "soft_label_temperature": self.soft_label_temperature, "seed": self.seed,
+                "soft_label_temperature": self.pipe.soft_label_temperature_or_default(self.soft_label_temperature),
+                "seed": self.seed,
                 "scheduler": type(self.pipe.scheduler).__name__,
                 "seeds": f"row i is segmented with seed {self.seed} + i"}
 
