@@ -110,3 +110,71 @@ def test_stage_logged_by_the_former_example_script_is_recognised(loop, tmp_path)
     assert runner.run("student-a", distill, ["--mode", "soft", "--max_train_steps", 600], done) == 0.0
     with pytest.raises(loop.StageError, match=r"--max_train_steps 600 -> --max_train_steps 900"):
         runner.run("student-a", distill, ["--mode", "soft", "--max_train_steps", 900], done)
+
+
+def test_threads_per_job_split_the_threads(loop, tmp_path):
+    assert loop.StageRunner(tmp_path, num_threads=2).threads_per_job == 2
+    assert loop.StageRunner(tmp_path, num_threads=2, jobs=2).threads_per_job == 1
+    assert loop.StageRunner(tmp_path, num_threads=5, jobs=2).threads_per_job == 2
+    assert loop.StageRunner(tmp_path, num_threads=2, jobs=4).threads_per_job == 1
+    with pytest.raises(ValueError, match="`jobs` must be a positive integer"):
+        loop.StageRunner(tmp_path, jobs=0)
+
+
+# A stage that writes its thread setting, then waits (up to 60 s) until the stage named in argv[3] has started:
+# two such stages finish only if they run side by side.
+MEETING = ("import os\nout, me, other = map(pathlib.Path, sys.argv[1:4])\n"
+           "me.write_text('started')\n"
+           "for _ in range(600):\n    if other.exists(): break\n    time.sleep(0.1)\n"
+           "else:\n    sys.exit('never met ' + str(other))\n"
+           "out.write_text(os.environ.get('OMP_NUM_THREADS', '') + ' ' + os.environ.get('MKL_NUM_THREADS', ''))\n")
+
+
+def test_concurrent_stages_run_side_by_side_with_their_share_of_threads(loop, tmp_path, capsys):
+    script = write_script(tmp_path / "meet.py", MEETING)
+    runner = loop.StageRunner(tmp_path, num_threads=2, jobs=2, verbose=False)
+
+    def task(name, other):
+        done = tmp_path / f"{name}.txt"
+        runner.run(name, str(script), [done, tmp_path / f"{name}.started", tmp_path / f"{other}.started"], done)
+        return done.read_text()
+
+    assert runner.run_concurrently([lambda: task("a", "b"), lambda: task("b", "a")]) == ["1 1", "1 1"]
+    assert set(runner.durations) == {"a", "b"}
+    assert {p.name for p in (tmp_path / "logs").glob("*.log")} == {"a.log", "b.log"}  # one log per stage
+    printed = capsys.readouterr().out
+    assert "[run ] a (1 threads; log: " in printed and "[done] b in" in printed
+    # A stage outside run_concurrently has all the threads.
+    single = tmp_path / "single.txt"
+    runner.run("single", str(script), [single, tmp_path / "single.started", tmp_path / "single.started"], single)
+    assert single.read_text() == "2 2"
+    # One job: the tasks run in order, in this thread.
+    order = []
+    one = loop.StageRunner(tmp_path, num_threads=2, verbose=False)
+    assert one.run_concurrently([lambda: order.append(1) or "x", lambda: order.append(2) or "y"]) == ["x", "y"]
+    assert order == [1, 2]
+
+
+def test_a_failed_concurrent_stage_stops_the_run_and_names_its_log(loop, tmp_path):
+    fails = write_script(tmp_path / "fails.py", "print('broken here')\nsys.exit(4)\n")
+    slow = write_script(tmp_path / "slow.py", "time.sleep(1)\npathlib.Path(sys.argv[1]).write_text('ok')\n")
+    runner = loop.StageRunner(tmp_path, num_threads=2, jobs=2, verbose=False)
+    slow_done, after = tmp_path / "slow.txt", tmp_path / "after.txt"
+
+    def chain():  # a student and its evaluation: the evaluation does not start once another stage failed
+        runner.run("slow", str(slow), [slow_done], slow_done)
+        runner.run("after-slow", str(slow), [after], after)
+
+    never = tmp_path / "never.txt"
+    tasks = [chain, lambda: runner.run("broken", str(fails), [], tmp_path / "missing.txt"),
+             lambda: runner.run("queued", str(slow), [never], never)]
+    log = tmp_path / "logs" / "broken.log"
+    with pytest.raises(loop.StageError, match=rf"stage 'broken' failed \(exit code 4\); last lines of {log}"
+                                              r"(.|\n)*broken here"):
+        runner.run_concurrently(tasks)
+    # The running stage finished (its output is valid for a rerun); nothing started after the failure.
+    assert slow_done.read_text() == "ok" and not after.exists() and not never.exists()
+    assert not (tmp_path / "logs" / "queued.log").exists()
+    # The rerun resumes: the finished stage is skipped.
+    runner.run_concurrently([lambda: runner.run("slow", str(slow), [slow_done], slow_done)])
+    assert runner.durations["slow"] > 0

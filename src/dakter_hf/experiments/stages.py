@@ -2,7 +2,9 @@
 
 Each stage runs one of the package's commands (`python -m dakter_hf.commands.<name>`) in a subprocess, logs to
 `<work_dir>/logs/<stage>.log`, and is skipped when its output is complete; the commands themselves resume from their
-latest checkpoint, so an interrupted loop continues where it stopped.
+latest checkpoint, so an interrupted loop continues where it stopped. With `jobs > 1`, independent stages run side by
+side (`StageRunner.run_concurrently`) and generation runs as `jobs` processes over disjoint blocks of rows
+(`accelerate launch`), each with `num_threads // jobs` threads.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,19 +91,35 @@ class StageRunner:
 
     Args:
         work_dir (`Path`): where outputs and `logs/<stage>.log` go.
-        num_threads (`int`, *optional*): torch threads per subprocess (`OMP_NUM_THREADS`); one thread avoids the
-            large slow-downs of oversubscribed cores when the machine is busy.
+        num_threads (`int`, *optional*): torch threads of the loop (`OMP_NUM_THREADS` / `MKL_NUM_THREADS` of a stage
+            run alone); one thread avoids the large slow-downs of oversubscribed cores when the machine is busy.
+        jobs (`int`): stages run side by side by [`run_concurrently`], and processes of a generation stage
+            ([`generate_pairs`]); each gets `threads_per_job` threads. 1 (the default) runs everything in order.
         verbose (`bool`): echo each stage's command.
     """
 
     work_dir: Path
     num_threads: int | None = None
+    jobs: int = 1
     verbose: bool = True
     durations: dict[str, float] = field(default_factory=dict)
     _recorded: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self):
+        if self.jobs < 1:
+            raise ValueError(f"`jobs` must be a positive integer, got {self.jobs}")
         self._recorded = self._read_recorded_durations()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()  # set when a concurrent stage failed: no further stage starts
+        self._concurrent = False
+
+    @property
+    def threads_per_job(self) -> int | None:
+        """Threads of each of `jobs` concurrent stages or generation processes: `max(1, num_threads // jobs)`
+        (`num_threads` defaults to the CPU count then); `num_threads` itself when `jobs` is 1."""
+        if self.jobs == 1:
+            return self.num_threads
+        return max(1, (self.num_threads or os.cpu_count() or 1) // self.jobs)
 
     @property
     def durations_path(self) -> Path:
@@ -116,8 +137,9 @@ class StageRunner:
             return {}
 
     def _record_duration(self, name: str, seconds: float) -> None:
-        self._recorded[name] = seconds
-        write_json(self.durations_path, self._recorded)
+        with self._lock:
+            self._recorded[name] = seconds
+            write_json(self.durations_path, self._recorded)
 
     def _check_same_arguments(self, name: str, program: str, arguments: Sequence[str], done: Path) -> None:
         """Raise if the last command in the stage's log ran `program` with other arguments (no log: nothing to
@@ -147,11 +169,13 @@ class StageRunner:
             f"{_argument_changes(then, now)}. Use another output directory for other settings, or delete that "
             "stage's output to recompute it.")
 
-    def run(self, name: str, program: str, arguments: Sequence[str], done: Path) -> float:
+    def run(self, name: str, program: str, arguments: Sequence[str], done: Path, processes: int = 1) -> float:
         """Run `program` with `arguments` unless `done` exists; return the wall time of this call (0 if skipped).
 
         `program` is a module run with `python -m` (e.g. `dakter_hf.commands.distill`, see `COMMANDS`) or the path of
-        a Python script (ending in `.py`).
+        a Python script (ending in `.py`). `processes > 1` starts it through `accelerate launch` with that many
+        processes (on CPUs too, with gloo), each with `threads_per_job` threads; a stage inside
+        [`run_concurrently`] also gets `threads_per_job` threads, any other `num_threads`.
 
         `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was).
 
@@ -163,14 +187,18 @@ class StageRunner:
             print(f"[skip] {name}: {done} exists")
             self.durations.setdefault(name, self._recorded.get(name, 0.0))
             return 0.0
+        if self._stop.is_set():
+            raise StageError(f"stage {name!r} not started: another stage failed")
         log_path = self.work_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         entry = [program] if program.endswith(".py") else ["-m", program]
-        command = [sys.executable, *entry, *map(str, arguments)]
+        command = [sys.executable, *_launcher(processes), *entry, *map(str, arguments)]
+        threads = self.threads_per_job if processes > 1 or self._concurrent else self.num_threads
         env = dict(os.environ)
-        if self.num_threads:
-            env["OMP_NUM_THREADS"] = str(self.num_threads)
-        print(f"[run ] {name} (log: {log_path})" + (f"\n       {' '.join(command)}" if self.verbose else ""),
+        if threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        how = f"{processes} processes x {threads} threads" if processes > 1 else f"{threads or 'default'} threads"
+        print(f"[run ] {name} ({how}; log: {log_path})" + (f"\n       {' '.join(command)}" if self.verbose else ""),
               flush=True)
         start = time.perf_counter()
         with open(log_path, "a", encoding="utf-8") as log:
@@ -181,11 +209,50 @@ class StageRunner:
         self.durations[name] = elapsed
         if result.returncode != 0 or not done.exists():
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            print(f"[fail] {name} (log: {log_path})", flush=True)
             raise StageError(f"stage {name!r} failed (exit code {result.returncode}); last lines of {log_path}:\n"
                                + "\n".join(tail))
         self._record_duration(name, elapsed)
         print(f"[done] {name} in {elapsed:.0f} s", flush=True)
         return elapsed
+
+    def run_concurrently(self, tasks: Sequence[Callable[[], object]]) -> list:
+        """Call `tasks` (each runs one or more stages in order, e.g. a student and its evaluation) up to `jobs` at a
+        time, and return their results in the order of `tasks`; with `jobs == 1`, one after the other.
+
+        The stages of concurrent tasks get `threads_per_job` threads each. When a task fails, no further stage starts,
+        the stages already running finish (their outputs stay valid for a rerun), and the first failure is raised
+        (a `StageError` names the stage and its log).
+        """
+        if self.jobs == 1:
+            return [task() for task in tasks]
+
+        failures = []
+
+        def guarded(task):
+            # The stop flag is set before the failed task's worker takes the next task, so none starts after it.
+            try:
+                return task()
+            except BaseException as error:
+                with self._lock:
+                    if not self._stop.is_set():
+                        failures.append(error)
+                    self._stop.set()
+                raise
+
+        self._concurrent, self._stop = True, threading.Event()
+        try:
+            with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="stage") as pool:
+                futures = [pool.submit(guarded, task) for task in tasks]
+                wait(futures, return_when=FIRST_EXCEPTION)
+                if self._stop.is_set():
+                    for future in futures:
+                        future.cancel()
+                    wait(futures)
+                    raise failures[0]
+                return [future.result() for future in futures]
+        finally:
+            self._concurrent = False
 
 
 def train_generator(runner: StageRunner, output_dir: Path, data_args: Sequence[str], **options) -> Path:
@@ -206,10 +273,12 @@ def calibrate_temperature(runner: StageRunner, pipeline_dir: Path, data_args: Se
 
 
 def generate_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, num_samples: int, **options) -> Path:
-    """Generate `num_samples` pairs (`dakter_hf.commands.generate`); resumes at the first missing index."""
+    """Generate `num_samples` pairs (`dakter_hf.commands.generate`); resumes at the first missing index. With
+    `runner.jobs > 1`, `jobs` processes generate disjoint blocks of rows (`accelerate launch`)."""
     arguments = ["--pipeline", pipeline_dir, "--num_samples", num_samples, "--output_dir", output_dir,
                  *_flags(options)]
-    runner.run(f"generate-{output_dir.name}", COMMANDS["generate"], arguments, output_dir / "dataset_info.json")
+    runner.run(f"generate-{output_dir.name}", COMMANDS["generate"], arguments, output_dir / "dataset_info.json",
+               processes=runner.jobs)
     return output_dir
 
 
@@ -261,6 +330,18 @@ def label_pairs_with_generator(runner: StageRunner, generator_dir: Path, generat
     runner.run(f"{'score' if score_only else 'relabel'}-{output_dir.name}", COMMANDS["relabel"], arguments,
                output_dir / "dataset_info.json")
     return output_dir
+
+
+def _launcher(processes: int) -> list[str]:
+    """`python` arguments that start a module as `processes` processes with `accelerate launch` (none for one): CPU
+    processes with gloo, on a free port so that several launches on one machine do not collide."""
+    if processes == 1:
+        return []
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines",
+            "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
 
 
 def _flags(options: Mapping[str, object]) -> list[str]:
