@@ -13,6 +13,7 @@ the command resumes: finished stages are skipped, interrupted ones continue from
 """
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_inference_steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_threads", type=int, default=None, help="torch threads per stage (default: torch's)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="the three students run side by side and generation as N processes, each with "
+                             "max(1, num_threads // N) threads")
     return parser.parse_args(argv)
 
 
@@ -58,7 +62,7 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(out, num_threads=args.num_threads)
+    runner = StageRunner(out, num_threads=args.num_threads, jobs=args.jobs)
     start = time.perf_counter()
     data_args = ["--dataset", "simulated", "--simulated_num_classes", "2", "--num_train_samples",
                  args.num_train_scenes, "--data_seed", args.seed]
@@ -73,13 +77,12 @@ def main(argv=None):
         runner, generator, out / "generated", args.generated_multiple * args.num_train_scenes,
         scheduler="dpmsolver", num_inference_steps=args.num_inference_steps, batch_size=32, seed=args.seed + 1000)
 
-    reports = {}
-    for mode in MODES:
-        reports[mode] = [distill_student(
-            runner, out / "students" / mode, data_args, mode, generated, student=args.student,
-            resolution=args.resolution, train_batch_size=args.student_batch_size,
-            max_train_steps=args.student_steps, eval_steps=max(args.student_steps // 5, 1),
-            checkpointing_steps=args.student_steps, checkpoints_total_limit=1, seed=args.seed)]
+    students = [functools.partial(
+        distill_student, runner, out / "students" / mode, data_args, mode, generated, student=args.student,
+        resolution=args.resolution, train_batch_size=args.student_batch_size,
+        max_train_steps=args.student_steps, eval_steps=max(args.student_steps // 5, 1),
+        checkpointing_steps=args.student_steps, checkpoints_total_limit=1, seed=args.seed) for mode in MODES]
+    reports = {mode: [report] for mode, report in zip(MODES, runner.run_concurrently(students))}
 
     summary = summarize(reports, METRICS)
     table = format_summary(summary, METRICS, LABELS)

@@ -34,7 +34,8 @@ def test_demo_runs_every_stage_and_resumes(demo, tmp_path, capsys):
     assert "±" not in table and "n = 1" in table
     capsys.readouterr()
 
-    demo.main(["--output_dir", str(out), *TOY])  # everything is complete: every stage is skipped
+    # Everything is complete: every stage is skipped, with --jobs too (the launcher is no argument of a stage).
+    demo.main(["--output_dir", str(out), *TOY, "--jobs", "2"])
     printed = capsys.readouterr().out
     assert printed.count("[skip]") == 5 and "[run ]" not in printed
     rerun = json.loads((out / "results.json").read_text())
