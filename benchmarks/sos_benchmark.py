@@ -56,6 +56,11 @@ other than 600 and `--no_augment` name their own students, and the results file 
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
+
+`--jobs N` runs independent stages N at a time (the generators beside the `real` students, then the other students
+with their evaluations) and generation as N processes, each with max(1, num_threads // N) threads; at the same
+threads per stage the results equal a sequential run's bit for bit. `--bf16`: bf16 autocast in every training and
+generation stage (off by default: its quality over a full run is not shown yet).
 """
 
 import argparse
@@ -180,7 +185,16 @@ def build_parser():
     p.add_argument("--relabelled_control", action="store_true",
                    help="control arm: hard / soft students on the generated images labelled by a real-data student "
                         "(needs 'real' in --modes)")
-    p.add_argument("--num_threads", type=int, default=None, help="torch threads per stage")
+    p.add_argument("--num_threads", type=int, default=None,
+                   help="torch threads of the run: of each stage run alone, split between --jobs concurrent ones")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="independent stages (the generators and `real` students, then every other student with its "
+                        "evaluation) run N at a time, generation as N processes over disjoint rows, each with "
+                        "max(1, num_threads // N) threads (same results as a sequential run at that thread count)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast for the generator's training (--mixed_precision bf16), generation (--dtype "
+                        "bfloat16) and the students' training; faster on CPUs with bf16 instructions (BENCHMARKS.md), "
+                        "its quality over a full run is not shown yet. Stages finished without it stop the run.")
     return p
 
 
@@ -216,6 +230,8 @@ def parse_args(argv=None):
     if args.posterior_labels and uses_pair_quality(args):
         parser.error("--posterior_labels replaces the labels that --drop_worst_pairs / --pair_quality_weighting score: "
                      "run them as separate variants")
+    if args.jobs < 1 or (args.num_threads is not None and args.num_threads < 1):
+        parser.error(f"--jobs and --num_threads must be positive integers, got {args.jobs} and {args.num_threads}")
     if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):
         parser.error("--relabelled_control needs the real-data students and a generated set: --modes real and "
                      "hard and/or soft")
@@ -338,10 +354,9 @@ def student_name(args, arm, steps, seed):
     return f"{arm}{budget}{'' if args.no_augment else '-aug'}-seed{seed}"
 
 
-def run_generator_arm(runner, args, root, regime, name, **overrides):
-    """Train one generator on the regime's real pairs and generate k x as many pairs (`--pairs`: joint samples,
-    images drawn for the real masks, or half of each); returns the generated set."""
-    data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
+def train_generator_arm(runner, args, root, regime, name, **overrides):
+    """Train one generator on the regime's real pairs; returns its pipeline directory."""
+    data = regime_args(args, regime)
     # The validation grid always takes the default number of sampling steps, so a sampling-steps variant reuses the
     # generator.
     options = dict(resolution=args.resolution, model_size=args.model_size, block_out_channels=args.generator_channels,
@@ -352,9 +367,16 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
                    soft_label_targets=args.soft_label_targets, per_modality_timesteps=args.per_modality_timesteps,
                    checkpointing_steps=250,
                    checkpoints_total_limit=1, validation_steps=args.generator_steps, num_validation_samples=8,
-                   validation_inference_steps=_default("num_inference_steps"), seed=generator_seed(args))
+                   validation_inference_steps=_default("num_inference_steps"), seed=generator_seed(args),
+                   mixed_precision="bf16" if args.bf16 else None)
     options.update(overrides)
-    generator = train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)
+    return train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)
+
+
+def generate_arm(runner, args, root, regime, name, generator):
+    """Generate k x as many pairs as the regime has real ones with `generator` (`--pairs`: joint samples, images
+    drawn for the real masks, or half of each); returns the generated set."""
+    data, n_real = regime_args(args, regime), num_real_pairs(args, regime)
     if args.pairs == "mask":
         return generate_mask_pairs(
             runner, generator, root / f"generated-{name}{sampling_variant(args)}", data,
@@ -364,8 +386,8 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
             seed=10_000 + args.data_seed)
     if args.pairs == "mixed":  # the first k/2 x n joint samples (those of the joint set), then k/2 images per mask
         joint, drawn = pairs_parts(args)
-        parts = [run_generator_arm(runner, joint, root, regime, name, **overrides),
-                 run_generator_arm(runner, drawn, root, regime, name, **overrides)]
+        parts = [generate_arm(runner, joint, root, regime, name, generator),
+                 generate_arm(runner, drawn, root, regime, name, generator)]
         half = int(round(drawn.generated_multiple * n_real))
         return concatenate_pairs(runner, parts, [half, half], root / f"generated-{name}{sampling_variant(args)}")
     temperature = args.soft_label_temperature
@@ -378,7 +400,7 @@ def run_generator_arm(runner, args, root, regime, name, **overrides):
     # (the joint stage's flags keep their order: a finished stage is reused only if its command line is the same)
     sampling = dict(scheduler=args.scheduler, num_inference_steps=args.num_inference_steps,
                     soft_label_temperature=temperature, batch_size=32, channels_last=True,
-                    seed=10_000 + args.data_seed)
+                    seed=10_000 + args.data_seed, dtype="bfloat16" if args.bf16 else None)
     return generate_pairs(runner, generator, root / f"generated-{name}{sampling_variant(args)}",
                           int(round(args.generated_multiple * n_real)), **sampling)
 
@@ -404,13 +426,14 @@ def calibration_path(root, generator):
     return root / f"calibration-{generator.name}.json"
 
 
-def run_students(runner, args, root, regime, mode, generated, arm, steps, synthetic_only=False, own_labels=True):
-    """One student per seed at a budget of `steps` (scored on the test split) plus, in a scarce regime, its
-    `train_heldout` score. `synthetic_only`: `soft` students on generated pairs alone, a measure of the generator, so
-    the student settings of a variant (--generated_ratio, --kd_temperature, the pair-quality levers) do not apply to
-    them; `own_labels=False`: a set labelled by someone else (the control arm), without the pair-quality levers."""
+def student_tasks(runner, args, root, regime, mode, generated, arm, steps, synthetic_only=False, own_labels=True):
+    """One task per student seed (for `StageRunner.run_concurrently`): its student at a budget of `steps` (scored on
+    the test split) plus, in a scarce regime, its `train_heldout` score; each returns the student's report.
+    `synthetic_only`: `soft` students on generated pairs alone, a measure of the generator, so the student settings
+    of a variant (--generated_ratio, --kd_temperature, the pair-quality levers) do not apply to them;
+    `own_labels=False`: a set labelled by someone else (the control arm), without the pair-quality levers."""
     data = regime_args(args, regime)
-    extra = {"augment": not args.no_augment}
+    extra = {"augment": not args.no_augment, "mixed_precision": "bf16" if args.bf16 else None}
     if synthetic_only:
         extra["generated_ratio"] = 1.0
     else:
@@ -421,8 +444,8 @@ def run_students(runner, args, root, regime, mode, generated, arm, steps, synthe
         if mode != "real" and own_labels:
             extra.update(drop_worst_pairs=args.drop_worst_pairs or None,
                          pair_quality_weighting=args.pair_quality_weighting)
-    reports = []
-    for seed in args.student_seeds:
+
+    def task(seed):
         output_dir = root / "students" / student_name(args, arm, steps, seed)
         report = distill_student(
             runner, output_dir, data, mode, generated, student=args.student,
@@ -435,8 +458,22 @@ def run_students(runner, args, root, regime, mode, generated, arm, steps, synthe
                        [*data, "--model_name_or_path", output_dir / "final", "--split", HELDOUT_SPLIT,
                         "--output_json", heldout], heldout)
             report[HELDOUT_SPLIT] = json.loads(heldout.read_text())["metrics"]
-        reports.append(report)
-    return reports
+        return report
+
+    return [functools.partial(task, seed) for seed in args.student_seeds]
+
+
+def run_student_arms(runner, arms, also=()):
+    """Run the tasks `also` (first: the long ones, such as generators) and the students of every arm of `arms`
+    ({table key: tasks of `student_tasks`}), `runner.jobs` at a time; returns {table key: reports} and the results of
+    `also`."""
+    also = list(also)
+    tasks = [(key, task) for key, arm_tasks in arms.items() for task in arm_tasks]
+    results = runner.run_concurrently(also + [task for _, task in tasks])
+    reports = {key: [] for key in arms}
+    for (key, _), report in zip(tasks, results[len(also):]):
+        reports[key].append(report)
+    return reports, results[:len(also)]
 
 
 def intensity_distance(images_a, images_b):
@@ -500,41 +537,57 @@ def run_regime(runner, args, root, regime, first):
     arms = [("dual-auto", None, None, {})] if set(args.modes) - {"real"} else []
     if first:
         arms += [ablation for flag, ablation in ABLATIONS.items() if getattr(args, flag)]
-    reports, diagnostics, reference, main_generated = {}, {}, None, None
-    budgets = args.student_steps
-    if "real" in args.modes:  # the real students do not depend on the generator or the variant
+    diagnostics, reference, budgets, clock = {}, None, args.student_steps, time.perf_counter()
+    phase_seconds = {}
+    # Phase 1, side by side with --jobs: the real students (they depend on no generator) and the generators.
+    groups = {}
+    if "real" in args.modes:
         for steps in budgets:
-            reports[with_parts("real", protocol_parts(args, steps))] = run_students(
+            groups[with_parts("real", protocol_parts(args, steps))] = student_tasks(
                 runner, args, root, regime, "real", None, "real", steps)
-    for name, tag, label, overrides in arms:
-        sampled = run_generator_arm(runner, args, root, regime, name, **overrides)
-        generator = root / f"generator-{name}{generator_variant(args)}"
-        main_generated = main_generated or sampled  # the control arm relabels the sampled images
+    trainers = [functools.partial(train_generator_arm, runner, args, root, regime, name, **overrides)
+                for name, _, _, overrides in arms]
+    reports, generators = run_student_arms(runner, groups, also=trainers)
+    phase_seconds["generators and real students"], clock = time.perf_counter() - clock, time.perf_counter()
+    # Phase 2: generation, one set after the other (each split over --jobs processes), and the diagnostics.
+    generated_sets, arm_sets = [], []  # the sampled sets; (what the hard / soft students read, its pairs) per arm
+    for (name, _, _, _), generator in zip(arms, generators):
+        generated_sets.append(generate_arm(runner, args, root, regime, name, generator))
+        sampled = generated_sets[-1]
         training_set = label_with_generator(runner, args, generator, sampled)  # what the hard / soft students read
         generated = training_set if args.posterior_labels else sampled  # its pairs (a scored copy adds columns only)
+        arm_sets.append((training_set, generated))
         reference = reference or real_reference(args, regime)
         diagnostics[name + gen_suffix] = generator_diagnostics(reference, generated)
         if args.calibrate_temperature:
-            fit = json.loads(calibration_path(root, root / f"generator-{name}{generator_variant(args)}").read_text())
+            fit = json.loads(calibration_path(root, generator).read_text())
             diagnostics[name + gen_suffix]["soft_label_calibration"] = {
                 k: fit[k] for k in ("temperature", "nll_before", "nll_after", "ece_before", "ece_after", "argmax_ece",
                                     "num_images", "num_pixels", "at_bound", "split")}
+    phase_seconds["generation and diagnostics"], clock = time.perf_counter() - clock, time.perf_counter()
+    # Phase 3, side by side: every student of the generated sets.
+    groups = {}
+    for (name, tag, label, _), (training_set, generated) in zip(arms, arm_sets):
         for steps in budgets:
             for mode in [m for m in args.modes if m != "real"] if tag is None else ["soft"]:
                 key = mode if tag is None else f"{mode}, {label}"
                 arm, suffix = (mode if tag is None else f"{mode}-{tag}"), student_variant(args, mode)
-                reports[with_parts(key, variant_parts(suffix) + protocol_parts(args, steps))] = run_students(
+                groups[with_parts(key, variant_parts(suffix) + protocol_parts(args, steps))] = student_tasks(
                     runner, args, root, regime, mode, training_set, arm + suffix, steps)
             if args.train_on_synthetic:
                 # 'synthetic only (soft, b = 1, generator seed 1)': the ablation and the variant in one parenthesis.
                 parts = ["soft", *([] if tag is None else [label]), *variant_parts(gen_suffix)]
-                reports[with_parts("synthetic only", parts + protocol_parts(args, steps))] = run_students(
+                groups[with_parts("synthetic only", parts + protocol_parts(args, steps))] = student_tasks(
                     runner, args, root, regime, "soft", generated, f"tstr-{name}{gen_suffix}", steps,
                     synthetic_only=True)
+    reports.update(run_student_arms(runner, groups)[0])
+    phase_seconds["students of the generated sets"], clock = time.perf_counter() - clock, time.perf_counter()
     if args.relabelled_control:
-        reports.update(run_relabelled_control(runner, args, root, regime, main_generated))
+        reports.update(run_relabelled_control(runner, args, root, regime, generated_sets[0]))
+        phase_seconds["relabelled control"] = time.perf_counter() - clock
     summary = summarize(reports, METRICS)
-    entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics}
+    entry = {"num_real_pairs": num_real_pairs(args, regime), "summary": summary, "diagnostics": diagnostics,
+             "phase_seconds_of_last_run": phase_seconds}
     protocol = "without augmentation" if args.no_augment else "students with random flips / 90-degree rotations"
     print(f"\n{args.sensor}, {regime} real pairs, {protocol} (test split, {seed_count_note(summary)} "
           f"{args.student_seeds}):\n{format_summary(summary, METRICS, LABELS)}")
@@ -553,15 +606,15 @@ def run_relabelled_control(runner, args, root, regime, generated):
     teacher = student_name(args, "real", max(args.student_steps), args.student_seeds[0])
     relabelled = relabel_pairs(runner, root / "students" / teacher / "final", generated,
                                root / f"{generated.name}-relabelled-by-{teacher}")
-    reports = {}
+    groups = {}
     for steps in args.student_steps:
         for mode in [m for m in args.modes if m in ("hard", "soft")]:
             suffix = student_variant(args, mode, own_labels=False)
             parts = variant_parts(suffix) + protocol_parts(args, steps)
             key = with_parts(f"{mode}, labels by a real-data student", parts)
-            reports[key] = run_students(runner, args, root, regime, mode, relabelled, f"{mode}-relabelled{suffix}",
+            groups[key] = student_tasks(runner, args, root, regime, mode, relabelled, f"{mode}-relabelled{suffix}",
                                         steps, own_labels=False)
-    return reports
+    return run_student_arms(runner, groups)[0]
 
 
 def upgrade_entry(entry):
@@ -618,7 +671,7 @@ def run_variant(args, out):
     results.setdefault("regimes", {})
     for index, regime in enumerate(args.regimes):
         root = out / f"regime-{regime}"
-        runner = StageRunner(root, num_threads=args.num_threads)  # logs in <root>/logs/<stage>.log
+        runner = StageRunner(root, num_threads=args.num_threads, jobs=args.jobs)  # logs: <root>/logs/<stage>.log
         entry = run_regime(runner, args, root, regime, first=index == 0)
         entry["stage_seconds"] = {k: v for k, v in runner.durations.items() if v}
         entry["arguments"] = {k: str(v) for k, v in vars(args).items()}

@@ -277,3 +277,46 @@ def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch
     assert "--drop_worst_pairs" not in control and "generated-dual-auto-S2-relabelled-by" in control
     with pytest.raises(SystemExit):
         benchmark.parse_args(toy_args(data_dir, out, "--posterior_labels", "2", "--pair_quality_weighting"))
+
+
+def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage(benchmark, tmp_path, capsys):
+    """--jobs 2 --num_threads 2 runs every stage at one thread (the generator and the real student side by side,
+    generation as two processes, the soft and synthetic-only students side by side): the generated set and every
+    student's metrics are bit-identical to a sequential run at one thread."""
+    data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
+    extra = ["--modes", "real", "soft", "--train_on_synthetic"]
+    sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
+    benchmark.main(toy_args(data_dir, sequential, *extra))
+    capsys.readouterr()
+    benchmark.main([*toy_args(data_dir, parallel, *extra)[:-2], "--num_threads", "2", "--jobs", "2"])
+    printed = capsys.readouterr().out
+    assert "[run ] generate-generated-dual-auto (2 processes x 1 threads" in printed
+    assert "[run ] student-soft-steps2-aug-seed0 (1 threads" in printed
+    results = [json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]
+               for out in (sequential, parallel)]
+    assert results[0]["summary"] == results[1]["summary"] and results[0]["heldout_summary"] == results[1][
+        "heldout_summary"]
+    assert set(results[1]["summary"]) == {"real", "soft", "synthetic only (soft)"}
+    assert set(results[1]["phase_seconds_of_last_run"]) == {
+        "generators and real students", "generation and diagnostics", "students of the generated sets"}
+    assert results[0]["diagnostics"] == results[1]["diagnostics"]
+    generated = [load_from_disk(str(out / "sentinel" / "regime-4" / "generated-dual-auto"))
+                 for out in (sequential, parallel)]
+    assert generated[0].data.table.equals(generated[1].data.table)
+    logs = parallel / "sentinel" / "regime-4" / "logs"
+    assert "accelerate.commands.launch" in (logs / "generate-generated-dual-auto.log").read_text()
+    # A rerun with --jobs resumes: every stage is complete and skipped (the launcher is no argument of the stage).
+    benchmark.main([*toy_args(data_dir, sequential, *extra)[:-2], "--num_threads", "2", "--jobs", "2"])
+    assert "[run ]" not in capsys.readouterr().out
+
+
+def test_bf16_reaches_every_training_and_generation_stage(benchmark, tmp_path):
+    data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
+    out = tmp_path / "bench"
+    benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--bf16"))
+    logs = out / "sentinel" / "regime-4" / "logs"
+    assert "--mixed_precision bf16" in (logs / "generator-generator-dual-auto.log").read_text()
+    assert "--dtype bfloat16" in (logs / "generate-generated-dual-auto.log").read_text()
+    assert "--mixed_precision bf16" in (logs / "student-soft-aug-seed0.log").read_text()
+    summary = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]["summary"]
+    assert 0.0 <= summary["soft"]["mean_iou"]["mean"] <= 1.0

@@ -285,10 +285,11 @@ def generate_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, nu
 def generate_mask_pairs(runner: StageRunner, pipeline_dir: Path, output_dir: Path, data_args: Sequence[str],
                         **options) -> Path:
     """Draw images for the masks of the dataset of `data_args` (`dakter_hf.commands.generate --masks_from_dataset`);
-    resumes at the first missing index."""
+    resumes at the first missing index. With `runner.jobs > 1`, `jobs` processes draw disjoint blocks of rows."""
     arguments = ["--pipeline", pipeline_dir, "--output_dir", output_dir, "--masks_from_dataset", *data_args,
                  *_flags(options)]
-    runner.run(f"generate-{output_dir.name}", COMMANDS["generate"], arguments, output_dir / "dataset_info.json")
+    runner.run(f"generate-{output_dir.name}", COMMANDS["generate"], arguments, output_dir / "dataset_info.json",
+               processes=runner.jobs)
     return output_dir
 
 
