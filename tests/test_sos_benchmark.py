@@ -288,7 +288,7 @@ def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage
     sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
     benchmark.main(toy_args(data_dir, sequential, *extra))
     capsys.readouterr()
-    benchmark.main([*toy_args(data_dir, parallel, *extra)[:-2], "--num_threads", "2", "--jobs", "2"])
+    benchmark.main(toy_args(data_dir, parallel, *extra, "--num_threads", "2", "--jobs", "2"))  # the last --num_threads counts
     printed = capsys.readouterr().out
     assert "[run ] generate-generated-dual-auto (2 processes x 1 threads" in printed
     assert "[run ] student-soft-steps2-aug-seed0 (1 threads" in printed
@@ -306,7 +306,7 @@ def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage
     logs = parallel / "sentinel" / "regime-4" / "logs"
     assert "accelerate.commands.launch" in (logs / "generate-generated-dual-auto.log").read_text()
     # A rerun with --jobs resumes: every stage is complete and skipped (the launcher is no argument of the stage).
-    benchmark.main([*toy_args(data_dir, sequential, *extra)[:-2], "--num_threads", "2", "--jobs", "2"])
+    benchmark.main(toy_args(data_dir, sequential, *extra, "--num_threads", "2", "--jobs", "2"))
     assert "[run ]" not in capsys.readouterr().out
 
 
