@@ -192,9 +192,10 @@ def build_parser():
                         "evaluation) run N at a time, generation as N processes over disjoint rows, each with "
                         "max(1, num_threads // N) threads (same results as a sequential run at that thread count)")
     p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast for the generator's training (--mixed_precision bf16), generation (--dtype "
-                        "bfloat16) and the students' training; faster on CPUs with bf16 instructions (BENCHMARKS.md), "
-                        "its quality over a full run is not shown yet. Stages finished without it stop the run.")
+                   help="bf16 autocast for the generator's training (--mixed_precision bf16), joint sampling (--dtype "
+                        "bfloat16; images drawn for masks stay float32) and the students' training; faster on CPUs "
+                        "with bf16 instructions (BENCHMARKS.md), its quality over a full run is not shown yet. "
+                        "Stages finished without it stop the run.")
     return p
 
 

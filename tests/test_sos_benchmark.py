@@ -288,7 +288,8 @@ def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage
     sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
     benchmark.main(toy_args(data_dir, sequential, *extra))
     capsys.readouterr()
-    benchmark.main(toy_args(data_dir, parallel, *extra, "--num_threads", "2", "--jobs", "2"))  # the last --num_threads counts
+    # The last --num_threads counts.
+    benchmark.main(toy_args(data_dir, parallel, *extra, "--num_threads", "2", "--jobs", "2"))
     printed = capsys.readouterr().out
     assert "[run ] generate-generated-dual-auto (2 processes x 1 threads" in printed
     assert "[run ] student-soft-steps2-aug-seed0 (1 threads" in printed
