@@ -297,7 +297,8 @@ def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage
                for out in (sequential, parallel)]
     assert results[0]["summary"] == results[1]["summary"] and results[0]["heldout_summary"] == results[1][
         "heldout_summary"]
-    assert set(results[1]["summary"]) == {"real", "soft", "synthetic only (soft)"}
+    assert set(results[1]["summary"]) == {"real (2 student steps)", "soft (2 student steps)",
+                                          "synthetic only (soft, 2 student steps)"}
     assert set(results[1]["phase_seconds_of_last_run"]) == {
         "generators and real students", "generation and diagnostics", "students of the generated sets"}
     assert results[0]["diagnostics"] == results[1]["diagnostics"]
