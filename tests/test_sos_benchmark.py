@@ -319,6 +319,6 @@ def test_bf16_reaches_every_training_and_generation_stage(benchmark, tmp_path):
     logs = out / "sentinel" / "regime-4" / "logs"
     assert "--mixed_precision bf16" in (logs / "generator-generator-dual-auto.log").read_text()
     assert "--dtype bfloat16" in (logs / "generate-generated-dual-auto.log").read_text()
-    assert "--mixed_precision bf16" in (logs / "student-soft-aug-seed0.log").read_text()
+    assert "--mixed_precision bf16" in (logs / "student-soft-steps2-aug-seed0.log").read_text()
     summary = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]["summary"]
-    assert 0.0 <= summary["soft"]["mean_iou"]["mean"] <= 1.0
+    assert 0.0 <= summary["soft (2 student steps)"]["mean_iou"]["mean"] <= 1.0
