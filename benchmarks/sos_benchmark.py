@@ -96,6 +96,8 @@ from dakter_hf.experiments import (
     write_json,
 )
 
+from sos_report import ReportError, format_report, generator_seed_report
+
 
 #: The student budget that names no students of its own (the only budget before `--student_steps` took several).
 DEFAULT_STUDENT_STEPS = 600
@@ -659,8 +661,16 @@ def main(argv=None):
     args = parse_args(argv)
     out = args.output_dir / args.sensor
     out.mkdir(parents=True, exist_ok=True)
-    for seed in args.generator_seed or [None]:  # the real students are trained once, then skipped
+    seeds = args.generator_seed or [None]
+    for seed in seeds:  # the real students are trained once, then skipped
         run_variant(argparse.Namespace(**{**vars(args), "generator_seed": seed}), out)
+    if len(seeds) > 1:  # the seeds side by side, with every other results file of the sensor (sos_report.py)
+        try:
+            report = generator_seed_report(args.output_dir, args.sensor, args.regimes)
+        except ReportError as err:
+            print(f"\nNo table over generator seeds: {err}")
+        else:
+            print(f"\nOver generator seeds ({out}/results*.json):\n\n{format_report(report, args.sensor)}")
 
 
 def run_variant(args, out):

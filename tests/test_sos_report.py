@@ -147,3 +147,16 @@ def test_errors_name_the_directory_or_file(benchmark, report_script, tmp_path):
     write_results(benchmark, tmp_path / "sentinel", variant_args(benchmark, "--generator_seed", "1"), {"soft": [0.7]})
     assert "results.json and " in error() and "both hold 'soft' at generator seed 1" in error()
 
+
+def test_the_benchmark_prints_the_table_over_several_generator_seeds(benchmark, tmp_path, capsys, monkeypatch):
+    values = {None: {"real": [0.7], "soft": [0.72]}, 1: {"real": [0.7], "soft": [0.76]}}
+    monkeypatch.setattr(benchmark, "run_variant", lambda args, out: write_results(
+        benchmark, out, args, values[args.generator_seed]))
+    command = ["--data_dir", "unused", "--sensor", "sentinel", "--regimes", "150", "--output_dir", str(tmp_path)]
+    benchmark.main(command)
+    assert "Over generator seeds" not in capsys.readouterr().out
+    values[0] = values[None]
+    benchmark.main([*command, "--generator_seed", "0", "1"])
+    printed = capsys.readouterr().out
+    assert "Over generator seeds" in printed
+    assert "| soft | 72.00 (n = 1) | 76.00 (n = 1) | 74.00 ± 2.83 | +4.00 |" in printed
