@@ -17,6 +17,8 @@ from dakter_hf import DAKTerPipeline, JointUNet2DModel, joint_diffusion_loss
 from dakter_hf.commands import train as train_command
 from dakter_hf.training import ModalityTimestepSampling, draw_modality_timesteps
 
+from tiny_models import CROSS_CPU_TOLERANCE
+
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pre_per_modality"
 TINY = dict(sample_size=16, num_classes=3, label_scale=0.5, block_out_channels=(8, 16),
@@ -39,12 +41,7 @@ def inputs(batch=2, seed=0):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-# The reference outputs were computed with one thread, on the CPU of the day they were made: there they are matched
-# bit for bit; another CPU's kernels round differently (measured on the 2026-12-05 machine: up to 2.5e-6 after five
-# sampling steps), so the comparison allows 1e-5.
-CROSS_CPU_TOLERANCE = dict(rtol=1e-5, atol=1e-5)
-
-
+# The reference outputs were computed with one thread (see CROSS_CPU_TOLERANCE for another CPU).
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("architecture", ["dual", "concat"])
 def test_checkpoint_without_the_option_loads_and_samples_as_before(architecture):

@@ -23,7 +23,7 @@ from dakter_hf.generation import SoftLabelCalibration, fit_soft_label_temperatur
 from dakter_hf.metrics import fit_temperature, negative_log_likelihood, temper_probabilities
 from dakter_hf.model_cards import make_pipeline_card
 
-from tiny_models import tiny_pipeline
+from tiny_models import CROSS_CPU_TOLERANCE, tiny_pipeline
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -119,14 +119,14 @@ def test_a_bad_stored_temperature_is_refused(bad):
         DAKTerPipeline(unet=pipe.unet, scheduler=pipe.scheduler, soft_label_temperature=bad)
 
 
-def test_a_checkpoint_saved_before_the_option_samples_exactly_as_before(tmp_path):
+def test_a_checkpoint_saved_before_the_option_samples_as_before(tmp_path):
     assert "soft_label_temperature" not in json.loads((OLD_CHECKPOINT / "model_index.json").read_text())
     reference = load_file(OLD_CHECKPOINT / "reference_outputs.safetensors")
     pipe = _quiet(DAKTerPipeline.from_pretrained(OLD_CHECKPOINT))
     assert pipe.default_soft_label_temperature == 1.0
     samples = pipe(batch_size=2, generator=torch.Generator().manual_seed(2), num_inference_steps=5, output_type="pt")
-    assert torch.equal(samples.soft_labels, reference["sample_soft_labels"])
-    assert torch.equal(samples.images, reference["sample_images"])
+    torch.testing.assert_close(samples.soft_labels, reference["sample_soft_labels"], **CROSS_CPU_TOLERANCE)
+    torch.testing.assert_close(samples.images, reference["sample_images"], **CROSS_CPU_TOLERANCE)
     # and saving it again writes no temperature: the index is the one it had
     pipe.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "model_index.json").read_text())
