@@ -8,11 +8,21 @@ TORCH_PIN ?= torch==2.13.0
 
 .PHONY: demo test quality env clean browser
 
+# A dropped connection to the package registry fails one pip command, not the set-up: each is tried up to 3 times.
+PIP_INSTALL := $(PY) -m pip install --quiet --retries 10 --timeout 60
+define retry
+	@for attempt in 1 2 3; do \
+	  echo "$(1)"; $(1) && break; \
+	  if [ $$attempt = 3 ]; then echo "failed 3 times: $(1)" >&2; exit 1; fi; \
+	  echo "attempt $$attempt failed; retrying in 30 s" >&2; sleep 30; \
+	done
+endef
+
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(call retry,$(PIP_INSTALL) --upgrade pip)
+	$(call retry,$(PIP_INSTALL) "$(TORCH_PIN)")
+	$(call retry,$(PIP_INSTALL) -e ".[dev]")
 	touch $@
 
 env: $(VENV)/.installed
