@@ -36,8 +36,9 @@ browser:
 	    echo "Installing chromium failed: tests/test_app_browser.py will skip."; \
 	  else echo "No chromium and no apt-get as root: tests/test_app_browser.py will skip."; fi; }
 
+# --durations=25: every log names the 25 slowest tests (the suite should stay under ~10 minutes on 2 CPU cores).
 test: $(VENV)/.installed browser
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest -q -rs --durations=25 tests
 
 # Lint (ruff.toml: pycodestyle, pyflakes, import order), as diffusers' `make quality`.
 quality: $(VENV)/.installed
