@@ -1,12 +1,18 @@
 """`benchmarks/sos_benchmark.py` end to end at toy scale on a tiny SOS-layout release: every arm (augmented by
 default, the relabelled control, the generator levers, several budgets, the protocol without augmentation), the
-held-out validation scores, the diagnostics and variants that reuse the generator and the real students."""
+held-out validation scores, the diagnostics and variants that reuse the generator and the real students.
+
+The stages of the levers test run in this process (`tests/in_process_stages.py`: a fresh interpreter per stage costs
+~18 s of CPU in imports for a toy stage). The other tests still run every stage as a real subprocess (the `--jobs`
+test must; the every-arm and mask-pairs tests hold the real runs of the relabelling, calibration and concatenation
+commands)."""
 
 import json
 
 import pytest
 from datasets import load_from_disk
 
+from in_process_stages import InProcessStages
 from repo_scripts import load_script
 from sos_layout import write_sos_release
 
@@ -14,6 +20,12 @@ from sos_layout import write_sos_release
 @pytest.fixture(scope="module")
 def benchmark():
     return load_script("benchmarks/sos_benchmark.py")
+
+
+@pytest.fixture
+def in_process_stages(monkeypatch):
+    """Every stage of this test that runs a `dakter_hf.commands` module in one process runs in-process."""
+    return InProcessStages(monkeypatch)
 
 
 def toy_args(data_dir, output_dir, *extra):
@@ -234,7 +246,7 @@ def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypat
 
 
 
-def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch):
+def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch, in_process_stages):
     """--posterior_labels N relabels the sampled pairs with N segmentation draws of their generator; the pair-quality
     levers score them with it and drop / weight pairs in the hard and soft students; each names its own students and
     results file, and the generator, the sampled set and the real students are reused."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 
 __all__ = [
@@ -204,17 +205,24 @@ class StageRunner:
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"\n$ {' '.join(command)}\n")
             log.flush()
-            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            returncode = self._execute(command, log, env)
         elapsed = time.perf_counter() - start
         self.durations[name] = elapsed
-        if result.returncode != 0 or not done.exists():
+        if returncode != 0 or not done.exists():
             tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             print(f"[fail] {name} (log: {log_path})", flush=True)
-            raise StageError(f"stage {name!r} failed (exit code {result.returncode}); last lines of {log_path}:\n"
+            raise StageError(f"stage {name!r} failed (exit code {returncode}); last lines of {log_path}:\n"
                                + "\n".join(tail))
         self._record_duration(name, elapsed)
         print(f"[done] {name} in {elapsed:.0f} s", flush=True)
         return elapsed
+
+    @staticmethod
+    def _execute(command: Sequence[str], log: TextIO, env: Mapping[str, str]) -> int:
+        """Run one stage's `command` (`[python, ..., module or script, *arguments]`) with `env`, its stdout and stderr
+        appended to the open `log`; returns its exit code. Every stage runs through here (tests replace it to run
+        stages in-process, see `tests/in_process_stages.py`)."""
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
 
     def run_concurrently(self, tasks: Sequence[Callable[[], object]]) -> list:
         """Call `tasks` (each runs one or more stages in order, e.g. a student and its evaluation) up to `jobs` at a
