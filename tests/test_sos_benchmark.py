@@ -2,10 +2,11 @@
 default, the relabelled control, the generator levers, several budgets, the protocol without augmentation), the
 held-out validation scores, the diagnostics and variants that reuse the generator and the real students.
 
-The stages of the levers test run in this process (`tests/in_process_stages.py`: a fresh interpreter per stage costs
-~18 s of CPU in imports for a toy stage). The other tests still run every stage as a real subprocess (the `--jobs`
-test must; the every-arm and mask-pairs tests hold the real runs of the relabelling, calibration and concatenation
-commands)."""
+The stages run in this process (`tests/in_process_stages.py`: a fresh interpreter per stage costs ~18 s of CPU in
+imports for a toy stage), except in the `--jobs` test, where every stage is a real subprocess as in a benchmark run,
+and the calibration, relabelling and concatenation stages named below, which keep one real subprocess run of each
+of those commands (train, generate, distill and evaluate run as subprocesses in the `--jobs` test and in
+`test_demo.py`)."""
 
 import json
 
@@ -64,6 +65,8 @@ def test_upgrade_entry_labels_arms_of_the_protocol_without_augmentation(benchmar
 
 
 def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch):
+    # The relabelling and calibration stages stay real subprocesses: the end-to-end runs of those commands.
+    stages = InProcessStages(monkeypatch, subprocess_commands={"relabel", "calibrate"})
     # The toy budget of 2 steps plays the default budget's part (it names no students of its own).
     monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
@@ -182,6 +185,7 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch):
         regime_dir / "generated-dual-auto-Tfit" / "README.md").read_text()
     with pytest.raises(SystemExit):
         benchmark.parse_args(toy_args(data_dir, out, "--calibrate_temperature", "--regimes", "full"))
+    assert stages.subprocesses == ["dakter_hf.commands.relabel", "dakter_hf.commands.calibrate"]
 
 def test_pairs_arguments_and_names(benchmark, capsys):
     base = ["--data_dir", "d", "--sensor", "sentinel"]
@@ -210,6 +214,7 @@ def test_pairs_arguments_and_names(benchmark, capsys):
 
 
 def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypatch):
+    stages = InProcessStages(monkeypatch, subprocess_commands={"concatenate"})  # its end-to-end subprocess run
     monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
@@ -242,6 +247,7 @@ def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypat
     masked = json.loads((out / "sentinel" / "results-pmt-k2-maskpairs-perturbed.json").read_text())["regimes"]["4"]
     assert set(masked["summary"]) == {"soft (per-modality timesteps, k 2, mask-conditioned pairs, perturbed masks)"}
     assert masked["diagnostics"]["dual-auto-pmt-k2-maskpairs-perturbed"]["uncertain_label_fraction"] == 0.0
+    assert stages.subprocesses == ["dakter_hf.commands.concatenate"]
 
 
 
@@ -324,7 +330,7 @@ def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage
     assert "[run ]" not in capsys.readouterr().out
 
 
-def test_bf16_reaches_every_training_and_generation_stage(benchmark, tmp_path):
+def test_bf16_reaches_every_training_and_generation_stage(benchmark, tmp_path, in_process_stages):
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
     benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--bf16"))
