@@ -29,6 +29,16 @@ def test_subcommand_delegates_with_the_same_arguments(name, monkeypatch):
     assert seen["argv"] == ["--flag", "value"]
 
 
+@pytest.mark.parametrize("name", ["distill", "evaluate"])
+def test_a_command_returning_its_results_exits_with_zero(name, monkeypatch):
+    # distill / evaluate return their metrics (a dict) to Python callers; `dakter <name>` must still exit with 0
+    module = importlib.import_module(f"dakter_hf.commands.{dakter.COMMANDS[name][0]}")
+    monkeypatch.setattr(module, "main", lambda argv=None: {"mean_iou": 0.5})
+    assert dakter.main([name]) == 0
+    monkeypatch.setattr(module, "main", lambda argv=None: None)
+    assert dakter.main([name]) == 0
+
+
 @pytest.mark.parametrize("name", list(dakter.COMMANDS))
 def test_help_lists_defaults(name, capsys):
     with pytest.raises(SystemExit) as exit_info:

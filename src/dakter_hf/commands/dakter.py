@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         code = command.main(rest)
     finally:
         sys.argv[0] = program
-    return int(code or 0)
+    # `distill` and `evaluate` return their results (a dict) for callers in Python: a finished run exits with 0.
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
