@@ -72,6 +72,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import load_from_disk
+from filelock import FileLock
 
 from dakter_hf.data import HELDOUT_SPLIT, load_sos
 from dakter_hf.distill.sampler import parse_generated_ratio
@@ -675,24 +676,34 @@ def main(argv=None):
 
 
 def run_variant(args, out):
-    """Every regime of one variant (one generator seed); writes the variant's results file."""
+    """Every regime of one variant (one generator seed); updates the variant's results file."""
     start = time.perf_counter()
-    # One results file per variant; a run updates the regimes it ran and keeps the others.
-    results_path = out / f"results{student_variant(args)}.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results.setdefault("regimes", {})
+    entries = {}
     for index, regime in enumerate(args.regimes):
         root = out / f"regime-{regime}"
         runner = StageRunner(root, num_threads=args.num_threads, jobs=args.jobs)  # logs: <root>/logs/<stage>.log
         entry = run_regime(runner, args, root, regime, first=index == 0)
         entry["stage_seconds"] = {k: v for k, v in runner.durations.items() if v}
         entry["arguments"] = {k: str(v) for k, v in vars(args).items()}
-        previous = upgrade_entry(results["regimes"].get(regime, {}))
-        results["regimes"][regime] = merge_entry(previous, entry)
-    results["seconds_of_last_run"] = time.perf_counter() - start
-    write_json(results_path, results)
+        entries[regime] = entry
+    results_path = update_results(out / f"results{student_variant(args)}.json", entries,
+                                  seconds=time.perf_counter() - start)
     print(f"\nResults: {results_path}")
 
+
+def update_results(results_path, entries, seconds):
+    """Merge this run's regime entries into a results file (one file per variant; a run updates the regimes and arms
+    it ran and keeps the others). The file is read, merged and replaced under a lock at the end of the run, so that
+    runs of one --output_dir side by side (e.g. `--modes hard` beside `--relabelled_control`) each keep the other's
+    arms instead of writing back what they read hours earlier."""
+    with FileLock(str(results_path) + ".lock"):
+        results = json.loads(results_path.read_text()) if results_path.exists() else {}
+        results.setdefault("regimes", {})
+        for regime, entry in entries.items():
+            results["regimes"][regime] = merge_entry(upgrade_entry(results["regimes"].get(regime, {})), entry)
+        results["seconds_of_last_run"] = seconds
+        write_json(results_path, results)
+    return results_path
 
 if __name__ == "__main__":
     try:

@@ -64,6 +64,28 @@ def test_upgrade_entry_labels_arms_of_the_protocol_without_augmentation(benchmar
         "| real (300 student steps, no augmentation) |")
 
 
+def test_runs_side_by_side_keep_each_others_arms(benchmark, tmp_path, monkeypatch):
+    """Two runs of one --output_dir at once (e.g. `--modes hard` in one shell, `--relabelled_control` in another):
+    the one finishing last merges into the results file as it is then, not as it was when the run started."""
+    cell = {"mean_iou": {"mean": 0.7, "std": 0.0, "n": 1, "values": [0.7]}}
+    out = tmp_path / "sentinel"
+    results_path = out / "results.json"
+    benchmark.update_results(results_path, {"4": {"summary": {"real": cell}}}, seconds=1.0)
+
+    def run_regime(runner, args, root, regime, first):
+        # The other run finishes while this one trains.
+        benchmark.update_results(results_path, {regime: {"summary": {"hard": cell}}}, seconds=2.0)
+        return {"summary": {"soft, labels by a real-data student": cell}}
+
+    monkeypatch.setattr(benchmark, "run_regime", run_regime)
+    args = benchmark.parse_args(toy_args(tmp_path / "unused", tmp_path))
+    args.generator_seed = None
+    out.mkdir(parents=True, exist_ok=True)
+    benchmark.run_variant(args, out)
+    summary = json.loads(results_path.read_text())["regimes"]["4"]["summary"]
+    assert sorted(summary) == ["hard", "real", "soft, labels by a real-data student"]
+
+
 def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch):
     # The relabelling and calibration stages stay real subprocesses: the end-to-end runs of those commands.
     stages = InProcessStages(monkeypatch, subprocess_commands={"relabel", "calibrate"})
