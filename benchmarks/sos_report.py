@@ -10,7 +10,8 @@ means; `n = 1` for one seed) and the difference to the `real` students of the sa
 every variant of an output directory: taken from whichever file holds the most seeds of them). `-`: no such arm.
 
     python benchmarks/sos_report.py --output_dir outputs/sos-augmented --sensor sentinel --regimes 150 \
-        --output_md outputs/sos-augmented/sentinel/generator-seeds.md
+        --output_md outputs/sos-augmented/sentinel/generator-seeds.md \
+        --output_png outputs/sos-augmented/sentinel/generator-seeds.png
 """
 
 import argparse
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from dakter_hf.experiments import LABELS, METRICS
+from dakter_hf.visualization import save_seed_comparison
 
 
 #: The generator-seed part of a results file's variant ('-g1' in 'results-g1-pmt.json'; not '-gaug').
@@ -195,6 +197,34 @@ def format_report(report, sensor, metric="mean_iou", split="test"):
         f"{entry['table']}" for regime, entry in report.items())
 
 
+def figure_arms(rows):
+    """`combine` output as `save_seed_comparison` input, in percent: arm -> generator seed (or 'real, shared') ->
+    (mean, std over student seeds; 0 for one student seed)."""
+    def group(seed):
+        return "shared" if seed is None else f"generator seed {seed}"
+
+    def by_seed(item):
+        return -1 if item[0] is None else item[0]
+
+    return {arm: {group(seed): (100 * cell["mean"], 100 * cell["std"] if cell["n"] > 1 else 0.0)
+                  for seed, cell in sorted(row["generator_seeds"].items(), key=by_seed)}
+            for arm, row in rows.items()}
+
+
+def save_report_figures(report, path, sensor, metric="mean_iou", split="test"):
+    """One dot plot per regime (`path` itself for one regime, else `<stem>-<regime><suffix>`): every arm's
+    per-generator-seed means with their student-seed spread, beside the `real` students; returns the paths."""
+    path, label = Path(path), LABELS.get(metric, metric)
+    written = []
+    for regime, entry in report.items():
+        target = path if len(report) == 1 else path.with_name(f"{path.stem}-{regime}{path.suffix}")
+        arms = figure_arms(entry["rows"])
+        written.append(save_seed_comparison(
+            arms, target, reference="real" if "real" in arms else None, xlabel=f"{label} (%), {split} split",
+            title=f"{sensor}, regime {regime}: mean ± std over student seeds, per generator seed"))
+    return written
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, required=True, help="the --output_dir of sos_benchmark.py")
@@ -205,6 +235,9 @@ def parse_args(argv=None):
                         help="train_heldout: the validation scores of the scarce regimes")
     parser.add_argument("--output_md", type=Path, default=None, help="also write the tables to this Markdown file")
     parser.add_argument("--output_json", type=Path, default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--output_png", type=Path, default=None,
+                        help="also draw the arms as a PNG dot plot (one file per regime: <stem>-<regime>.png when "
+                             "there are several)")
     return parser.parse_args(argv)
 
 
@@ -224,6 +257,8 @@ def main(argv=None):
                             for arm, row in entry["rows"].items()} for regime, entry in report.items()}
         args.output_json.write_text(json.dumps({"sensor": args.sensor, "metric": args.metric, "split": args.split,
                                                 "regimes": numbers}, indent=2) + "\n", encoding="utf-8")
+    if args.output_png:
+        save_report_figures(report, args.output_png, args.sensor, args.metric, args.split)
     return report
 
 

@@ -5,6 +5,7 @@ import json
 import statistics
 
 import pytest
+from PIL import Image
 
 from dakter_hf.experiments import METRICS, summarize, write_json
 
@@ -125,6 +126,27 @@ def test_main_writes_markdown_and_json(benchmark, report_script, tmp_path, capsy
     soft = written["regimes"]["150"]["soft"]
     assert soft["generator_seeds"]["0"]["mean"] == pytest.approx(0.9) and soft["spread"] is None
     assert soft["difference_to_real"] == pytest.approx(0.15)
+
+
+def test_main_draws_one_figure_per_regime(benchmark, report_script, tmp_path):
+    out = tmp_path / "sentinel"
+    write_results(benchmark, out, variant_args(benchmark), {"real": [0.7, 0.8], "soft": [0.9]})
+    write_results(benchmark, out, variant_args(benchmark, "--generator_seed", "1"), {"soft": [0.74, 0.76]})
+    write_results(benchmark, out, variant_args(benchmark), {"soft": [0.5]}, regime="full")
+    report = report_script.main(["--output_dir", str(tmp_path), "--sensor", "sentinel",
+                                 "--output_png", str(tmp_path / "arms.png")])
+    for regime in ("150", "full"):
+        with Image.open(tmp_path / f"arms-{regime}.png") as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    arms = report_script.figure_arms(report["150"]["rows"])
+    # Percent; the real students shared, one student seed drawn without a spread.
+    assert arms["real"] == {"shared": (pytest.approx(75.0), pytest.approx(100 * statistics.stdev([0.7, 0.8])))}
+    assert arms["soft"] == {"generator seed 0": (pytest.approx(90.0), 0.0),
+                            "generator seed 1": (pytest.approx(75.0),
+                                                 pytest.approx(100 * statistics.stdev([0.74, 0.76])))}
+    report_script.main(["--output_dir", str(tmp_path), "--sensor", "sentinel", "--regimes", "150",
+                        "--output_png", str(tmp_path / "one.png")])
+    assert (tmp_path / "one.png").is_file()  # one regime: the path itself
 
 
 def test_errors_name_the_directory_or_file(benchmark, report_script, tmp_path):

@@ -12,6 +12,7 @@ from dakter_hf.visualization import (
     save_bar_chart,
     save_learning_curves,
     save_sample_grid,
+    save_seed_comparison,
 )
 
 
@@ -163,6 +164,25 @@ def test_bar_chart_with_errors_and_overwrite(tmp_path):
         save_bar_chart({"a": 1.0}, tmp_path / "e.png", errors={"b": 0.1})
     with pytest.raises(ValueError, match="values"):
         save_bar_chart({}, tmp_path / "e.png")
+
+
+def test_seed_comparison_draws_every_group_and_checks_its_input(tmp_path):
+    arms = {"real": {"shared": (74.56, 0.70)},
+            "soft": {"generator seed 0": (74.97, 0.14), "generator seed 1": (75.40, 0.30)},
+            "hard": {"generator seed 1": (75.03, 0.05)}}
+    path = save_seed_comparison(arms, tmp_path / "arms.png", reference="real", xlabel="mIoU (%)", title="Sentinel")
+    _assert_png(path)
+    first = path.read_bytes()
+    moved = {**arms, "hard": {"generator seed 1": (73.0, 0.05)}}  # one dot moved: the figure changes
+    save_seed_comparison(moved, path, reference="real", xlabel="mIoU (%)", title="Sentinel")
+    assert path.read_bytes() != first
+    with pytest.raises(ValueError, match="empty"):
+        save_seed_comparison({}, tmp_path / "e.png")
+    with pytest.raises(ValueError, match=r"arms without a \(mean, std\) group: \['soft'\]"):
+        save_seed_comparison({"real": {"shared": (1.0, 0.0)}, "soft": {}}, tmp_path / "e.png")
+    with pytest.raises(ValueError, match="`reference` 'teacher' is not among the arms"):
+        save_seed_comparison(arms, tmp_path / "e.png", reference="teacher")
+    assert not (tmp_path / "e.png").exists()
 
 
 def test_module_does_not_use_pyplot():

@@ -27,7 +27,7 @@ from matplotlib.patches import Patch
 
 
 __all__ = ["DEFAULT_PALETTE", "MASK_TO_IMAGE_COLUMNS", "SEGMENTATION_COLUMNS", "save_bar_chart", "save_learning_curves",
-           "save_sample_grid"]
+           "save_sample_grid", "save_seed_comparison"]
 
 #: Default class colours (RGB in [0, 1]): the OSD colour code, extended with `tab10`.
 DEFAULT_PALETTE: list[tuple[float, float, float]] = [
@@ -380,6 +380,69 @@ def save_bar_chart(
         ax.set_ylim(*ylim)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save_figure(fig, path, dpi)
+
+
+def save_seed_comparison(
+    arms: Mapping[str, Mapping[str, tuple[float, float]]],
+    path: str | os.PathLike,
+    reference: str | None = None,
+    xlabel: str = "",
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Save a dot plot of experiment arms, one row each, for results over two levels of seeds.
+
+    Each arm has one or more groups (e.g. one per generator seed), each a `(mean, std)` over inner seeds (e.g.
+    student seeds): a group is a dot with a `± std` bar, the mean over an arm's groups a black tick. The `reference`
+    arm (e.g. the students trained on real pairs alone) is also drawn as a dashed vertical line with a band of its
+    first group's `± std`, so that each arm reads as left or right of it.
+
+    Args:
+        arms (`Mapping[str, Mapping[str, tuple[float, float]]]`): arm -> group name -> `(mean, std)`, drawn top to
+            bottom in the mapping's order; every group name gets one colour across arms (legend).
+        path (`str` or `os.PathLike`): output PNG path.
+        reference (`str`, *optional*): an arm of `arms` to draw as the reference line.
+        xlabel (`str`, *optional*): x-axis label.
+        title (`str`, *optional*): figure title.
+        dpi (`int`, *optional*, defaults to 100): resolution of the PNG.
+
+    Returns:
+        `pathlib.Path`: the written file.
+    """
+    if not arms:
+        raise ValueError("`arms` is empty: nothing to plot.")
+    empty = [arm for arm, groups in arms.items() if not groups]
+    if empty:
+        raise ValueError(f"arms without a (mean, std) group: {empty}.")
+    if reference is not None and reference not in arms:
+        raise ValueError(f"`reference` {reference!r} is not among the arms {list(arms)}.")
+    group_names = list(dict.fromkeys(name for groups in arms.values() for name in groups))
+    colours = colormaps["tab10"]
+    fig = Figure(figsize=(8.0, 0.45 * len(arms) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    if reference is not None:
+        mean, std = next(iter(arms[reference].values()))
+        ax.axvspan(mean - std, mean + std, color="grey", alpha=0.15, lw=0)
+        ax.axvline(mean, color="grey", ls="--", lw=1, label=f"{reference} (± std)")
+    offsets = np.linspace(-0.2, 0.2, len(group_names)) if len(group_names) > 1 else np.zeros(1)
+    labelled = set()
+    for row, groups in enumerate(arms.values()):
+        for index, name in enumerate(group_names):
+            if name in groups:
+                mean, std = groups[name]
+                ax.errorbar(mean, row + offsets[index], xerr=std, fmt="o", color=colours(index % 10), capsize=3,
+                            markersize=5, label=None if name in labelled else name)
+                labelled.add(name)
+        ax.plot([float(np.mean([mean for mean, _ in groups.values()]))] * 2, [row - 0.35, row + 0.35], color="black",
+                lw=2, label=None if row else "mean over groups")
+    ax.set_yticks(np.arange(len(arms)), list(arms))
+    ax.set_ylim(len(arms) - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.legend(loc="outside lower center", ncol=min(4, len(group_names) + 2), fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
     return _save_figure(fig, path, dpi)
