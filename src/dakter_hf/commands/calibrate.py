@@ -24,16 +24,10 @@ from ..generation import fit_soft_label_temperature, save_soft_label_temperature
 from ..pipelines import SCHEDULERS, set_scheduler
 from .errors import DEBUG_HELP, command_line_errors
 from .generate import load_pipeline
+from .options import positive_int
 
 
 logger = logging.getLogger("dakter_hf.calibrate")
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return number
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,14 +45,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"Labelled split to fit on; default: '{HELDOUT_SPLIT}' with --num_train_samples (the "
                              "training pairs outside the seeded subset), else 'validation'. Never fit on the split "
                              "a benchmark scores.")
-    parser.add_argument("--num_inference_steps", type=_positive_int, default=20,
+    parser.add_argument("--num_inference_steps", type=positive_int, default=20,
                         help="Scheduler steps of every segmentation.")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                         help="Sampler; default: the pipeline's own scheduler.")
     parser.add_argument("--conditioning", choices=("auto", "replacement", "exact"), default="auto",
                         help="exact: models trained with per-modality timesteps; replacement: any model; auto: exact "
                              "when the model allows it.")
-    parser.add_argument("--batch_size", type=_positive_int, default=8, help="Images per pipeline call.")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help="Images per pipeline call.")
     parser.add_argument("--seed", type=int, default=0, help="Image i is segmented with seed + i.")
     parser.add_argument("--save", action="store_true",
                         help="Write the fitted temperature into <pipeline>/model_index.json (atomically) and its "

@@ -40,6 +40,7 @@ from ..labels import SOFT_LABEL_DTYPES
 from ..models import JointUNet2DModel
 from ..pipelines import SCHEDULERS, DAKTerPipeline, set_scheduler
 from .errors import DEBUG_HELP, command_line_errors
+from .options import positive_int
 
 
 logger = logging.getLogger("dakter_hf.generate")
@@ -57,13 +58,6 @@ def _id2label_arg(value: str) -> dict:
     return mapping
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return number
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line of `dakter-generate`."""
     parser = argparse.ArgumentParser(
@@ -72,15 +66,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "a `datasets` dataset (resumable; shareable on the Hub).",
     )
     parser.add_argument("--pipeline", required=True, help="Pipeline directory or Hub repository id.")
-    parser.add_argument("--num_samples", type=_positive_int, default=None,
+    parser.add_argument("--num_samples", type=positive_int, default=None,
                         help="Number of pairs to generate (joint sampling; required without --masks_from_dataset).")
     parser.add_argument("--output_dir", required=True,
                         help="Dataset directory (read it with datasets.load_from_disk); shards of an unfinished run "
                              "live in <output_dir>.partial until the dataset is complete.")
-    parser.add_argument("--batch_size", type=_positive_int, default=8, help="Pairs per pipeline call (default 8).")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help="Pairs per pipeline call (default 8).")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                         help="Sampler; default: the pipeline's own scheduler. dpmsolver is DPM-Solver++.")
-    parser.add_argument("--num_inference_steps", type=_positive_int, default=50, help="Denoising steps (default 50).")
+    parser.add_argument("--num_inference_steps", type=positive_int, default=50, help="Denoising steps (default 50).")
     parser.add_argument("--seed", type=int, default=0, help="Row i is generated from seed + i (default 0).")
     parser.add_argument("--soft_label_temperature", type=float, default=None,
                         help="Softmax temperature of the soft labels (> 1 softens); default: the pipeline's stored "
@@ -117,7 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="Draw images for the masks of the dataset given by the data flags (--dataset, --data_dir, "
                             "--sensor, --num_train_samples, ...) instead of sampling pairs jointly.")
     masks.add_argument("--mask_split", default="train", help="Split whose masks are used (default train).")
-    masks.add_argument("--images_per_mask", type=_positive_int, default=1, help="Images drawn per mask (k).")
+    masks.add_argument("--images_per_mask", type=positive_int, default=1, help="Images drawn per mask (k).")
     masks.add_argument("--augment_masks", action="store_true",
                        help="A random flip / 90-degree rotation of each row's mask before drawing.")
     masks.add_argument("--perturb_masks", nargs="*", choices=MASK_PERTURBATIONS, default=None, metavar="KIND",
@@ -129,8 +123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     masks.add_argument("--conditioning", choices=("auto", "replacement", "exact"), default="auto",
                        help="exact: models trained with per-modality timesteps; replacement: any model; auto: exact "
                             "when the model allows it.")
-    masks.add_argument("--jump_length", type=_positive_int, default=10, help="RePaint resampling: steps per jump.")
-    masks.add_argument("--jump_n_sample", type=_positive_int, default=1,
+    masks.add_argument("--jump_length", type=positive_int, default=10, help="RePaint resampling: steps per jump.")
+    masks.add_argument("--jump_n_sample", type=positive_int, default=1,
                        help="RePaint resampling: runs of each jump (1: none; replacement only).")
     add_data_args(parser)
     args = parser.parse_args(argv)

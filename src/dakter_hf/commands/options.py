@@ -3,6 +3,14 @@
 import argparse
 
 
+def positive_int(value: str) -> int:
+    """argparse `type` of a count that must be >= 1 (`--batch_size`, `--num_inference_steps`, ...)."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
 def add_adamw_args(group: argparse._ArgumentGroup | argparse.ArgumentParser, weight_decay: float) -> None:
     """AdamW's hyper-parameters and the gradient-clipping norm (`--adam_*`, `--max_grad_norm`), as both training loops
     build `torch.optim.AdamW` and `backward_and_step` from them; `weight_decay` is the command's default."""
