@@ -160,7 +160,9 @@ def build_parser():
     # Levers of the generated labels, from the generator's own segmentation pipeline.
     p.add_argument("--posterior_labels", type=int, default=0, metavar="N",
                    help="relabel the generated pairs with the average of N segmentation draws of the generator "
-                        "(posterior soft labels; its own generated set and students)")
+                        "(posterior soft labels; its own generated set and students). Use it with "
+                        "--per_modality_timesteps: the one-timestep generator segments by replacement conditioning, "
+                        "and its posterior labels cost Sentinel 150's soft students 15 mIoU (BENCHMARKS.md)")
     p.add_argument("--drop_worst_pairs", type=float, default=0.0, metavar="F",
                    help="hard / soft students drop the fraction F of generated pairs whose soft label agrees least "
                         "with the generator's segmentation of their image (pair_quality)")

@@ -164,6 +164,29 @@ def test_posterior_labels_average_segmentation_draws(pipeline_dir, source_dir, t
     assert '"num_samples": 1' in card and '"seed": 7' in card and "replacement" in card
 
 
+def test_a_replacement_conditioning_labeller_warns(pipeline_dir, caplog):
+    """The one-timestep model segments by replacement conditioning, which measured far worse than exact conditioning:
+    building such a labeller says so; a per-modality model (exact conditioning) does not warn."""
+    import logging
+
+    from dakter_hf import DAKTerPipeline, JointUNet2DModel
+    from dakter_hf.distill.labellers import GeneratorLabeller
+
+    with caplog.at_level(logging.WARNING, logger="dakter_hf.distill.labellers"):
+        labeller = GeneratorLabeller(DAKTerPipeline.from_pretrained(pipeline_dir), name="one-timestep")
+    assert labeller.conditioning == "replacement"
+    assert "one-timestep labels by replacement conditioning" in caplog.text
+    assert "--per_modality_timesteps" in caplog.text
+    caplog.clear()
+    unet = JointUNet2DModel(sample_size=16, num_classes=3, block_out_channels=(8, 16), norm_num_groups=4,
+                            layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                            up_block_types=("UpBlock2D", "UpBlock2D"), per_modality_timesteps=True)
+    pipe = DAKTerPipeline(unet=unet, scheduler=DAKTerPipeline.from_pretrained(pipeline_dir).scheduler)
+    with caplog.at_level(logging.WARNING, logger="dakter_hf.distill.labellers"):
+        assert GeneratorLabeller(pipe).conditioning == "exact"
+    assert "replacement conditioning" not in caplog.text
+
+
 def test_score_only_adds_pair_quality_and_keeps_the_pairs(pipeline_dir, source_dir, tmp_path):
     args = ["--labeller", str(pipeline_dir), "--seed", "3", *STEPS]
     relabel_command.main(["--generated_dataset", str(source_dir), *args, "--output_dir", str(tmp_path / "own")])

@@ -16,6 +16,7 @@ Two kinds, with one interface (`labeller(images, indices, size)` -> `(B, K, H, W
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,9 @@ from ..generation.sampling import quiet_pipeline
 from ..pipelines import DAKTerSegmentationPipeline, set_scheduler
 from ..pipelines.inputs import resize_probabilities
 from .losses import upsample_logits
+
+
+logger = logging.getLogger(__name__)
 
 
 __all__ = ["LABELLER_KINDS", "GeneratorLabeller", "StudentLabeller", "labeller_kind", "load_labeller"]
@@ -123,6 +127,12 @@ class GeneratorLabeller:
         if soft_label_temperature is not None and not soft_label_temperature > 0:
             raise ValueError(f"`soft_label_temperature` must be > 0, got {soft_label_temperature}.")
         self.conditioning = self.pipe.resolve_conditioning(conditioning, jump_length, jump_n_sample)
+        if self.conditioning == "replacement":
+            logger.warning(
+                "%s labels by replacement conditioning (a checkpoint trained without per-modality timesteps): on SOS "
+                "Sentinel it segmented real test images at 40 mIoU against 74 for a per-modality checkpoint's exact "
+                "conditioning, and students on its posterior labels lost 15 mIoU (BENCHMARKS.md). Prefer a generator "
+                "trained with --per_modality_timesteps as labeller.", name or type(self.pipe.unet).__name__)
         self.num_samples, self.num_inference_steps, self.seed = num_samples, num_inference_steps, int(seed)
         self.jump_length, self.jump_n_sample = jump_length, jump_n_sample
         self.soft_label_temperature = soft_label_temperature
