@@ -185,19 +185,23 @@ def test_seed_comparison_draws_every_group_and_checks_its_input(tmp_path):
     assert not (tmp_path / "e.png").exists()
 
 
-def test_module_does_not_use_pyplot():
+def test_package_does_not_use_pyplot():
     # figures are standalone Figure objects on the Agg canvas: no global pyplot state, no window
     import ast
+    from pathlib import Path
 
     import dakter_hf.visualization as visualization
 
-    tree = ast.parse(open(visualization.__file__).read())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not any("pyplot" in (name or "") for name in imported)
+    modules = sorted(Path(visualization.__file__).parent.glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "charts.py", "figure.py", "sample_grid.py"}
+    for module in modules:
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not any("pyplot" in (name or "") for name in imported), module.name
 
 
 def test_bar_values_are_written_with_two_decimals():
-    from dakter_hf.visualization import _format_value
+    from dakter_hf.visualization.charts import _format_value
 
     assert [_format_value(v) for v in (4.951, 55.93, 100.0, 0.00123)] == ["4.95", "55.93", "100.00", "0.00123"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 
-from .visualization import _image_range, _palette, _to_numpy
+from .visualization.figure import _image_range, _palette, _to_numpy
 
 
 def as_rgb(image) -> np.ndarray:
