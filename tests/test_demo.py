@@ -1,9 +1,15 @@
-"""`make demo` end to end at toy scale: every stage runs, the table and figures are written, a rerun resumes."""
+"""`make demo` end to end at toy scale: every stage runs, the table and figures are written, a rerun resumes.
+
+The generator's training and the students run in this process (`tests/in_process_stages.py`: a fresh interpreter
+per stage costs ~18 s of CPU in imports for a toy stage; `test_sos_benchmark.py`'s `--jobs` test starts those
+commands as real subprocesses); generation keeps its real subprocess, the suite's one-process run of
+`python -m dakter_hf.commands.generate` (the `--jobs` test generates under `accelerate launch`)."""
 
 import json
 
 import pytest
 
+from in_process_stages import InProcessStages
 from repo_scripts import load_script
 
 
@@ -17,9 +23,12 @@ TOY = ["--resolution", "32", "--num_train_scenes", "8", "--generated_multiple", 
        "--num_inference_steps", "2", "--num_threads", "1"]
 
 
-def test_demo_runs_every_stage_and_resumes(demo, tmp_path, capsys):
+def test_demo_runs_every_stage_and_resumes(demo, tmp_path, capsys, monkeypatch):
+    stages = InProcessStages(monkeypatch, subprocess_commands={"generate"})
     out = tmp_path / "demo"
     demo.main(["--output_dir", str(out), *TOY])
+    assert stages.in_process == ["train", "distill", "distill", "distill"]
+    assert stages.subprocesses == ["dakter_hf.commands.generate"]
     report = json.loads((out / "results.json").read_text())
     assert set(report["summary"]) == {"real", "hard", "soft"}
     for mode in ("real", "hard", "soft"):
