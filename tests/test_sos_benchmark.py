@@ -29,6 +29,24 @@ def in_process_stages(monkeypatch):
     return InProcessStages(monkeypatch)
 
 
+@pytest.fixture
+def toy_sampling_steps(benchmark, monkeypatch):
+    """3 sampling steps play the default's part (20): the generators' validation grids and the generated sets sample
+    at 3 steps, under the default's stage names (sampling is the costly part of a toy stage, in bfloat16 on a CPU
+    most of all); a test passing `--num_inference_steps 2` still gets the variant named `S2`."""
+    build_parser = benchmark.build_parser
+
+    def toy_parser():
+        parser = build_parser()
+        parser.set_defaults(num_inference_steps=3)
+        return parser
+
+    monkeypatch.setattr(benchmark, "build_parser", toy_parser)
+    benchmark._default.cache_clear()  # `_default` caches the parser's defaults: the toy one for this test only
+    yield
+    benchmark._default.cache_clear()
+
+
 def toy_args(data_dir, output_dir, *extra):
     return ["--data_dir", str(data_dir), "--sensor", "sentinel", "--output_dir", str(output_dir), "--regimes", "4",
             "--resolution", "32", "--crop_size", "16", "--model_size", "tiny", "--generator_steps", "2",
@@ -86,7 +104,7 @@ def test_runs_side_by_side_keep_each_others_arms(benchmark, tmp_path, monkeypatc
     assert sorted(summary) == ["hard", "real", "soft, labels by a real-data student"]
 
 
-def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch):
+def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch, toy_sampling_steps):
     # The relabelling and calibration stages stay real subprocesses: the end-to-end runs of those commands.
     stages = InProcessStages(monkeypatch, subprocess_commands={"relabel", "calibrate"})
     # The toy budget of 2 steps plays the default budget's part (it names no students of its own).
@@ -235,7 +253,7 @@ def test_pairs_arguments_and_names(benchmark, capsys):
     assert default.pairs == "joint" and benchmark.student_variant(default) == ""
 
 
-def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypatch):
+def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypatch, toy_sampling_steps):
     stages = InProcessStages(monkeypatch, subprocess_commands={"concatenate"})  # its end-to-end subprocess run
     monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
@@ -352,13 +370,15 @@ def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage
     assert "[run ]" not in capsys.readouterr().out
 
 
-def test_bf16_reaches_every_training_and_generation_stage(benchmark, tmp_path, in_process_stages):
+def test_bf16_reaches_every_training_and_generation_stage(benchmark, tmp_path, in_process_stages, toy_sampling_steps):
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
     benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--bf16"))
     logs = out / "sentinel" / "regime-4" / "logs"
-    assert "--mixed_precision bf16" in (logs / "generator-generator-dual-auto.log").read_text()
-    assert "--dtype bfloat16" in (logs / "generate-generated-dual-auto.log").read_text()
+    generator = (logs / "generator-generator-dual-auto.log").read_text()
+    assert "--mixed_precision bf16" in generator and "--validation_inference_steps 3" in generator
+    generation = (logs / "generate-generated-dual-auto.log").read_text()
+    assert "--dtype bfloat16" in generation and "--num_inference_steps 3" in generation
     assert "--mixed_precision bf16" in (logs / "student-soft-steps2-aug-seed0.log").read_text()
     summary = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]["summary"]
     assert 0.0 <= summary["soft (2 student steps)"]["mean_iou"]["mean"] <= 1.0
