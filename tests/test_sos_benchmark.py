@@ -3,10 +3,10 @@ default, the relabelled control, the generator levers, several budgets, the prot
 held-out validation scores, the diagnostics and variants that reuse the generator and the real students.
 
 The stages run in this process (`tests/in_process_stages.py`: a fresh interpreter per stage costs ~18 s of CPU in
-imports for a toy stage), except in the `--jobs` test, where every stage is a real subprocess as in a benchmark run,
-and the calibration, relabelling and concatenation stages named below, which keep one real subprocess run of each
-of those commands (train, generate, distill and evaluate run as subprocesses in the `--jobs` test and in
-`test_demo.py`)."""
+imports for a toy stage), except in the `--jobs` run of the `--jobs` test, where every stage is a real subprocess as
+in a benchmark run (train, distill and evaluate; generate under `accelerate launch`), and the calibration,
+relabelling and concatenation stages named below, which keep one real subprocess run of each of those commands
+(`test_demo.py` keeps the one-process subprocess run of generate)."""
 
 import json
 
@@ -337,17 +337,27 @@ def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch
         benchmark.parse_args(toy_args(data_dir, out, "--posterior_labels", "2", "--pair_quality_weighting"))
 
 
-def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage(benchmark, tmp_path, capsys):
+def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage(benchmark, tmp_path, capsys,
+                                                                                 monkeypatch, toy_sampling_steps):
     """--jobs 2 --num_threads 2 runs every stage at one thread (the generator and the real student side by side,
     generation as two processes, the soft and synthetic-only students side by side): the generated set and every
-    student's metrics are bit-identical to a sequential run at one thread."""
+    student's metrics are bit-identical to a sequential run at one thread.
+
+    The sequential reference runs its stages in-process at one thread (the same results as one-thread subprocesses,
+    without ~18 s of imports per stage); the run with --jobs starts every stage as a real subprocess."""
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     extra = ["--modes", "real", "soft", "--train_on_synthetic"]
     sequential, parallel = tmp_path / "sequential", tmp_path / "parallel"
-    benchmark.main(toy_args(data_dir, sequential, *extra))
+    with monkeypatch.context() as patch:
+        reference = InProcessStages(patch)
+        benchmark.main(toy_args(data_dir, sequential, *extra))
+    assert reference.subprocesses == [] and "generate" in reference.in_process
     capsys.readouterr()
     # The last --num_threads counts.
-    benchmark.main(toy_args(data_dir, parallel, *extra, "--num_threads", "2", "--jobs", "2"))
+    with monkeypatch.context() as patch:
+        jobs = InProcessStages(patch)  # records the stages only: with --jobs, each one is a real subprocess
+        benchmark.main(toy_args(data_dir, parallel, *extra, "--num_threads", "2", "--jobs", "2"))
+    assert jobs.in_process == [] and "accelerate.commands.launch" in jobs.subprocesses
     printed = capsys.readouterr().out
     assert "[run ] generate-generated-dual-auto (2 processes x 1 threads" in printed
     assert "[run ] student-soft-steps2-aug-seed0 (1 threads" in printed
