@@ -33,7 +33,10 @@ own segmentation pipeline (p(label | image), same sampler and steps as the gener
 replaces every generated soft label by the average of N segmentation draws of its image; `--drop_worst_pairs F` /
 `--pair_quality_weighting` score every generated pair (`pair_quality`: agreement of its soft label with the
 segmentation's) and drop the fraction F of lowest score / weight each pair's loss by its score in the `hard` /
-`soft` students.
+`soft` students. `--labeller per_modality` makes these levers segment with the `--per_modality_timesteps` generator
+of the same seed and data levers instead (exact conditioning; trained by its generator stage if it is not there yet,
+reused if it is), still on the pairs the run's own generator sampled; `--labelling_steps S` sets the segmentation's
+sampling steps (default: `--num_inference_steps`).
 
 Optional ablations on the first regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead
 of `dual` (`--ablate_architecture`), each with its own generator, `soft` students and diagnostics. Generator
@@ -48,7 +51,9 @@ set and students, `--generated_ratio` or `--kd_temperature` its own students (`-
 `--pairs` and `--perturb_masks` its own generated set and students, `--generator_seed`, `--generator_augment`,
 `--soft_label_targets` or `--per_modality_timesteps` also its own generators, `--posterior_labels` its own generated
 set (relabelled) and students, `--drop_worst_pairs` / `--pair_quality_weighting` their own `hard` / `soft` students
-(on a scored copy of the generated set); the `real` students are shared by all. Every budget of `--student_steps`
+(on a scored copy of the generated set), and with any of these `--labeller per_modality` ('-pmtlabels') and another
+`--labelling_steps` ('-lsteps10') their own relabelled / scored set and students; the `real` students are shared by
+all. Every budget of `--student_steps`
 other than 600 and `--no_augment` name their own students, and the results file holds them beside the others
 (augmented arms first). Any other setting changed against a finished stage in the same --output_dir (say
 --generator_steps or --generator_channels) stops the run with an error naming the changed arguments: use another
@@ -104,6 +109,8 @@ from sos_report import ReportError, format_report, generator_seed_report
 DEFAULT_STUDENT_STEPS = 600
 #: Which generated pairs the students get (`--pairs`).
 PAIRS = ("joint", "mask", "mixed")
+#: Whose segmentation the levers of the generated labels use (`--labeller`).
+LABELLERS = ("self", "per_modality")
 
 
 def build_parser():
@@ -160,14 +167,23 @@ def build_parser():
     # Levers of the generated labels, from the generator's own segmentation pipeline.
     p.add_argument("--posterior_labels", type=int, default=0, metavar="N",
                    help="relabel the generated pairs with the average of N segmentation draws of the generator "
-                        "(posterior soft labels; its own generated set and students). Use it with "
-                        "--per_modality_timesteps: the one-timestep generator segments by replacement conditioning, "
-                        "and its posterior labels cost Sentinel 150's soft students 15 mIoU (BENCHMARKS.md)")
+                        "(posterior soft labels; its own generated set and students). Use it with --labeller "
+                        "per_modality (or --per_modality_timesteps): the one-timestep generator segments by "
+                        "replacement conditioning, and its posterior labels cost Sentinel 150's soft students 15 mIoU "
+                        "(BENCHMARKS.md)")
     p.add_argument("--drop_worst_pairs", type=float, default=0.0, metavar="F",
                    help="hard / soft students drop the fraction F of generated pairs whose soft label agrees least "
                         "with the generator's segmentation of their image (pair_quality)")
     p.add_argument("--pair_quality_weighting", action="store_true",
                    help="hard / soft students weight each generated pair's loss by its pair_quality")
+    p.add_argument("--labeller", choices=LABELLERS, default="self",
+                   help="whose segmentation the label levers above use: 'self', the generator that sampled the pairs; "
+                        "'per_modality', the --per_modality_timesteps generator of the same seed and data levers "
+                        "(exact conditioning; trained if missing, reused if there; names its own sets and students, "
+                        "'-pmtlabels')")
+    p.add_argument("--labelling_steps", type=int, default=None, metavar="S",
+                   help="sampling steps of the label levers' segmentation (default: --num_inference_steps; another "
+                        "number names its own sets and students, '-lstepsS')")
     # Students.
     p.add_argument("--student", default="b0")
     p.add_argument("--student_steps", type=int, nargs="+", default=[DEFAULT_STUDENT_STEPS],
@@ -237,6 +253,14 @@ def parse_args(argv=None):
     if args.posterior_labels and uses_pair_quality(args):
         parser.error("--posterior_labels replaces the labels that --drop_worst_pairs / --pair_quality_weighting score: "
                      "run them as separate variants")
+    if not uses_label_levers(args) and (args.labeller != "self" or args.labelling_steps is not None):
+        parser.error("--labeller and --labelling_steps set how the label levers segment: they need --posterior_labels, "
+                     "--drop_worst_pairs or --pair_quality_weighting")
+    if args.labeller == "per_modality" and args.per_modality_timesteps:
+        parser.error("--per_modality_timesteps already makes the generator its own per-modality labeller: drop "
+                     "--labeller per_modality")
+    if args.labelling_steps is not None and args.labelling_steps < 1:
+        parser.error(f"--labelling_steps must be a positive integer, got {args.labelling_steps}")
     if args.jobs < 1 or (args.num_threads is not None and args.num_threads < 1):
         parser.error(f"--jobs and --num_threads must be positive integers, got {args.jobs} and {args.num_threads}")
     if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):
@@ -302,13 +326,42 @@ def pairs_parts(args):
 
 
 def generation_variant(args):
-    """Name suffix of the generated set the students see: the sampled set's, and its posterior relabelling."""
-    return sampling_variant(args) + _variant_part(args, "posterior_labels", "post")
+    """Name suffix of the generated set the students see: the sampled set's, and its posterior relabelling (with
+    its labeller's part)."""
+    if not args.posterior_labels:
+        return sampling_variant(args)
+    return sampling_variant(args) + _variant_part(args, "posterior_labels", "post") + labelling_variant(args)
 
 
 def uses_pair_quality(args):
     """Whether hard / soft students drop or weight generated pairs by their pair_quality."""
     return bool(args.drop_worst_pairs or args.pair_quality_weighting)
+
+
+def uses_label_levers(args):
+    """Whether the generated pairs are relabelled or scored by a generator's segmentation (the label levers)."""
+    return bool(args.posterior_labels) or uses_pair_quality(args)
+
+
+def labelling_steps(args):
+    """Sampling steps of the label levers' segmentation: --labelling_steps, else --num_inference_steps."""
+    return args.num_inference_steps if args.labelling_steps is None else args.labelling_steps
+
+
+def labelling_variant(args):
+    """Name suffix of how the label levers segment: '-pmtlabels' for the per-modality labeller, '-lstepsS' for
+    other sampling steps than the generated pairs' ('' for the generator itself at the same steps)."""
+    steps = labelling_steps(args)
+    return (("-pmtlabels" if args.labeller == "per_modality" else "")
+            + ("" if steps == args.num_inference_steps else f"-lsteps{steps}"))
+
+
+def labeller_args(args):
+    """The arguments whose generators are the label levers' labellers: `args` with --per_modality_timesteps for
+    `--labeller per_modality` (the same generators, and directories, that flag trains), None for `self`."""
+    if args.labeller == "self":
+        return None
+    return argparse.Namespace(**{**vars(args), "per_modality_timesteps": True})
 
 
 def student_variant(args, mode="soft", own_labels=True):
@@ -318,8 +371,9 @@ def student_variant(args, mode="soft", own_labels=True):
     suffix = (generation_variant(args) if own_labels else sampling_variant(args)) + _variant_part(
         args, "generated_ratio", "ratio")
     suffix += "" if mode != "soft" else _variant_part(args, "kd_temperature", "tau")
-    if own_labels and mode != "real":
-        suffix += _variant_part(args, "drop_worst_pairs", "drop") + ("-qw" if args.pair_quality_weighting else "")
+    if own_labels and mode != "real" and uses_pair_quality(args):
+        suffix += (_variant_part(args, "drop_worst_pairs", "drop") + ("-qw" if args.pair_quality_weighting else "")
+                   + labelling_variant(args))
     return suffix
 
 
@@ -327,7 +381,8 @@ _VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "soft
                   "pmt": "per-modality timesteps", "T": "T", "Tfit": "fitted T", "S": "sampling steps", "k": "k",
                   "maskpairs": "mask-conditioned pairs", "mixedpairs": "joint + mask-conditioned pairs",
                   "perturbed": "perturbed masks", "ratio": "ratio", "tau": "tau",
-                  "post": "posterior labels", "drop": "drop worst", "qw": "pair-quality weighting"}
+                  "post": "posterior labels", "drop": "drop worst", "qw": "pair-quality weighting",
+                  "pmtlabels": "labels by the per-modality generator", "lsteps": "labelling steps"}
 
 
 def variant_parts(suffix):
@@ -412,19 +467,24 @@ def generate_arm(runner, args, root, regime, name, generator):
                           int(round(args.generated_multiple * n_real)), **sampling)
 
 
-def label_with_generator(runner, args, generator, generated):
-    """The levers of the generated labels, through the generator's own segmentation pipeline (same sampler and steps
-    as the sampled pairs): the posterior-relabelled set (`--posterior_labels`), the scored copy the pair-quality
-    students read (`--drop_worst_pairs` / `--pair_quality_weighting`), or the sampled set itself."""
-    options = dict(scheduler=args.scheduler, num_inference_steps=args.num_inference_steps, batch_size=32,
+def label_with_generator(runner, args, labeller, generated):
+    """The levers of the generated labels, through the segmentation pipeline of `labeller` (the generator that
+    sampled `generated`, or with `--labeller per_modality` its per-modality twin, conditioned exactly; same sampler
+    as the sampled pairs, `--labelling_steps` steps): the posterior-relabelled set (`--posterior_labels`), the scored
+    copy the pair-quality students read (`--drop_worst_pairs` / `--pair_quality_weighting`), or the sampled set
+    itself."""
+    options = dict(scheduler=args.scheduler, num_inference_steps=labelling_steps(args), batch_size=32,
                    seed=20_000 + args.data_seed)
+    if args.labeller == "per_modality":  # (the self labeller's flags stay as they were: its finished stages are reused)
+        options["conditioning"] = "exact"
+    suffix = labelling_variant(args)
     if args.posterior_labels:
-        return label_pairs_with_generator(runner, generator, generated,
-                                          generated.with_name(f"{generated.name}-post{args.posterior_labels}"),
-                                          num_samples=args.posterior_labels, **options)
+        relabelled = generated.with_name(f"{generated.name}-post{args.posterior_labels}{suffix}")
+        return label_pairs_with_generator(runner, labeller, generated, relabelled, num_samples=args.posterior_labels,
+                                          **options)
     if uses_pair_quality(args):
-        return label_pairs_with_generator(runner, generator, generated, generated.with_name(f"{generated.name}-scored"),
-                                          score_only=True, **options)
+        scored = generated.with_name(f"{generated.name}-scored{suffix}")
+        return label_pairs_with_generator(runner, labeller, generated, scored, score_only=True, **options)
     return generated
 
 
@@ -552,16 +612,18 @@ def run_regime(runner, args, root, regime, first):
         for steps in budgets:
             groups[with_parts("real", protocol_parts(args, steps))] = student_tasks(
                 runner, args, root, regime, "real", None, "real", steps)
-    trainers = [functools.partial(train_generator_arm, runner, args, root, regime, name, **overrides)
-                for name, _, _, overrides in arms]
-    reports, generators = run_student_arms(runner, groups, also=trainers)
+    # (with --labeller per_modality, each arm's per-modality labeller trains beside its generator)
+    trainers = [functools.partial(train_generator_arm, runner, arm_args, root, regime, name, **overrides)
+                for arm_args in filter(None, [args, labeller_args(args)]) for name, _, _, overrides in arms]
+    reports, trained = run_student_arms(runner, groups, also=trainers)
+    generators, labellers = trained[:len(arms)], trained[len(arms):] or trained[:len(arms)]
     phase_seconds["generators and real students"], clock = time.perf_counter() - clock, time.perf_counter()
     # Phase 2: generation, one set after the other (each split over --jobs processes), and the diagnostics.
     generated_sets, arm_sets = [], []  # the sampled sets; (what the hard / soft students read, its pairs) per arm
-    for (name, _, _, _), generator in zip(arms, generators):
+    for (name, _, _, _), generator, labeller in zip(arms, generators, labellers):
         generated_sets.append(generate_arm(runner, args, root, regime, name, generator))
         sampled = generated_sets[-1]
-        training_set = label_with_generator(runner, args, generator, sampled)  # what the hard / soft students read
+        training_set = label_with_generator(runner, args, labeller, sampled)  # what the hard / soft students read
         generated = training_set if args.posterior_labels else sampled  # its pairs (a scored copy adds columns only)
         arm_sets.append((training_set, generated))
         reference = reference or real_reference(args, regime)

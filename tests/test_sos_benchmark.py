@@ -336,6 +336,54 @@ def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch
     with pytest.raises(SystemExit):
         benchmark.parse_args(toy_args(data_dir, out, "--posterior_labels", "2", "--pair_quality_weighting"))
 
+    # --labeller per_modality: the --per_modality_timesteps generator of the same seed segments (exactly) the pairs
+    # the default generator sampled, at --labelling_steps; its own relabelled set, students and results file.
+    benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--num_inference_steps", "2",
+                            "--posterior_labels", "1", "--labeller", "per_modality", "--labelling_steps", "3"))
+    printed = capsys.readouterr().out
+    assert "[skip] generate-generated-dual-auto-S2" in printed and "[skip] student-real-aug-seed0" in printed
+    assert "[run ] generator-generator-dual-auto-pmt" in printed and "[run ] generate-" not in printed
+    name = "generated-dual-auto-S2-post1-pmtlabels-lsteps3"
+    relabel_log = (regime / "logs" / f"relabel-{name}.log").read_text()
+    assert f"--labeller {regime / 'generator-dual-auto-pmt'} " in relabel_log
+    assert f"--generated_dataset {regime / 'generated-dual-auto-S2'} " in relabel_log
+    assert "--num_samples 1" in relabel_log and "--num_inference_steps 3" in relabel_log
+    assert "--conditioning exact" in relabel_log
+    student_log = (regime / "logs" / "student-soft-S2-post1-pmtlabels-lsteps3-aug-seed0.log").read_text()
+    assert f"--generated_dataset {regime / name}\n" in student_log
+    results = json.loads((out / "sentinel" / "results-S2-post1-pmtlabels-lsteps3.json").read_text())["regimes"]["4"]
+    assert set(results["summary"]) == {"real", "soft (sampling steps 2, posterior labels 1, labels by the per-modality "
+                                               "generator, labelling steps 3)"}
+    # The labeller is the generator --per_modality_timesteps trains (same directory and command): reused by it.
+    pmt = benchmark.parse_args(toy_args(data_dir, out, "--per_modality_timesteps"))
+    runner = benchmark.StageRunner(regime, num_threads=1)
+    assert benchmark.train_generator_arm(runner, pmt, regime, "4", "dual-auto") == regime / "generator-dual-auto-pmt"
+    assert "[skip] generator-generator-dual-auto-pmt" in capsys.readouterr().out
+    # The generator's own labels at the sampling steps keep their names and commands (finished stages reused).
+    benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--num_inference_steps", "2", "--posterior_labels", "2",
+                            "--labelling_steps", "2"))
+    assert "[run ]" not in capsys.readouterr().out
+
+
+def test_labeller_arguments(benchmark):
+    """--labeller / --labelling_steps set how the label levers segment: refused without one, or where the
+    per-modality labeller is the generator itself."""
+    base = ["--data_dir", "d", "--sensor", "sentinel"]
+    for extra in (["--labeller", "per_modality"], ["--labelling_steps", "10"],
+                  ["--labeller", "per_modality", "--posterior_labels", "1", "--per_modality_timesteps"],
+                  ["--posterior_labels", "1", "--labelling_steps", "0"]):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(base + extra)
+    args = benchmark.parse_args(base + ["--labeller", "per_modality", "--drop_worst_pairs", "0.1",
+                                        "--labelling_steps", "10"])
+    assert benchmark.student_variant(args, "hard") == "-drop0.1-pmtlabels-lsteps10"
+    assert benchmark.generation_variant(args) == "" and benchmark.labeller_args(args).per_modality_timesteps
+    yesterday = benchmark.parse_args(base + ["--labeller", "per_modality", "--posterior_labels", "1",
+                                             "--labelling_steps", "10"])
+    assert benchmark.generation_variant(yesterday) == "-post1-pmtlabels-lsteps10"
+    assert benchmark.variant_parts(benchmark.student_variant(yesterday)) == [
+        "posterior labels 1", "labels by the per-modality generator", "labelling steps 10"]
+
 
 def test_jobs_give_the_results_of_a_sequential_run_at_the_same_threads_per_stage(benchmark, tmp_path, capsys,
                                                                                  monkeypatch, toy_sampling_steps):
