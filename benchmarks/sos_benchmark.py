@@ -53,11 +53,10 @@ set and students, `--generated_ratio` or `--kd_temperature` its own students (`-
 set (relabelled) and students, `--drop_worst_pairs` / `--pair_quality_weighting` their own `hard` / `soft` students
 (on a scored copy of the generated set), and with any of these `--labeller per_modality` ('-pmtlabels') and another
 `--labelling_steps` ('-lsteps10') their own relabelled / scored set and students; the `real` students are shared by
-all. Every budget of `--student_steps`
-other than 600 and `--no_augment` name their own students, and the results file holds them beside the others
-(augmented arms first). Any other setting changed against a finished stage in the same --output_dir (say
---generator_steps or --generator_channels) stops the run with an error naming the changed arguments: use another
---output_dir for it.
+all. Every budget of `--student_steps` other than 600 and `--no_augment` name their own students, and the results
+file holds them beside the others (augmented arms first). Any other setting changed against a finished stage in
+the same --output_dir (say --generator_steps or --generator_channels) stops the run with an error naming the changed
+arguments: use another --output_dir for it.
 
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
