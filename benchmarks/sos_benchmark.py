@@ -58,6 +58,9 @@ file holds them beside the others (augmented arms first). Any other setting chan
 the same --output_dir (say --generator_steps or --generator_channels) stops the run with an error naming the changed
 arguments: use another --output_dir for it.
 
+Beside this file: `sos_args.py` (the flags and their checks), `sos_variants.py` (how each variant names its stages,
+sets, students and table labels), `sos_report.py` (several generator seeds' results side by side).
+
     python benchmarks/sos_benchmark.py --data_dir ../shared/data/sos --sensor palsar --regimes 150 \
         --output_dir outputs/sos-benchmark
 
@@ -75,16 +78,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sos_args
 from datasets import load_from_disk
 from filelock import FileLock
+from sos_args import _default, uses_pair_quality
+from sos_variants import (
+    generation_variant,
+    generator_seed,
+    generator_variant,
+    labeller_args,
+    labelling_steps,
+    labelling_variant,
+    pairs_parts,
+    protocol_parts,
+    sampling_variant,
+    student_name,
+    student_variant,
+    variant_parts,
+    with_parts,
+)
 
 from dakter_hf.data import HELDOUT_SPLIT, load_sos
-from dakter_hf.distill.sampler import parse_generated_ratio
 from dakter_hf.experiments import (
     COMMANDS,
     LABELS,
     METRICS,
-    MODES,
     StageError,
     StageRunner,
     calibrate_temperature,
@@ -104,179 +122,13 @@ from dakter_hf.experiments import (
 from sos_report import ReportError, format_report, generator_seed_report
 
 
-#: The student budget that names no students of its own (the only budget before `--student_steps` took several).
-DEFAULT_STUDENT_STEPS = 600
-#: Which generated pairs the students get (`--pairs`).
-PAIRS = ("joint", "mask", "mixed")
-#: Whose segmentation the levers of the generated labels use (`--labeller`).
-LABELLERS = ("self", "per_modality")
-
-
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--sensor", required=True, choices=("palsar", "sentinel"))
-    p.add_argument("--output_dir", type=Path, default=Path("outputs/sos-benchmark"))
-    p.add_argument("--regimes", nargs="+", default=["150", "full"],
-                   help="real-data regimes: 'full' (the whole train split) or a number of pairs (seeded subset)")
-    p.add_argument("--data_seed", type=int, default=0)
-    p.add_argument("--resolution", type=int, default=64)
-    # Generator.
-    p.add_argument("--model_size", default="small")
-    p.add_argument("--generator_channels", type=int, nargs="+", default=None,
-                   help="the generator's block_out_channels (width and levels), overriding --model_size's")
-    p.add_argument("--generator_steps", type=int, default=2000)
-    p.add_argument("--generator_batch_size", type=int, default=16)
-    p.add_argument("--generator_lr", default="1e-3")
-    p.add_argument("--crop_size", type=int, default=32,
-                   help="patch-wise generator training on random crops (sampling stays at --resolution)")
-    p.add_argument("--ce_weight", type=float, default=1.0)
-    p.add_argument("--generator_augment", action="store_true",
-                   help="train the generators on dihedral-augmented real pairs (random flips / 90-degree rotations)")
-    p.add_argument("--soft_label_targets", action="store_true",
-                   help="generator label targets keep the masks' boundary uncertainty: class fractions of the "
-                        "full-size masks area-averaged to --resolution (soft-target CE) instead of one-hot masks")
-    p.add_argument("--per_modality_timesteps", action="store_true",
-                   help="train the generators with separate image and label timesteps (exact mask -> image "
-                        "conditioning for --pairs mask / mixed)")
-    p.add_argument("--generator_seed", type=int, nargs="+", default=None,
-                   help="training seeds of the generators (default: --data_seed); each other value trains its own "
-                        "generators, sampled with the same seeds (the generator's run-to-run spread), with its own "
-                        "results file; several seeds run one after the other, then a table over the generator "
-                        "seeds is printed (benchmarks/sos_report.py)")
-    # k = 4 is the paper's amount (0 / 1x / 2x / 4x gave 73.38 / 73.81 / 74.65 / 74.86 mIoU on OSD).
-    p.add_argument("--generated_multiple", type=float, default=4.0,
-                   help="k: generated pairs = k x real pairs (the paper's 4; another k names its own generated set)")
-    p.add_argument("--scheduler", default="dpmsolver")
-    p.add_argument("--num_inference_steps", type=int, default=20,
-                   help="sampling steps of the generated pairs (another number names its own generated set)")
-    p.add_argument("--soft_label_temperature", type=float, default=1.0,
-                   help="softens the generated soft labels, softmax(logits / T) (joint samples only)")
-    p.add_argument("--calibrate_temperature", action="store_true",
-                   help="fit T on the regime's held-out training pairs by NLL (dakter-calibrate --save: stored in "
-                        "the generator's model_index.json) and sample the generated pairs with it (scarce regimes "
-                        "only; names its own generated sets and students, '-Tfit')")
-    p.add_argument("--pairs", choices=PAIRS, default="joint",
-                   help="joint: image and soft label sampled together; mask: k images per real training mask (a "
-                        "random flip / rotation each); mixed: half of each. mask / mixed name their own generated "
-                        "sets and students")
-    p.add_argument("--perturb_masks", action="store_true",
-                   help="with --pairs mask / mixed: a random layout perturbation of each mask before drawing "
-                        "(dilation, erosion, shift, composition with another mask)")
-    # Levers of the generated labels, from the generator's own segmentation pipeline.
-    p.add_argument("--posterior_labels", type=int, default=0, metavar="N",
-                   help="relabel the generated pairs with the average of N segmentation draws of the generator "
-                        "(posterior soft labels; its own generated set and students). Use it with --labeller "
-                        "per_modality (or --per_modality_timesteps): the one-timestep generator segments by "
-                        "replacement conditioning, and its posterior labels cost Sentinel 150's soft students 15 mIoU "
-                        "(BENCHMARKS.md)")
-    p.add_argument("--drop_worst_pairs", type=float, default=0.0, metavar="F",
-                   help="hard / soft students drop the fraction F of generated pairs whose soft label agrees least "
-                        "with the generator's segmentation of their image (pair_quality)")
-    p.add_argument("--pair_quality_weighting", action="store_true",
-                   help="hard / soft students weight each generated pair's loss by its pair_quality")
-    p.add_argument("--labeller", choices=LABELLERS, default="self",
-                   help="whose segmentation the label levers above use: 'self', the generator that sampled the pairs; "
-                        "'per_modality', the --per_modality_timesteps generator of the same seed and data levers "
-                        "(exact conditioning; trained if missing, reused if there; names its own sets and students, "
-                        "'-pmtlabels')")
-    p.add_argument("--labelling_steps", type=int, default=None, metavar="S",
-                   help="sampling steps of the label levers' segmentation (default: --num_inference_steps; another "
-                        "number names its own sets and students, '-lstepsS')")
-    # Students.
-    p.add_argument("--student", default="b0")
-    p.add_argument("--student_steps", type=int, nargs="+", default=[DEFAULT_STUDENT_STEPS],
-                   help="student budgets (optimisation steps); each budget trains its own students")
-    p.add_argument("--no_augment", action="store_true",
-                   help="students without random flips / 90-degree rotations (the protocol before issue #24)")
-    p.add_argument("--student_batch_size", type=int, default=16)
-    p.add_argument("--student_lr", default="6e-4")
-    p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--generated_ratio", type=parse_generated_ratio, default="auto",
-                   help="share of generated pairs in every hard / soft student batch "
-                        "('auto': |gen| / (|real| + |gen|))")
-    p.add_argument("--kd_temperature", type=float, default=1.0,
-                   help="KD temperature tau of the soft students, tau^2 KL(q || softmax(z / tau)); hard, real and "
-                        "synthetic-only students do not use it")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    # Ablations and diagnostics.
-    p.add_argument("--ablate_label_scale", action="store_true", help="b = 1 vs estimated b (first regime)")
-    p.add_argument("--ablate_architecture", action="store_true", help="concat vs dual (first regime)")
-    p.add_argument("--train_on_synthetic", action="store_true", help="students trained only on generated pairs")
-    p.add_argument("--relabelled_control", action="store_true",
-                   help="control arm: hard / soft students on the generated images labelled by a real-data student "
-                        "(needs 'real' in --modes)")
-    p.add_argument("--num_threads", type=int, default=None,
-                   help="torch threads of the run: of each stage run alone, split between --jobs concurrent ones")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="independent stages (the generators and `real` students, then every other student with its "
-                        "evaluation) run N at a time, generation as N processes over disjoint rows, each with "
-                        "max(1, num_threads // N) threads (same results as a sequential run at that thread count)")
-    p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast for the generator's training (--mixed_precision bf16), joint sampling (--dtype "
-                        "bfloat16; images drawn for masks stay float32) and the students' training; faster on CPUs "
-                        "with bf16 instructions (BENCHMARKS.md), its quality over a full run is not shown yet. "
-                        "Stages finished without it stop the run.")
-    return p
+    """The benchmark's parser (its flags and their checks: `sos_args.py`), described by this module's docstring."""
+    return sos_args.build_parser(__doc__)
 
 
 def parse_args(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if min(args.student_steps) < 1:
-        parser.error(f"--student_steps must be positive integers, got {args.student_steps}")
-    args.student_steps = sorted(set(args.student_steps))
-    if args.calibrate_temperature and "full" in args.regimes:
-        parser.error("--calibrate_temperature fits T on the training pairs outside a scarce regime's subset; the "
-                     "'full' regime has none (use --regimes with numbers of pairs)")
-    if args.calibrate_temperature and args.soft_label_temperature != _default("soft_label_temperature"):
-        parser.error("--calibrate_temperature fits the temperature: drop --soft_label_temperature")
-    k = args.generated_multiple
-    if args.perturb_masks and args.pairs == "joint":
-        parser.error("--perturb_masks perturbs the masks images are drawn for: it needs --pairs mask or mixed")
-    if args.pairs == "mask" and not (k.is_integer() and k >= 1):
-        parser.error(f"--pairs mask draws k images per real mask: --generated_multiple must be a positive integer, "
-                     f"got {k:g}")
-    if args.pairs == "mixed" and not (k.is_integer() and k >= 2 and k % 2 == 0):
-        parser.error(f"--pairs mixed draws k/2 images per real mask beside k/2 x n joint samples: "
-                     f"--generated_multiple must be an even integer, got {k:g}")
-    if args.pairs == "mask" and args.soft_label_temperature != _default("soft_label_temperature"):
-        parser.error("--soft_label_temperature applies to joint samples; --pairs mask labels every image with its "
-                     "(one-hot) mask")
-    if args.calibrate_temperature and args.pairs == "mask":
-        parser.error("--calibrate_temperature fits the temperature of joint samples; --pairs mask labels every image "
-                     "with its (one-hot) mask")
-    if args.posterior_labels < 0 or not 0 <= args.drop_worst_pairs < 1:
-        parser.error(f"--posterior_labels must be >= 0 and --drop_worst_pairs in [0, 1), got {args.posterior_labels} "
-                     f"and {args.drop_worst_pairs}")
-    if args.posterior_labels and uses_pair_quality(args):
-        parser.error("--posterior_labels replaces the labels that --drop_worst_pairs / --pair_quality_weighting score: "
-                     "run them as separate variants")
-    if not uses_label_levers(args) and (args.labeller != "self" or args.labelling_steps is not None):
-        parser.error("--labeller and --labelling_steps set how the label levers segment: they need --posterior_labels, "
-                     "--drop_worst_pairs or --pair_quality_weighting")
-    if args.labeller == "per_modality" and args.per_modality_timesteps:
-        parser.error("--per_modality_timesteps already makes the generator its own per-modality labeller: drop "
-                     "--labeller per_modality")
-    if args.labelling_steps is not None and args.labelling_steps < 1:
-        parser.error(f"--labelling_steps must be a positive integer, got {args.labelling_steps}")
-    if args.jobs < 1 or (args.num_threads is not None and args.num_threads < 1):
-        parser.error(f"--jobs and --num_threads must be positive integers, got {args.jobs} and {args.num_threads}")
-    if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):
-        parser.error("--relabelled_control needs the real-data students and a generated set: --modes real and "
-                     "hard and/or soft")
-    return args
-
-
-@functools.cache
-def _default(name):
-    return build_parser().get_default(name)
-
-
-def _variant_part(args, name, tag):
-    """'-<tag><value>' if the setting `name` differs from its default, '' otherwise."""
-    value = getattr(args, name)
-    return "" if value == _default(name) else f"-{tag}{value:g}"
+    return sos_args.parse_args(argv, __doc__)
 
 
 def regime_args(args, regime):
@@ -292,127 +144,6 @@ def num_real_pairs(args, regime):
     if regime != "full":
         return int(regime)
     return len(list((Path(args.data_dir) / "train" / args.sensor).glob("*_sat.jpg")))
-
-
-def generator_seed(args):
-    """The generators' training seed: --generator_seed, else --data_seed."""
-    return args.data_seed if args.generator_seed is None else args.generator_seed
-
-
-def generator_variant(args):
-    """Name suffix of a generator trained with a non-default seed or a lever of its own data ('' for the default)."""
-    seed = "" if generator_seed(args) == args.data_seed else f"-g{generator_seed(args)}"
-    return (seed + ("-gaug" if args.generator_augment else "") + ("-softtargets" if args.soft_label_targets else "")
-            + ("-pmt" if args.per_modality_timesteps else ""))
-
-
-def sampling_variant(args):
-    """Name suffix of a sampled set from a non-default generator, sampled with a non-default soft-label temperature
-    or number of sampling steps, of another size than the default k, or of other pairs than joint samples."""
-    pairs = "" if args.pairs == "joint" else f"-{args.pairs}pairs" + ("-perturbed" if args.perturb_masks else "")
-    return (generator_variant(args) + _variant_part(args, "soft_label_temperature", "T")
-            + ("-Tfit" if args.calibrate_temperature else "")
-            + _variant_part(args, "num_inference_steps", "S") + _variant_part(args, "generated_multiple", "k") + pairs)
-
-
-def pairs_parts(args):
-    """The settings of the generated sets a `--pairs mixed` set is made of: (joint, mask-conditioned with k/2)."""
-    joint = argparse.Namespace(**{**vars(args), "pairs": "joint", "perturb_masks": False})
-    drawn = argparse.Namespace(**{**vars(args), "pairs": "mask", "generated_multiple": args.generated_multiple / 2,
-                                  "soft_label_temperature": _default("soft_label_temperature"),
-                                  "calibrate_temperature": False})
-    return joint, drawn
-
-
-def generation_variant(args):
-    """Name suffix of the generated set the students see: the sampled set's, and its posterior relabelling (with
-    its labeller's part)."""
-    if not args.posterior_labels:
-        return sampling_variant(args)
-    return sampling_variant(args) + _variant_part(args, "posterior_labels", "post") + labelling_variant(args)
-
-
-def uses_pair_quality(args):
-    """Whether hard / soft students drop or weight generated pairs by their pair_quality."""
-    return bool(args.drop_worst_pairs or args.pair_quality_weighting)
-
-
-def uses_label_levers(args):
-    """Whether the generated pairs are relabelled or scored by a generator's segmentation (the label levers)."""
-    return bool(args.posterior_labels) or uses_pair_quality(args)
-
-
-def labelling_steps(args):
-    """Sampling steps of the label levers' segmentation: --labelling_steps, else --num_inference_steps."""
-    return args.num_inference_steps if args.labelling_steps is None else args.labelling_steps
-
-
-def labelling_variant(args):
-    """Name suffix of how the label levers segment: '-pmtlabels' for the per-modality labeller, '-lstepsS' for
-    other sampling steps than the generated pairs' ('' for the generator itself at the same steps)."""
-    steps = labelling_steps(args)
-    return (("-pmtlabels" if args.labeller == "per_modality" else "")
-            + ("" if steps == args.num_inference_steps else f"-lsteps{steps}"))
-
-
-def labeller_args(args):
-    """The arguments whose generators are the label levers' labellers: `args` with --per_modality_timesteps for
-    `--labeller per_modality` (the same generators, and directories, that flag trains), None for `self`."""
-    if args.labeller == "self":
-        return None
-    return argparse.Namespace(**{**vars(args), "per_modality_timesteps": True})
-
-
-def student_variant(args, mode="soft", own_labels=True):
-    """Name suffix of `mode` students trained with non-default settings ('' for the defaults); `soft` (the default)
-    is also the suffix of the variant's results file. `own_labels=False`: students of sets labelled by someone else
-    (the control arm), to which the levers of the generator's labels do not apply."""
-    suffix = (generation_variant(args) if own_labels else sampling_variant(args)) + _variant_part(
-        args, "generated_ratio", "ratio")
-    suffix += "" if mode != "soft" else _variant_part(args, "kd_temperature", "tau")
-    if own_labels and mode != "real" and uses_pair_quality(args):
-        suffix += (_variant_part(args, "drop_worst_pairs", "drop") + ("-qw" if args.pair_quality_weighting else "")
-                   + labelling_variant(args))
-    return suffix
-
-
-_VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "softtargets": "soft-label targets",
-                  "pmt": "per-modality timesteps", "T": "T", "Tfit": "fitted T", "S": "sampling steps", "k": "k",
-                  "maskpairs": "mask-conditioned pairs", "mixedpairs": "joint + mask-conditioned pairs",
-                  "perturbed": "perturbed masks", "ratio": "ratio", "tau": "tau",
-                  "post": "posterior labels", "drop": "drop worst", "qw": "pair-quality weighting",
-                  "pmtlabels": "labels by the per-modality generator", "lsteps": "labelling steps"}
-
-
-def variant_parts(suffix):
-    """'-g1-gaug-S50-tau2' -> ['generator seed 1', 'generator augmentation', 'sampling steps 50', 'tau 2']."""
-    parts = []
-    for part in filter(None, suffix.split("-")):
-        key = part.rstrip("0123456789.")
-        parts.append(f"{_VARIANT_NAMES[key]} {part[len(key):]}".strip())
-    return parts
-
-
-def with_parts(label, parts):
-    """'soft' + ['tau 2'] -> 'soft (tau 2)'; 'soft (T 2)' + ['tau 2'] -> 'soft (T 2, tau 2)'."""
-    if not parts:
-        return label
-    if label.endswith(")"):
-        return f"{label[:-1]}, {', '.join(parts)})"
-    return f"{label} ({', '.join(parts)})"
-
-
-def protocol_parts(args, steps):
-    """The table label's parts of a student budget and protocol: ['1200 student steps', 'no augmentation']."""
-    return ([] if steps == DEFAULT_STUDENT_STEPS else [f"{steps} student steps"]) + (
-        ["no augmentation"] if args.no_augment else [])
-
-
-def student_name(args, arm, steps, seed):
-    """The directory (and stage) name of one student. Augmented students end in '-aug': students trained before
-    augmentation became the default keep their names, so an old output directory's are never taken for them."""
-    budget = "" if steps == DEFAULT_STUDENT_STEPS else f"-steps{steps}"
-    return f"{arm}{budget}{'' if args.no_augment else '-aug'}-seed{seed}"
 
 
 def train_generator_arm(runner, args, root, regime, name, **overrides):
@@ -691,8 +422,8 @@ def upgrade_entry(entry):
     are never mixed up with them."""
     if not entry or "no_augment" in entry.get("arguments", {"no_augment": None}):
         return entry
-    steps = int(entry["arguments"].get("student_steps", DEFAULT_STUDENT_STEPS))
-    parts = ([] if steps == DEFAULT_STUDENT_STEPS else [f"{steps} student steps"]) + ["no augmentation"]
+    steps = int(entry["arguments"].get("student_steps", sos_args.DEFAULT_STUDENT_STEPS))
+    parts = ([] if steps == sos_args.DEFAULT_STUDENT_STEPS else [f"{steps} student steps"]) + ["no augmentation"]
     entry = dict(entry)
     for key in ("summary", "heldout_summary"):
         if key in entry:

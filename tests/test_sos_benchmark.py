@@ -34,14 +34,14 @@ def toy_sampling_steps(benchmark, monkeypatch):
     """3 sampling steps play the default's part (20): the generators' validation grids and the generated sets sample
     at 3 steps, under the default's stage names (sampling is the costly part of a toy stage, in bfloat16 on a CPU
     most of all); a test passing `--num_inference_steps 2` still gets the variant named `S2`."""
-    build_parser = benchmark.build_parser
+    build_parser = benchmark.sos_args.build_parser
 
-    def toy_parser():
-        parser = build_parser()
+    def toy_parser(description=None):
+        parser = build_parser(description)
         parser.set_defaults(num_inference_steps=3)
         return parser
 
-    monkeypatch.setattr(benchmark, "build_parser", toy_parser)
+    monkeypatch.setattr(benchmark.sos_args, "build_parser", toy_parser)
     benchmark._default.cache_clear()  # `_default` caches the parser's defaults: the toy one for this test only
     yield
     benchmark._default.cache_clear()
@@ -108,7 +108,7 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch, toy_
     # The relabelling and calibration stages stay real subprocesses: the end-to-end runs of those commands.
     stages = InProcessStages(monkeypatch, subprocess_commands={"relabel", "calibrate"})
     # The toy budget of 2 steps plays the default budget's part (it names no students of its own).
-    monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
+    monkeypatch.setattr(benchmark.sos_args, "DEFAULT_STUDENT_STEPS", 2)
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--ablate_label_scale", "--relabelled_control"))
@@ -255,7 +255,7 @@ def test_pairs_arguments_and_names(benchmark, capsys):
 
 def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypatch, toy_sampling_steps):
     stages = InProcessStages(monkeypatch, subprocess_commands={"concatenate"})  # its end-to-end subprocess run
-    monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
+    monkeypatch.setattr(benchmark.sos_args, "DEFAULT_STUDENT_STEPS", 2)
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
     benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--pairs", "mixed", "--perturb_masks",
@@ -296,7 +296,7 @@ def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch
     """--posterior_labels N relabels the sampled pairs with N segmentation draws of their generator; the pair-quality
     levers score them with it and drop / weight pairs in the hard and soft students; each names its own students and
     results file, and the generator, the sampled set and the real students are reused."""
-    monkeypatch.setattr(benchmark, "DEFAULT_STUDENT_STEPS", 2)
+    monkeypatch.setattr(benchmark.sos_args, "DEFAULT_STUDENT_STEPS", 2)
     data_dir = write_sos_release(tmp_path / "sos", sensor="sentinel", num_train=6, num_test=2)
     out = tmp_path / "bench"
     regime = out / "sentinel" / "regime-4"
