@@ -5,11 +5,14 @@ from dataclasses import dataclass
 import torch
 import torch.utils.checkpoint
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block, get_up_block
 from diffusers.utils import BaseOutput
 from torch import nn
+
+from .attention_processor import Float32BackwardAttnProcessor
 
 
 SUPPORTED_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
@@ -88,6 +91,9 @@ class UNetBranch(nn.Module):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=1e-5)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
+        for module in self.modules():  # float32 attention in CPU training under autocast (see the processor)
+            if isinstance(module, Attention):
+                module.set_processor(Float32BackwardAttnProcessor(module.processor))
 
     def embed_time(self, timesteps: torch.Tensor, dtype: torch.dtype,
                    second_timesteps: torch.Tensor | None = None) -> torch.Tensor:
