@@ -121,7 +121,8 @@ def build_parser(description=None):
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast for the generator's training (--mixed_precision bf16), joint sampling (--dtype "
                         "bfloat16; images drawn for masks stay float32) and the students' training; faster on CPUs "
-                        "with bf16 instructions (BENCHMARKS.md), its quality over a full run is not shown yet. "
+                        "with bf16 instructions or on GPUs (BENCHMARKS.md; a full run scored as fp32 did on the "
+                        "same CPU). "
                         "Stages finished without it stop the run.")
     return p
 

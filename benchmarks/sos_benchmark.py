@@ -67,7 +67,7 @@ sets, students and table labels), `sos_report.py` (several generator seeds' resu
 `--jobs N` runs independent stages N at a time (the generators beside the `real` students, then the other students
 with their evaluations) and generation as N processes, each with max(1, num_threads // N) threads; at the same
 threads per stage the results equal a sequential run's bit for bit. `--bf16`: bf16 autocast in every training and
-generation stage (off by default: its quality over a full run is not shown yet).
+generation stage (off by default: it pays only on CPUs with bf16 instructions or on GPUs).
 """
 
 import argparse
