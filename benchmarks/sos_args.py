@@ -137,7 +137,7 @@ def parse_args(argv=None, description=None):
     if args.calibrate_temperature and "full" in args.regimes:
         parser.error("--calibrate_temperature fits T on the training pairs outside a scarce regime's subset; the "
                      "'full' regime has none (use --regimes with numbers of pairs)")
-    if args.calibrate_temperature and args.soft_label_temperature != _default("soft_label_temperature"):
+    if args.calibrate_temperature and args.soft_label_temperature != flag_default("soft_label_temperature"):
         parser.error("--calibrate_temperature fits the temperature: drop --soft_label_temperature")
     k = args.generated_multiple
     if args.perturb_masks and args.pairs == "joint":
@@ -148,7 +148,7 @@ def parse_args(argv=None, description=None):
     if args.pairs == "mixed" and not (k.is_integer() and k >= 2 and k % 2 == 0):
         parser.error(f"--pairs mixed draws k/2 images per real mask beside k/2 x n joint samples: "
                      f"--generated_multiple must be an even integer, got {k:g}")
-    if args.pairs == "mask" and args.soft_label_temperature != _default("soft_label_temperature"):
+    if args.pairs == "mask" and args.soft_label_temperature != flag_default("soft_label_temperature"):
         parser.error("--soft_label_temperature applies to joint samples; --pairs mask labels every image with its "
                      "(one-hot) mask")
     if args.calibrate_temperature and args.pairs == "mask":
@@ -177,7 +177,8 @@ def parse_args(argv=None, description=None):
 
 
 @functools.cache
-def _default(name):
+def flag_default(name):
+    """The default value of the benchmark's flag `name` (as the parser gives it; cached)."""
     return build_parser().get_default(name)
 
 

@@ -81,7 +81,7 @@ import numpy as np
 import sos_args
 from datasets import load_from_disk
 from filelock import FileLock
-from sos_args import _default, uses_pair_quality
+from sos_args import flag_default, uses_pair_quality
 from sos_variants import (
     generation_variant,
     generator_seed,
@@ -159,7 +159,7 @@ def train_generator_arm(runner, args, root, regime, name, **overrides):
                    soft_label_targets=args.soft_label_targets, per_modality_timesteps=args.per_modality_timesteps,
                    checkpointing_steps=250,
                    checkpoints_total_limit=1, validation_steps=args.generator_steps, num_validation_samples=8,
-                   validation_inference_steps=_default("num_inference_steps"), seed=generator_seed(args),
+                   validation_inference_steps=flag_default("num_inference_steps"), seed=generator_seed(args),
                    mixed_precision="bf16" if args.bf16 else None)
     options.update(overrides)
     return train_generator(runner, root / f"generator-{name}{generator_variant(args)}", data, **options)

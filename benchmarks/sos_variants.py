@@ -4,13 +4,13 @@ changes (the suffixes of its directories and results file) and how its table lab
 import argparse
 
 import sos_args
-from sos_args import _default, uses_pair_quality
+from sos_args import flag_default, uses_pair_quality
 
 
 def _variant_part(args, name, tag):
     """'-<tag><value>' if the setting `name` differs from its default, '' otherwise."""
     value = getattr(args, name)
-    return "" if value == _default(name) else f"-{tag}{value:g}"
+    return "" if value == flag_default(name) else f"-{tag}{value:g}"
 
 
 def generator_seed(args):
@@ -38,7 +38,7 @@ def pairs_parts(args):
     """The settings of the generated sets a `--pairs mixed` set is made of: (joint, mask-conditioned with k/2)."""
     joint = argparse.Namespace(**{**vars(args), "pairs": "joint", "perturb_masks": False})
     drawn = argparse.Namespace(**{**vars(args), "pairs": "mask", "generated_multiple": args.generated_multiple / 2,
-                                  "soft_label_temperature": _default("soft_label_temperature"),
+                                  "soft_label_temperature": flag_default("soft_label_temperature"),
                                   "calibrate_temperature": False})
     return joint, drawn
 

@@ -42,9 +42,9 @@ def toy_sampling_steps(benchmark, monkeypatch):
         return parser
 
     monkeypatch.setattr(benchmark.sos_args, "build_parser", toy_parser)
-    benchmark._default.cache_clear()  # `_default` caches the parser's defaults: the toy one for this test only
+    benchmark.flag_default.cache_clear()  # `flag_default` caches the parser's defaults: the toy one for this test only
     yield
-    benchmark._default.cache_clear()
+    benchmark.flag_default.cache_clear()
 
 
 def toy_args(data_dir, output_dir, *extra):
