@@ -87,7 +87,33 @@ def test_write_json_replaces_the_file_whole(loop, tmp_path):
     path = tmp_path / "results.json"
     loop.write_json(path, {"a": 1})
     loop.write_json(path, {"b": [1, 2]})
-    assert json.loads(path.read_text()) == {"b": [1, 2]} and not list(tmp_path.glob("*.tmp"))
+    assert json.loads(path.read_text()) == {"b": [1, 2]} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_write_json_of_two_writers_at_once(loop, tmp_path, monkeypatch):
+    """Two runners sharing an output directory (e.g. one benchmark process per generator seed) write the same
+    durations file: a writer finishing between the other's temporary write and its rename must not take the other's
+    temporary file away (it did when both used one temporary name)."""
+    import os
+    import threading
+
+    from dakter_hf import filesystem
+
+    path = tmp_path / "durations.json"
+    real_replace, interleaved = os.replace, []
+
+    def replace_after_another_writer(src, dst):
+        if not interleaved:  # the first writer is between its write and its rename: the other writes in full now
+            interleaved.append(True)
+            other = threading.Thread(target=loop.write_json, args=(path, {"other": 1}))
+            other.start()
+            other.join()
+        real_replace(src, dst)
+
+    monkeypatch.setattr(filesystem.os, "replace", replace_after_another_writer)
+    loop.write_json(path, {"first": 1})
+    assert interleaved and json.loads(path.read_text()) == {"first": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["durations.json"]
 
 
 def test_flags_of_options(loop):

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 
 from .errors import DAKTerError, OutputLockedError
 
@@ -43,10 +44,11 @@ def _process_info() -> dict:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write `text` to `path` through a temporary sibling and a rename: readers see the old or the new file, never a
-    truncated one."""
+    truncated one. The temporary file is named after the writing process and thread, so writers of the same file
+    in other processes or threads never rename each other's half-written file (the last rename wins)."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()

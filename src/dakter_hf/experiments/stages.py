@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from ..filesystem import write_text_atomic
+
 
 __all__ = [
     "COMMANDS",
@@ -64,10 +66,9 @@ class StageError(RuntimeError):
 
 
 def write_json(path: Path, data) -> None:
-    """Write `data` as JSON through a temporary file, so an interruption never leaves a half-written `path`."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write `data` as JSON through a temporary file ([`write_text_atomic`]), so an interruption never leaves a
+    half-written `path`, and two benchmark runs sharing an output directory never rename each other's file."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _argument_changes(then: Sequence[str], now: Sequence[str]) -> str:
