@@ -48,8 +48,9 @@ def build_parser(description=None):
     p.add_argument("--generator_seed", type=int, nargs="+", default=None,
                    help="training seeds of the generators (default: --data_seed); each other value trains its own "
                         "generators, sampled with the same seeds (the generator's run-to-run spread), with its own "
-                        "results file; several seeds run one after the other, then a table over the generator "
-                        "seeds is printed (benchmarks/sos_report.py)")
+                        "results file; several seeds run one after the other (with --jobs > 1 their generators "
+                        "train side by side first), then a table over the generator seeds is printed "
+                        "(benchmarks/sos_report.py)")
     # k = 4 is the paper's amount (0 / 1x / 2x / 4x gave 73.38 / 73.81 / 74.65 / 74.86 mIoU on OSD).
     p.add_argument("--generated_multiple", type=float, default=4.0,
                    help="k: generated pairs = k x real pairs (the paper's 4; another k names its own generated set)")

@@ -458,6 +458,7 @@ def main(argv=None):
     out = args.output_dir / args.sensor
     out.mkdir(parents=True, exist_ok=True)
     seeds = args.generator_seed or [None]
+    train_seed_generators_side_by_side(args, out, seeds)
     for seed in seeds:  # the real students are trained once, then skipped
         run_variant(argparse.Namespace(**{**vars(args), "generator_seed": seed}), out)
     if len(seeds) > 1:  # the seeds side by side, with every other results file of the sensor (sos_report.py)
@@ -467,6 +468,26 @@ def main(argv=None):
             print(f"\nNo table over generator seeds: {err}")
         else:
             print(f"\nOver generator seeds ({out}/results*.json):\n\n{format_report(report, args.sensor)}")
+
+
+def train_seed_generators_side_by_side(args, out, seeds):
+    """With `--jobs` > 1 and several generator seeds, first train every seed's generator (and its per-modality
+    labeller) of each regime, `--jobs` at a time. Each seed's run then finds them complete. The stages, their
+    arguments and their threads are those of a run seed after seed, so the weights are the same. Without this step
+    each seed's generator trained at `max(1, num_threads // jobs)` threads with nothing beside it once the `real`
+    students existed."""
+    if args.jobs < 2 or len(seeds) < 2 or not set(args.modes) - {"real"}:
+        return
+    for regime in args.regimes:
+        root = out / f"regime-{regime}"
+        runner = StageRunner(root, num_threads=args.num_threads, jobs=args.jobs)
+        trainers = {}  # one task per generator directory (a seed's generator may be its own labeller)
+        for seed in seeds:
+            seed_args = argparse.Namespace(**{**vars(args), "generator_seed": seed})
+            for arm_args in filter(None, [seed_args, labeller_args(seed_args)]):
+                trainers.setdefault(generator_variant(arm_args), functools.partial(
+                    train_generator_arm, runner, arm_args, root, regime, "dual-auto"))
+        runner.run_concurrently(list(trainers.values()))
 
 
 def run_variant(args, out):

@@ -104,6 +104,41 @@ def test_runs_side_by_side_keep_each_others_arms(benchmark, tmp_path, monkeypatc
     assert sorted(summary) == ["hard", "real", "soft, labels by a real-data student"]
 
 
+def test_generators_of_several_seeds_train_side_by_side_with_jobs(benchmark, tmp_path, monkeypatch):
+    """`--generator_seed 0 1 --jobs 2`: both seeds' generators (and with `--labeller per_modality` their labellers)
+    train together before the first seed's run; with `--jobs 1` each seed's run trains its own, as before."""
+    import threading
+
+    started, barrier = [], threading.Barrier(2, timeout=20)
+
+    def train_generator_arm(runner, args, root, regime, name, **overrides):
+        started.append((args.generator_seed, args.per_modality_timesteps))
+        barrier.wait()  # raises BrokenBarrierError unless the two seeds' trainers run at the same time
+        return root / f"generator-{name}-g{args.generator_seed}"
+
+    variants = []
+    monkeypatch.setattr(benchmark, "train_generator_arm", train_generator_arm)
+    monkeypatch.setattr(benchmark, "run_variant",
+                        lambda args, out: variants.append((args.generator_seed, len(started))))
+    benchmark.main(toy_args(tmp_path / "unused", tmp_path, "--modes", "real", "soft", "--generator_seed", "0", "1",
+                            "--num_threads", "2", "--jobs", "2"))
+    assert sorted(started) == [(0, False), (1, False)]
+    assert variants == [(0, 2), (1, 2)]  # both generators were trained before the first seed's run
+
+    started.clear(), variants.clear()
+    monkeypatch.setattr(benchmark, "train_generator_arm",
+                        lambda runner, args, root, regime, name, **kw: started.append(
+                            (args.generator_seed, args.per_modality_timesteps)))
+    benchmark.main(toy_args(tmp_path / "unused", tmp_path, "--modes", "real", "soft", "--generator_seed", "0", "1",
+                            "--labeller", "per_modality", "--posterior_labels", "1", "--num_threads", "2",
+                            "--jobs", "2"))
+    assert sorted(started) == [(0, False), (0, True), (1, False), (1, True)]
+
+    started.clear(), variants.clear()
+    benchmark.main(toy_args(tmp_path / "unused", tmp_path, "--modes", "real", "soft", "--generator_seed", "0", "1"))
+    assert started == [] and variants == [(0, 0), (1, 0)]
+
+
 def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch, toy_sampling_steps):
     # The relabelling and calibration stages stay real subprocesses: the end-to-end runs of those commands.
     stages = InProcessStages(monkeypatch, subprocess_commands={"relabel", "calibrate"})
