@@ -86,7 +86,6 @@ from sos_variants import (
     generation_variant,
     generator_seed,
     generator_variant,
-    labeller_args,
     labelling_steps,
     labelling_variant,
     pairs_parts,
@@ -94,6 +93,7 @@ from sos_variants import (
     sampling_variant,
     student_name,
     student_variant,
+    trained_generator_args,
     variant_parts,
     with_parts,
 )
@@ -344,7 +344,7 @@ def run_regime(runner, args, root, regime, first):
                 runner, args, root, regime, "real", None, "real", steps)
     # (with --labeller per_modality, each arm's per-modality labeller trains beside its generator)
     trainers = [functools.partial(train_generator_arm, runner, arm_args, root, regime, name, **overrides)
-                for arm_args in filter(None, [args, labeller_args(args)]) for name, _, _, overrides in arms]
+                for arm_args in trained_generator_args(args) for name, _, _, overrides in arms]
     reports, trained = run_student_arms(runner, groups, also=trainers)
     generators, labellers = trained[:len(arms)], trained[len(arms):] or trained[:len(arms)]
     phase_seconds["generators and real students"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -484,7 +484,7 @@ def train_seed_generators_side_by_side(args, out, seeds):
         trainers = {}  # one task per generator directory (a seed's generator may be its own labeller)
         for seed in seeds:
             seed_args = argparse.Namespace(**{**vars(args), "generator_seed": seed})
-            for arm_args in filter(None, [seed_args, labeller_args(seed_args)]):
+            for arm_args in trained_generator_args(seed_args):
                 trainers.setdefault(generator_variant(arm_args), functools.partial(
                     train_generator_arm, runner, arm_args, root, regime, "dual-auto"))
         runner.run_concurrently(list(trainers.values()))

@@ -72,6 +72,12 @@ def labeller_args(args):
     return argparse.Namespace(**{**vars(args), "per_modality_timesteps": True})
 
 
+def trained_generator_args(args):
+    """The arguments of every generator a variant trains: its own, then with `--labeller per_modality` its
+    labeller's ([`labeller_args`])."""
+    return [arm_args for arm_args in (args, labeller_args(args)) if arm_args is not None]
+
+
 def student_variant(args, mode="soft", own_labels=True):
     """Name suffix of `mode` students trained with non-default settings ('' for the defaults); `soft` (the default)
     is also the suffix of the variant's results file. `own_labels=False`: students of sets labelled by someone else

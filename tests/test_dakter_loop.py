@@ -1,10 +1,13 @@
 """`StageRunner` (`dakter_hf.experiments`): stages are skipped once complete, and their wall times survive a rerun."""
 
 import json
+import os
 import sys
+import threading
 
 import pytest
 
+from dakter_hf import filesystem
 from dakter_hf.experiments import stages
 
 
@@ -94,11 +97,6 @@ def test_write_json_of_two_writers_at_once(loop, tmp_path, monkeypatch):
     """Two runners sharing an output directory (e.g. one benchmark process per generator seed) write the same
     durations file: a writer finishing between the other's temporary write and its rename must not take the other's
     temporary file away (it did when both used one temporary name)."""
-    import os
-    import threading
-
-    from dakter_hf import filesystem
-
     path = tmp_path / "durations.json"
     real_replace, interleaved = os.replace, []
 

@@ -9,6 +9,7 @@ relabelling and concatenation stages named below, which keep one real subprocess
 (`test_demo.py` keeps the one-process subprocess run of generate)."""
 
 import json
+import threading
 
 import pytest
 from datasets import load_from_disk
@@ -107,8 +108,6 @@ def test_runs_side_by_side_keep_each_others_arms(benchmark, tmp_path, monkeypatc
 def test_generators_of_several_seeds_train_side_by_side_with_jobs(benchmark, tmp_path, monkeypatch):
     """`--generator_seed 0 1 --jobs 2`: both seeds' generators (and with `--labeller per_modality` their labellers)
     train together before the first seed's run; with `--jobs 1` each seed's run trains its own, as before."""
-    import threading
-
     started, barrier = [], threading.Barrier(2, timeout=20)
 
     def train_generator_arm(runner, args, root, regime, name, **overrides):
@@ -412,7 +411,9 @@ def test_labeller_arguments(benchmark):
     args = benchmark.parse_args(base + ["--labeller", "per_modality", "--drop_worst_pairs", "0.1",
                                         "--labelling_steps", "10"])
     assert benchmark.student_variant(args, "hard") == "-drop0.1-pmtlabels-lsteps10"
-    assert benchmark.generation_variant(args) == "" and benchmark.labeller_args(args).per_modality_timesteps
+    assert benchmark.generation_variant(args) == ""
+    # the generator itself, then its per-modality labeller
+    assert [a.per_modality_timesteps for a in benchmark.trained_generator_args(args)] == [False, True]
     yesterday = benchmark.parse_args(base + ["--labeller", "per_modality", "--posterior_labels", "1",
                                              "--labelling_steps", "10"])
     assert benchmark.generation_variant(yesterday) == "-post1-pmtlabels-lsteps10"
