@@ -1,18 +1,20 @@
 #!/usr/bin/env python
 """Precision, memory layout and `torch.compile`: step time of the generator, the student and generation, side by side.
 
-Each workload (`benchmarks/workloads.py`: the SOS benchmark's generator training step, its student step and its
-generation call, 64 pixels, batches of 32, DPM-Solver++ 20 steps) runs under every `--settings` entry, e.g.
-`fp32` (today's default), `bf16` (autocast, as `--mixed_precision bf16`), `+channels_last`, `+compile`. Each setting
-has its own model. Every setting's first call is timed alone (for `+compile` it includes the compilation, reported
-as `compile_s` = first call - steady-state median, and `compile_cpu_s` by CPU time: with
-`TORCHINDUCTOR_COMPILE_THREADS=1` inductor compiles in this process and its Python work is counted, but not the C++
-compiler it runs as subprocesses); then repetitions are interleaved with `benchmarks/timing_utils.py` and ratios
-are medians of per-repetition ratios to the workload's baseline (its first setting). The result also records how
-far each setting's first-step loss (training) or samples (generation) are from the baseline's.
+Each workload (`benchmarks/workloads.py`: the SOS benchmark's generator training step, its student step, its
+generation call and its drawing of images for masks, 64 pixels, batches of 32, DPM-Solver++ 20 steps) runs under
+every `--settings` entry, e.g. `fp32` (today's default), `bf16` (autocast, as `--mixed_precision bf16`),
+`+channels_last`, `+compile`. Each setting has its own model. Every setting's first call is timed alone (for
+`+compile` it includes the compilation, reported as `compile_s` = first call - steady-state median, and
+`compile_cpu_s` by CPU time: with `TORCHINDUCTOR_COMPILE_THREADS=1` inductor compiles in this process and its Python
+work is counted, but not the C++ compiler it runs as subprocesses); then repetitions are interleaved with
+`benchmarks/timing_utils.py` and ratios are medians of per-repetition ratios to the workload's baseline (its first
+setting). The result also records how far each setting's first-step loss (training) or samples (generation) are
+from the baseline's.
 
     python benchmarks/bench_precision.py --threads 1 --output benchmarks/results/precision.json
     python benchmarks/bench_precision.py --workloads generate --generate_settings fp32+channels_last bf16+channels_last
+    python benchmarks/bench_precision.py --workloads draw      # images drawn for masks (`--pairs mask`)
 """
 
 import argparse
@@ -29,16 +31,17 @@ from timing_utils import (
     time_side_by_side,
     write_result,
 )
-from workloads import generation_call, generator_step, parse_setting, student_step
+from workloads import generation_call, generator_step, mask_drawing_call, parse_setting, student_step
 
 
-WORKLOADS = {"train": generator_step, "student": student_step, "generate": generation_call}
+WORKLOADS = {"train": generator_step, "student": student_step, "generate": generation_call, "draw": mask_drawing_call}
 DEFAULT_SETTINGS = {
     # Today's defaults first: the trainer and the students run float32 contiguous; the SOS benchmark samples
     # channels-last.
     "train": ["fp32", "bf16", "fp32+channels_last", "bf16+channels_last", "fp32+compile", "bf16+compile"],
     "student": ["fp32", "bf16", "bf16+channels_last", "fp32+compile", "bf16+compile"],
     "generate": ["fp32+channels_last", "fp32", "bf16", "bf16+channels_last", "bf16+channels_last+compile"],
+    "draw": ["fp32+channels_last", "bf16+channels_last"],
 }
 
 
@@ -63,6 +66,8 @@ def first_output(workload: str, output) -> dict:
     """What is compared to the baseline: the losses of a training step, the samples of a generation call."""
     if workload == "generate":
         return {"images": output.images.float(), "soft_labels": output.soft_labels.float()}
+    if workload == "draw":
+        return {"images": output.images.float()}
     return {"loss": torch.tensor(output["loss"])}
 
 
@@ -71,7 +76,7 @@ def run_workload(workload: str, args) -> dict:
 
     settings = getattr(args, f"{workload}_settings")
     kwargs = {}
-    if workload == "generate":
+    if workload in ("generate", "draw"):
         kwargs = dict(num_inference_steps=args.num_inference_steps, batch_size=args.generation_batch_size)
     candidates, first_call_s, first_call_cpu_s, outputs = {}, {}, {}, {}
     for setting in settings:
@@ -111,7 +116,10 @@ def main(argv=None) -> dict:
         "workload_settings": {"train": "small preset, dual, 32-pixel crops of 64-pixel scenes, batch 16, AdamW",
                               "student": "SegFormer-b0, 64 pixels, batch 16 (8 real + 8 generated), soft KD",
                               "generate": f"small preset, 64 pixels, batch {args.generation_batch_size}, "
-                                          f"DPM-Solver++ {args.num_inference_steps} steps"},
+                                          f"DPM-Solver++ {args.num_inference_steps} steps",
+                              "draw": f"small preset with per-modality timesteps, 64 pixels, images drawn for "
+                                      f"{args.generation_batch_size} masks, exact conditioning, DPM-Solver++ "
+                                      f"{args.num_inference_steps} steps"},
         "repeats": args.repeats,
         "warmup": args.warmup,
         "results": {},

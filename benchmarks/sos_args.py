@@ -120,8 +120,8 @@ def build_parser(description=None):
                         "evaluation) run N at a time, generation as N processes over disjoint rows, each with "
                         "max(1, num_threads // N) threads (same results as a sequential run at that thread count)")
     p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast for the generator's training (--mixed_precision bf16), joint sampling (--dtype "
-                        "bfloat16; images drawn for masks stay float32) and the students' training; faster on CPUs "
+                   help="bf16 autocast for the generator's training (--mixed_precision bf16), its sampling (--dtype "
+                        "bfloat16: joint pairs and images drawn for masks) and the students' training; faster on CPUs "
                         "with bf16 instructions or on GPUs (BENCHMARKS.md; a full run scored as fp32 did on the "
                         "same CPU). "
                         "Stages finished without it stop the run.")

@@ -175,7 +175,7 @@ def generate_arm(runner, args, root, regime, name, generator):
             images_per_mask=int(args.generated_multiple), augment_masks=True, perturb_masks=args.perturb_masks,
             conditioning="exact" if args.per_modality_timesteps else "replacement", scheduler=args.scheduler,
             num_inference_steps=args.num_inference_steps, batch_size=32, channels_last=True,
-            seed=10_000 + args.data_seed)
+            seed=10_000 + args.data_seed, dtype="bfloat16" if args.bf16 else None)
     if args.pairs == "mixed":  # the first k/2 x n joint samples (those of the joint set), then k/2 images per mask
         joint, drawn = pairs_parts(args)
         parts = [generate_arm(runner, joint, root, regime, name, generator),

@@ -4,7 +4,8 @@
   (`joint_diffusion_training_step`: crop, loss, backward, clipping, AdamW) on a fixed batch of simulated scenes;
 * `student_step`: one distillation step of a SegFormer student (`distillation_training_step`, `soft` mode, a mixed
   batch of real and generated pairs);
-* `generation_call`: one `DAKTerPipeline` call (DPM-Solver++).
+* `generation_call`: one `DAKTerPipeline` call (DPM-Solver++);
+* `mask_drawing_call`: one `DAKTerMaskToImagePipeline` call (images drawn for masks, exact conditioning).
 
 Mixed precision is applied the way Accelerate's `mixed_precision` applies it: the model's `forward` runs under
 `torch.autocast` and its outputs are cast back to float32, so the losses, the optimizer and the weights stay float32.
@@ -17,6 +18,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from accelerate.utils import convert_outputs_to_fp32
 
@@ -138,10 +140,10 @@ def student_step(setting: Setting, student: str = "b0", resolution: int = 64, ba
     return step, model
 
 
-def generation_call(setting: Setting, model_size: str = "small", resolution: int = 64, batch_size: int = 32,
-                    num_inference_steps: int = 20, num_classes: int = 2, seed: int = 0):
-    """A closure generating one batch of pairs with DPM-Solver++ (the SOS benchmark's generation: 64 pixels, batches
-    of 32, 20 steps) from an untrained generator of `model_size` (a trained one runs at the same speed)."""
+def _sampling_pipeline(setting: Setting, model_size: str, resolution: int, num_classes: int, seed: int,
+                       per_modality_timesteps: bool = False):
+    """An untrained `DAKTerPipeline` of `model_size` with DPM-Solver++ (a trained one runs at the same speed), its
+    UNet laid out and compiled as `setting` says."""
     from diffusers import DPMSolverMultistepScheduler
 
     from dakter_hf import DAKTerPipeline, JointUNet2DModel
@@ -149,7 +151,7 @@ def generation_call(setting: Setting, model_size: str = "small", resolution: int
 
     torch.manual_seed(seed)
     unet = JointUNet2DModel(**joint_unet_config(model_size, resolution=resolution, num_classes=num_classes,
-                                                label_scale=0.5)).eval()
+                                                label_scale=0.5, per_modality_timesteps=per_modality_timesteps)).eval()
     pipe = DAKTerPipeline(unet=unet, scheduler=DPMSolverMultistepScheduler(num_train_timesteps=1000,
                                                                            algorithm_type="dpmsolver++"))
     pipe.set_progress_bar_config(disable=True)
@@ -157,12 +159,47 @@ def generation_call(setting: Setting, model_size: str = "small", resolution: int
         unet.to(memory_format=torch.channels_last)
     if setting.compile:
         unet.compile()
+    return pipe
+
+
+def _autocast(setting: Setting):
     dtype = PRECISIONS[setting.precision]
+    return torch.autocast(device_type(), dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def generation_call(setting: Setting, model_size: str = "small", resolution: int = 64, batch_size: int = 32,
+                    num_inference_steps: int = 20, num_classes: int = 2, seed: int = 0):
+    """A closure generating one batch of pairs with DPM-Solver++ (the SOS benchmark's generation: 64 pixels, batches
+    of 32, 20 steps) from an untrained generator of `model_size` (a trained one runs at the same speed)."""
+    pipe = _sampling_pipeline(setting, model_size, resolution, num_classes, seed)
 
     def call():
         generator = [torch.Generator().manual_seed(seed + i) for i in range(batch_size)]
-        with torch.autocast(device_type(), dtype=dtype or torch.float32, enabled=dtype is not None):
+        with _autocast(setting):
             return pipe(batch_size=batch_size, generator=generator, num_inference_steps=num_inference_steps,
                         output_type="pt")
 
-    return call, unet
+    return call, pipe.unet
+
+
+def mask_drawing_call(setting: Setting, model_size: str = "small", resolution: int = 64, batch_size: int = 32,
+                      num_inference_steps: int = 20, num_classes: int = 2, seed: int = 0):
+    """A closure drawing one batch of images for masks with DPM-Solver++ and exact conditioning (the SOS benchmark's
+    `--pairs mask` stage: a per-modality-timestep generator, 64 pixels, batches of 32, 20 steps); the masks are
+    simulated scenes' masks."""
+    from dakter_hf.data import simulate_sar_scenes
+    from dakter_hf.pipelines import DAKTerMaskToImagePipeline
+
+    pipe = DAKTerMaskToImagePipeline.from_pipe(
+        _sampling_pipeline(setting, model_size, resolution, num_classes, seed, per_modality_timesteps=True))
+    pipe.set_progress_bar_config(disable=True)
+    scenes = simulate_sar_scenes(batch_size, size=resolution, seed=seed, num_classes=num_classes)
+    masks = torch.stack([torch.as_tensor(np.asarray(mask, dtype=np.int64)) for mask in scenes["mask"]])
+
+    def call():
+        generator = [torch.Generator().manual_seed(seed + i) for i in range(batch_size)]
+        with _autocast(setting):
+            return pipe(masks=masks, generator=generator, num_inference_steps=num_inference_steps,
+                        conditioning="exact", output_type="pt")
+
+    return call, pipe.unet

@@ -10,10 +10,12 @@ import datasets
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from dakter_hf import DAKTerPipeline
 from dakter_hf.data import simulate_sar_scenes
 from dakter_hf.data.generated import MASK_TRANSFORMS
+from dakter_hf.errors import NonFiniteError
 from dakter_hf.generation import (
     GenerationProgress,
     apply_mask_transform,
@@ -119,6 +121,41 @@ def test_interrupted_run_resumes_bit_exactly(pipe, masks, reference, tmp_path):
     assert resumed.dataset.data.table.equals(reference.dataset.data.table)
 
 
+def test_bfloat16_draws_close_to_float32_and_is_recorded(pipe, masks, reference, tmp_path):
+    options = dict(num_images_per_mask=K, augment_masks=True, masks_name="simulated scenes", **SETTINGS)
+    drawn = generate_mask_conditioned_to_disk(pipe, masks, tmp_path / "bf16", dtype="bfloat16", **options)
+    images = {name: np.stack([np.asarray(im, dtype=np.float64) for im in out.dataset["image"]])
+              for name, out in (("float32", reference), ("bfloat16", drawn))}
+    assert not np.array_equal(images["float32"], images["bfloat16"])  # bf16 really ran
+    assert np.abs(images["float32"] - images["bfloat16"]).mean() < 2.0  # a few grey levels of rounding at most
+    # the labels are the masks drawn for, whatever the compute dtype
+    assert drawn.dataset.select_columns(["soft_label", "mask_transform", "source_mask"]).data.table.equals(
+        reference.dataset.select_columns(["soft_label", "mask_transform", "source_mask"]).data.table)
+    settings = json.loads(open(drawn.card_path, encoding="utf-8").read().split("```json")[1].split("```")[0])
+    assert settings["compute_dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="`dtype` must be one of"):
+        generate_mask_conditioned_to_disk(pipe, masks, tmp_path / "bad", dtype="bf16", **options)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_non_finite_images_are_refused(masks, tmp_path):
+    broken = tiny_pipeline(num_classes=2)
+    original = broken.unet.forward
+
+    def nan_forward(*args, **kwargs):
+        out = original(*args, **kwargs)
+        for tensor in out if isinstance(out, tuple) else out.values():
+            if torch.is_tensor(tensor):
+                tensor.fill_(float("nan"))
+        return out
+
+    broken.unet.forward = nan_forward
+    with pytest.raises(NonFiniteError, match="non-finite images for the seeds 3..4"):
+        generate_mask_conditioned_to_disk(broken, masks, tmp_path / "drawn", **SETTINGS)
+    assert not (tmp_path / "drawn").exists()
+    assert [n for n in os.listdir(work_dir_for(tmp_path / "drawn")) if n.startswith("shard-")] == []
+
+
 def test_card_and_preview(reference):
     text = open(reference.card_path, encoding="utf-8").read()
     assert "drawn for a real mask of simulated scenes (3 masks, 2 image(s) per mask" in text
@@ -186,7 +223,6 @@ def test_command_writes_the_library_dataset(pipe, tmp_path):
     [
         (["--masks_from_dataset", "--num_samples", "4"], "--num_samples is the number of masks"),
         (["--masks_from_dataset", "--soft_label_temperature", "2"], "--soft_label_temperature does not apply"),
-        (["--masks_from_dataset", "--dtype", "bfloat16"], "--dtype applies to joint sampling"),
         (["--masks_from_dataset", "--dataset", "sos"], "--dataset sos needs --data_dir"),
         ([], "--num_samples is required"),
     ],

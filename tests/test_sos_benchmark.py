@@ -476,3 +476,10 @@ def test_bf16_reaches_every_training_and_generation_stage(benchmark, tmp_path, i
     assert "--mixed_precision bf16" in (logs / "student-soft-steps2-aug-seed0.log").read_text()
     summary = json.loads((out / "sentinel" / "results.json").read_text())["regimes"]["4"]["summary"]
     assert 0.0 <= summary["soft (2 student steps)"]["mean_iou"]["mean"] <= 1.0
+    # images drawn for the real masks sample in bf16 too
+    benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--bf16", "--pairs", "mask", "--per_modality_timesteps",
+                            "--generated_multiple", "1"))
+    drawing = (logs / "generate-generated-dual-auto-pmt-k1-maskpairs.log").read_text()
+    assert "--masks_from_dataset" in drawing and "--dtype bfloat16" in drawing
+    card = (out / "sentinel" / "regime-4" / "generated-dual-auto-pmt-k1-maskpairs" / "README.md").read_text()
+    assert '"compute_dtype": "bfloat16"' in card

@@ -132,8 +132,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.num_samples is not None:
             parser.error("--num_samples is the number of masks x --images_per_mask with --masks_from_dataset; "
                          "choose the masks with --num_train_samples instead.")
-        if args.dtype != "float32":
-            parser.error("--dtype applies to joint sampling; --masks_from_dataset samples in float32.")
         if args.soft_label_temperature is not None:
             parser.error("--soft_label_temperature does not apply with --masks_from_dataset: the soft labels are the "
                          "masks the images are drawn for.")
@@ -204,7 +202,7 @@ def generate(args: argparse.Namespace) -> int:
     if args.compile:
         pipe.unet.compile()
     common = dict(batch_size=args.batch_size, seed=args.seed, num_inference_steps=args.num_inference_steps,
-                  eta=args.eta, soft_label_dtype=args.soft_label_dtype, id2label=args.id2label,
+                  eta=args.eta, soft_label_dtype=args.soft_label_dtype, dtype=args.dtype, id2label=args.id2label,
                   overwrite=args.overwrite, pipeline_name=args.pipeline, distributed_state=state)
     if args.masks_from_dataset:
         size = pipe.unet.config.sample_size
@@ -218,7 +216,7 @@ def generate(args: argparse.Namespace) -> int:
             masks_name=f"{' '.join(p for p in (args.dataset, args.sensor, args.mask_split) if p)}{subset}", **common)
     else:
         output = generate_to_disk(pipe, args.output_dir, args.num_samples,
-                                  soft_label_temperature=args.soft_label_temperature, dtype=args.dtype, **common)
+                                  soft_label_temperature=args.soft_label_temperature, **common)
     if not state.is_main_process:
         return 0
     logger.info("Saved %d pairs to %s (generated now: %d, resumed: %d).", len(output.dataset), output.output_dir,

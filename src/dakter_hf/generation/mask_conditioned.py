@@ -28,7 +28,7 @@ from ..model_cards import make_dataset_card, read_card_metadata
 from ..pipelines import DAKTerMaskToImagePipeline
 from ..pipelines.inputs import prepare_masks
 from .mask_perturbation import MASK_PERTURBATIONS, MaskPerturber
-from .sampling import _sample_hw, quiet_pipeline
+from .sampling import NonFiniteError, _sample_hw, check_compute_dtype, compute_autocast, quiet_pipeline
 from .settings import generation_settings
 from .store import GenerationOutput, GenerationProgress, check_pipeline, check_run_arguments, write_generated_dataset
 
@@ -80,10 +80,10 @@ def _masks_fingerprint(masks_dataset, names: list[str], num_classes: int) -> str
 
 
 def _make_rows(pipe, masks_dataset, names, num_images_per_mask, augment, perturber, seed, options, soft_label_dtype,
-               batch_size) -> Callable[[list[int]], dict[str, list]]:
+               batch_size, dtype) -> Callable[[list[int]], dict[str, list]]:
     """`make_rows(indices)` of the shard store: the rows `indices`, padded to `batch_size` like [`generate_rows`]
-    so that a row is bit-identical whatever batch it is drawn in. A row's mask is its source mask, perturbed (with a
-    `perturber`), then flipped / rotated."""
+    so that a row is bit-identical whatever batch it is drawn in, the denoiser computing in `dtype`. A row's mask is
+    its source mask, perturbed (with a `perturber`), then flipped / rotated."""
     config = pipe.unet.config
     size = _sample_hw(config)
 
@@ -100,9 +100,13 @@ def _make_rows(pipe, masks_dataset, names, num_images_per_mask, augment, perturb
         padding = max(0, batch_size - len(indices))
         seeds = [seed + i for i in indices] + [seed + indices[-1]] * padding
         padded = torch.cat([probabilities, probabilities[-1:].expand(padding, -1, -1, -1)])
-        out = pipe(masks=padded, generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",
-                   **options)
+        with compute_autocast(pipe, dtype):
+            out = pipe(masks=padded, generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",
+                       **options)
         n = len(indices)
+        if not bool(torch.isfinite(out.images[:n]).all()):
+            raise NonFiniteError(f"the pipeline drew non-finite images for the seeds {seeds[0]}..{seeds[n - 1]}: its "
+                                 "model is broken (a diverged training run?); nothing of this batch is saved.")
         images = (out.images[:n].float().cpu() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         if image_mode(images.shape[-1]) == "L":
             images = images[..., 0]
@@ -156,6 +160,7 @@ def generate_mask_conditioned_to_disk(
     jump_n_sample: int = 1,
     eta: float = 0.0,
     soft_label_dtype: str = "uint8",
+    dtype: str = "float32",
     id2label: Mapping[int, str] | None = None,
     overwrite: bool = False,
     pipeline_name: str | None = None,
@@ -188,6 +193,8 @@ def generate_mask_conditioned_to_disk(
         num_inference_steps, conditioning, jump_length, jump_n_sample, eta: the [`DAKTerMaskToImagePipeline`]
             options; `conditioning="auto"` is exact for models with per-modality timesteps.
         soft_label_dtype (`str`, *optional*, defaults to `"uint8"`): storage of `soft_label`.
+        dtype (`str`, *optional*, defaults to `"float32"`): compute dtype of the denoiser, `"float32"`,
+            `"bfloat16"` or `"float16"` (autocast, see [`compute_autocast`]); recorded in the settings.
         id2label (`dict`, *optional*): class names; by default the pipeline's.
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing `output_dir` and discard an
             interrupted run with other settings.
@@ -210,6 +217,7 @@ def generate_mask_conditioned_to_disk(
     num_samples = len(masks_dataset) * num_images_per_mask
     output_dir = check_run_arguments(output_dir, num_samples, batch_size, overwrite)
     check_soft_label_dtype(soft_label_dtype)
+    check_compute_dtype(dtype)
     check_pipeline(pipe, pipeline_name)
     drawer = pipe if isinstance(pipe, DAKTerMaskToImagePipeline) else DAKTerMaskToImagePipeline.from_pipe(pipe)
     mode = drawer.resolve_conditioning(conditioning, jump_length, jump_n_sample)
@@ -218,7 +226,7 @@ def generate_mask_conditioned_to_disk(
     kinds = _perturbation_kinds(perturb_masks)
     perturber = MaskPerturber(lambda index: _load_mask(masks_dataset, index), names, kinds) if kinds else None
     settings = generation_settings(drawer, batch_size, seed, num_inference_steps, 1.0, eta, soft_label_dtype,
-                                   id2label)
+                                   id2label, dtype)
     settings["masks"] = {"source": masks_name or "a labelled dataset", "num_masks": len(masks_dataset),
                          "fingerprint": _masks_fingerprint(masks_dataset, names, drawer.unet.config.num_classes),
                          "num_images_per_mask": num_images_per_mask, "augment": bool(augment_masks)}
@@ -231,7 +239,7 @@ def generate_mask_conditioned_to_disk(
     options = dict(num_inference_steps=num_inference_steps, conditioning=mode, jump_length=jump_length,
                    jump_n_sample=jump_n_sample, eta=eta)
     make_rows = _make_rows(drawer, masks_dataset, names, num_images_per_mask, augment_masks, perturber, seed, options,
-                           soft_label_dtype, batch_size)
+                           soft_label_dtype, batch_size, dtype)
     config = drawer.unet.config
     features = mask_conditioned_features(config.num_classes, *_sample_hw(config), id2label, soft_label_dtype,
                                          config.image_channels, perturbed=perturber is not None)
