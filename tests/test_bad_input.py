@@ -29,7 +29,7 @@ from dakter_hf.labels import encode_soft_labels
 from dakter_hf.training import list_checkpoints, resolve_resume_checkpoint
 
 from repo_scripts import REPO_ROOT, load_script
-from tiny_models import tiny_pipeline
+from tiny_models import make_unet_output_nan, tiny_pipeline
 
 
 train_script = load_script("examples/train_joint_diffusion.py")
@@ -293,17 +293,7 @@ def test_nan_pipeline_generates_nothing(nan_pipeline_dir, tmp_path, capsys):
 
 
 def test_nan_model_outputs_are_refused(pipeline_dir, tmp_path):
-    pipe = DAKTerPipeline.from_pretrained(pipeline_dir)
-    original = pipe.unet.forward
-
-    def nan_forward(*args, **kwargs):
-        out = original(*args, **kwargs)
-        for tensor in out if isinstance(out, tuple) else out.values():
-            if torch.is_tensor(tensor):
-                tensor.fill_(float("nan"))
-        return out
-
-    pipe.unet.forward = nan_forward
+    pipe = make_unet_output_nan(DAKTerPipeline.from_pretrained(pipeline_dir))
     with pytest.raises(NonFiniteError, match="non-finite images"):
         generate_to_disk(pipe, tmp_path / "generated", 2, batch_size=2, num_inference_steps=2)
     assert not (tmp_path / "generated").exists()

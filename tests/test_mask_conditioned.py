@@ -10,7 +10,6 @@ import datasets
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from dakter_hf import DAKTerPipeline
 from dakter_hf.data import simulate_sar_scenes
@@ -27,7 +26,7 @@ from dakter_hf.generation import (
     work_dir_for,
 )
 
-from tiny_models import tiny_pipeline
+from tiny_models import make_unet_output_nan, tiny_pipeline
 
 
 ID2LABEL = {0: "sea", 1: "oil_spill"}
@@ -139,17 +138,7 @@ def test_bfloat16_draws_close_to_float32_and_is_recorded(pipe, masks, reference,
 
 
 def test_non_finite_images_are_refused(masks, tmp_path):
-    broken = tiny_pipeline(num_classes=2)
-    original = broken.unet.forward
-
-    def nan_forward(*args, **kwargs):
-        out = original(*args, **kwargs)
-        for tensor in out if isinstance(out, tuple) else out.values():
-            if torch.is_tensor(tensor):
-                tensor.fill_(float("nan"))
-        return out
-
-    broken.unet.forward = nan_forward
+    broken = make_unet_output_nan(tiny_pipeline(num_classes=2))
     with pytest.raises(NonFiniteError, match="non-finite images for the seeds 3..4"):
         generate_mask_conditioned_to_disk(broken, masks, tmp_path / "drawn", **SETTINGS)
     assert not (tmp_path / "drawn").exists()

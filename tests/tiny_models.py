@@ -30,3 +30,20 @@ def tiny_pipeline(seed: int = 0, num_classes: int = 3, id2label: dict | None = N
                             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
                             norm_num_groups=4, layers_per_block=1, label_scale=0.5)
     return DAKTerPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50), id2label=id2label)
+
+
+def make_unet_output_nan(pipe):
+    """Make `pipe`'s UNet return NaN everywhere (a diverged model), in place; returns `pipe`."""
+    import torch
+
+    original = pipe.unet.forward
+
+    def nan_forward(*args, **kwargs):
+        out = original(*args, **kwargs)
+        for tensor in out if isinstance(out, tuple) else out.values():
+            if torch.is_tensor(tensor):
+                tensor.fill_(float("nan"))
+        return out
+
+    pipe.unet.forward = nan_forward
+    return pipe
