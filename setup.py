@@ -15,6 +15,7 @@ install_requires = [
     "huggingface-hub>=0.23",
     "evaluate>=0.4",
     "safetensors>=0.4",
+    "filelock>=3.0",
     "numpy",
     "Pillow",
     "tqdm",

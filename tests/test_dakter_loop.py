@@ -42,6 +42,19 @@ def test_finished_stage_times_are_kept_for_later_runs(loop, tmp_path):
     assert second.durations["stage-b"] == 0.0
 
 
+def test_runners_sharing_a_work_dir_keep_each_others_times(loop, tmp_path):
+    """Two benchmark processes in one output directory (say, two generator seeds side by side) each record their
+    stages' times in the same file; neither may drop what the other recorded since it started."""
+    script = write_script(tmp_path / "stage.py", "pathlib.Path(sys.argv[1]).write_text('ok')\n")
+    first, second = loop.StageRunner(tmp_path, verbose=False), loop.StageRunner(tmp_path, verbose=False)
+    first.run("stage-a", str(script), [tmp_path / "a.txt"], tmp_path / "a.txt")
+    second.run("stage-b", str(script), [tmp_path / "b.txt"], tmp_path / "b.txt")
+    first.run("stage-c", str(script), [tmp_path / "c.txt"], tmp_path / "c.txt")
+    recorded = json.loads((tmp_path / "logs" / "stage_seconds.json").read_text())
+    assert set(recorded) == {"stage-a", "stage-b", "stage-c"}
+    assert recorded["stage-b"] == second.durations["stage-b"] and recorded["stage-c"] == first.durations["stage-c"]
+
+
 def test_failed_stage_raises_with_its_log_and_records_no_time(loop, tmp_path):
     script = write_script(tmp_path / "fails.py", "print('about to fail')\nsys.exit(3)\n")
     runner = loop.StageRunner(tmp_path, verbose=False)

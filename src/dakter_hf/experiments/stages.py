@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from filelock import FileLock
+
 from ..filesystem import write_text_atomic
 
 
@@ -87,9 +89,10 @@ class StageRunner:
     """Runs stages as subprocesses, each with its own log, skipping the ones already complete.
 
     The wall time of every finished stage is kept in `logs/stage_seconds.json` as soon as it finishes, so a loop that is
-    interrupted later still reports it when rerun (a stage that resumed reports the run that finished it). A complete
-    stage is only skipped if its log shows it ran with the same arguments: a rerun with other settings in the same
-    `work_dir` (say, more training steps) raises instead of silently reusing the old output.
+    interrupted later still reports it when rerun (a stage that resumed reports the run that finished it); runners
+    sharing a `work_dir` merge their times into that file. A complete stage is only skipped if its log shows it ran
+    with the same arguments: a rerun with other settings in the same `work_dir` (say, more training steps) raises
+    instead of silently reusing the old output.
 
     Args:
         work_dir (`Path`): where outputs and `logs/<stage>.log` go.
@@ -139,8 +142,11 @@ class StageRunner:
             return {}
 
     def _record_duration(self, name: str, seconds: float) -> None:
-        with self._lock:
-            self._recorded[name] = seconds
+        """Add `name`'s time to the file, merged under a file lock with what other runners of this `work_dir` (other
+        processes, e.g. two generator seeds side by side) recorded since this one read it."""
+        self.durations_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, FileLock(f"{self.durations_path}.lock"):
+            self._recorded = {**self._recorded, **self._read_recorded_durations(), name: seconds}
             write_json(self.durations_path, self._recorded)
 
     def _check_same_arguments(self, name: str, program: str, arguments: Sequence[str], done: Path) -> None:
