@@ -28,7 +28,7 @@ from ..model_cards import make_dataset_card, read_card_metadata
 from ..pipelines import DAKTerMaskToImagePipeline
 from ..pipelines.inputs import prepare_masks
 from .mask_perturbation import MASK_PERTURBATIONS, MaskPerturber
-from .sampling import NonFiniteError, _sample_hw, check_compute_dtype, compute_autocast, quiet_pipeline
+from .sampling import _sample_hw, check_compute_dtype, check_finite_outputs, compute_autocast, quiet_pipeline
 from .settings import generation_settings
 from .store import GenerationOutput, GenerationProgress, check_pipeline, check_run_arguments, write_generated_dataset
 
@@ -104,9 +104,7 @@ def _make_rows(pipe, masks_dataset, names, num_images_per_mask, augment, perturb
             out = pipe(masks=padded, generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",
                        **options)
         n = len(indices)
-        if not bool(torch.isfinite(out.images[:n]).all()):
-            raise NonFiniteError(f"the pipeline drew non-finite images for the seeds {seeds[0]}..{seeds[n - 1]}: its "
-                                 "model is broken (a diverged training run?); nothing of this batch is saved.")
+        check_finite_outputs(seeds[:n], images=out.images[:n])
         images = (out.images[:n].float().cpu() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         if image_mode(images.shape[-1]) == "L":
             images = images[..., 0]

@@ -73,6 +73,16 @@ def quiet_pipeline(pipe):
         pipe._progress_bar_config = previous
 
 
+def check_finite_outputs(seeds: Sequence[int], **outputs: torch.Tensor) -> None:
+    """Raise [`NonFiniteError`] if any of a batch's `outputs` (e.g. `images=...`) holds NaN or inf: its model is
+    broken, and nothing of the batch (the rows of `seeds`) may be saved."""
+    for name, values in outputs.items():
+        if not bool(torch.isfinite(values).all()):
+            raise NonFiniteError(f"the pipeline produced non-finite {name.replace('_', ' ')} for the seeds "
+                                 f"{seeds[0]}..{seeds[-1]}: its model is broken (a diverged training run?); nothing "
+                                 "of this batch is saved.")
+
+
 def generate_rows(
     pipe,
     indices: Sequence[int],
@@ -107,10 +117,7 @@ def generate_rows(
         out = pipe(batch_size=len(padded), generator=generators, num_inference_steps=num_inference_steps,
                    soft_label_temperature=soft_label_temperature, eta=eta, output_type="pt")
     n = len(seeds)
-    for name, values in (("images", out.images[:n]), ("soft labels", out.soft_labels[:n])):
-        if not bool(torch.isfinite(values).all()):
-            raise NonFiniteError(f"the pipeline produced non-finite {name} for the seeds {seeds[0]}..{seeds[-1]}: "
-                                 "its model is broken (a diverged training run?); nothing of this batch is saved.")
+    check_finite_outputs(seeds, images=out.images[:n], soft_labels=out.soft_labels[:n])
     images = (out.images[:n].float().cpu() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if image_mode(images.shape[-1]) == "L":
         images = images[..., 0]
