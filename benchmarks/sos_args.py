@@ -99,9 +99,9 @@ def build_parser(description=None):
     p.add_argument("--student_batch_size", type=int, default=16)
     p.add_argument("--student_lr", default="6e-4")
     p.add_argument("--student_seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--generated_ratio", type=parse_generated_ratio, default="auto",
-                   help="share of generated pairs in every hard / soft student batch "
-                        "('auto': |gen| / (|real| + |gen|))")
+    p.add_argument("--generated_ratio", type=parse_generated_ratio, default=0.5,
+                   help="share of generated pairs in every hard / soft student batch (default 0.5: half of each "
+                        "batch; 'auto': |gen| / (|real| + |gen|), 0.8 at k = 4, the default before issue #24)")
     p.add_argument("--kd_temperature", type=float, default=1.0,
                    help="KD temperature tau of the soft students, tau^2 KL(q || softmax(z / tau)); hard, real and "
                         "synthetic-only students do not use it")

@@ -8,9 +8,12 @@ from sos_args import flag_default, uses_pair_quality
 
 
 def _variant_part(args, name, tag):
-    """'-<tag><value>' if the setting `name` differs from its default, '' otherwise."""
+    """'-<tag><value>' if the setting `name` differs from its default, '' otherwise (numbers as `:g` writes them,
+    words such as 'auto' as they are)."""
     value = getattr(args, name)
-    return "" if value == flag_default(name) else f"-{tag}{value:g}"
+    if value == flag_default(name):
+        return ""
+    return f"-{tag}{value}" if isinstance(value, str) else f"-{tag}{value:g}"
 
 
 def generator_seed(args):
@@ -94,7 +97,7 @@ def student_variant(args, mode="soft", own_labels=True):
 _VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "softtargets": "soft-label targets",
                   "pmt": "per-modality timesteps", "T": "T", "Tfit": "fitted T", "S": "sampling steps", "k": "k",
                   "maskpairs": "mask-conditioned pairs", "mixedpairs": "joint + mask-conditioned pairs",
-                  "perturbed": "perturbed masks", "ratio": "ratio", "tau": "tau",
+                  "perturbed": "perturbed masks", "ratio": "ratio", "ratioauto": "ratio auto", "tau": "tau",
                   "post": "posterior labels", "drop": "drop worst", "qw": "pair-quality weighting",
                   "pmtlabels": "labels by the per-modality generator", "lsteps": "labelling steps"}
 
