@@ -81,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 import sos_args
+import torch
 from datasets import load_from_disk
 from filelock import FileLock
 from sos_args import flag_default, uses_pair_quality
@@ -120,6 +121,7 @@ from dakter_hf.experiments import (
     train_generator,
     write_json,
 )
+from dakter_hf.precision import warn_if_emulated_bf16
 
 from sos_report import ReportError, format_report, generator_seed_report
 
@@ -457,6 +459,8 @@ def merge_entry(previous, entry):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.bf16:  # every stage would warn in its log; say it here, before the first stage
+        warn_if_emulated_bf16("cuda" if torch.cuda.is_available() else "cpu", "bf16", "--bf16")
     out = args.output_dir / args.sensor
     out.mkdir(parents=True, exist_ok=True)
     seeds = args.generator_seed or [None]

@@ -3,7 +3,7 @@
 Layers, lowest first (a module may import its own layer or lower ones; `dakter_hf/__init__.py` is exempt because it
 re-exports the public API):
 
-    0  errors, labels, seeding, distributed, filesystem, visualization, data, metrics, overlays, tracking
+    0  errors, labels, seeding, distributed, precision, filesystem, visualization, data, metrics, overlays, tracking
     1  models
     2  pipelines
     3  remote_code, model_cards, hub
@@ -27,8 +27,8 @@ PACKAGE_DIR = REPO / "src" / "dakter_hf"
 MAX_MODULE_LINES = 400
 
 LAYERS = {
-    "errors": 0, "labels": 0, "seeding": 0, "distributed": 0, "filesystem": 0, "visualization": 0, "data": 0,
-    "metrics": 0, "overlays": 0, "tracking": 0,
+    "errors": 0, "labels": 0, "seeding": 0, "distributed": 0, "precision": 0, "filesystem": 0, "visualization": 0,
+    "data": 0, "metrics": 0, "overlays": 0, "tracking": 0,
     "models": 1,
     "pipelines": 2,
     "remote_code": 3, "model_cards": 3, "hub": 3,

@@ -25,6 +25,7 @@ from ..errors import UsageError, check_finite_parameters
 from ..hub import push_student_to_hub
 from ..model_cards import CARD_NAME, make_student_card
 from ..overlays import segmentation_overlay_rows
+from ..precision import warn_if_emulated_bf16
 from ..seeding import step_generator
 from ..tracking import log_images
 from ..training.runs import JsonlLossLog, check_finite_losses, load_checkpoint, save_checkpoint
@@ -67,6 +68,7 @@ def train_student(args: argparse.Namespace) -> dict | None:
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/logs"),
     )
     check_world_size(accelerator)
+    warn_if_emulated_bf16(accelerator.device.type, accelerator.mixed_precision, "--mixed_precision bf16")
     logger.info(accelerator.state, main_process_only=False)
 
     # Data: real pairs, evaluation split (native mask size; simulated scenes at --resolution), generated pairs.

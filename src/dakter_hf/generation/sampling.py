@@ -20,6 +20,7 @@ from ..data.generated import generated_features, image_mode
 from ..errors import NonFiniteError
 from ..labels import check_soft_label_dtype, encode_soft_labels, resolve_id2label
 from ..model_cards import make_dataset_card, read_card_metadata
+from ..precision import warn_if_emulated_bf16
 from .settings import generation_settings
 from .store import (
     GenerationOutput,
@@ -48,9 +49,11 @@ def check_compute_dtype(dtype: str) -> str:
 def compute_autocast(pipe, dtype: str = "float32"):
     """The context in which `pipe` samples with its denoiser computing in `dtype`: `torch.autocast` on the
     pipeline's device for `"bfloat16"` / `"float16"` (the weights and the sampler's state stay float32, so only the
-    convolutions, matrix products and attention run in low precision), nothing for `"float32"`."""
+    convolutions, matrix products and attention run in low precision), nothing for `"float32"`. Warns
+    ([`~dakter_hf.precision.EmulatedBF16Warning`], once) for `"bfloat16"` on a CPU without bf16 instructions."""
     if check_compute_dtype(dtype) == "float32":
         return contextlib.nullcontext()
+    warn_if_emulated_bf16(pipe.device.type, dtype, "dtype='bfloat16' (dakter-generate --dtype bfloat16)")
     return torch.autocast(pipe.device.type, dtype=getattr(torch, dtype))
 
 

@@ -27,6 +27,7 @@ from ..errors import check_finite_parameters
 from ..hub import HubPushError, create_hub_repo, push_folder_to_hub
 from ..model_cards import save_joint_diffusion_model_card
 from ..models.joint_unet_2d import JointUNet2DModel
+from ..precision import warn_if_emulated_bf16
 from ..seeding import step_generator
 from ..tracking import log_images
 from ..visualization import save_learning_curves
@@ -86,6 +87,7 @@ def train_joint_diffusion(args: argparse.Namespace) -> JointUNet2DModel:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     check_world_size(accelerator)
+    warn_if_emulated_bf16(accelerator.device.type, accelerator.mixed_precision, "--mixed_precision bf16")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
     set_seed(args.seed)  # model initialisation
