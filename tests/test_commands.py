@@ -57,6 +57,10 @@ def test_env_reports_versions():
 
     assert f"torch version: {torch.__version__}" in result.stdout
     assert "dakter_hf version" in result.stdout and "Accelerator" in result.stdout
+    from dakter_hf.precision import cpu_has_native_bf16
+
+    expected = {True: "- CPU bf16 instructions: yes", False: "- CPU bf16 instructions: no", None: "unknown"}
+    assert expected[cpu_has_native_bf16()] in result.stdout
 
 
 def test_app_with_a_missing_pipeline_is_a_clear_error(tmp_path, capsys):

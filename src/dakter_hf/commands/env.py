@@ -9,6 +9,7 @@ import sys
 import torch
 
 import dakter_hf
+from dakter_hf.precision import cpu_has_native_bf16
 
 
 #: Packages whose versions are reported, in this order (`not installed` when absent).
@@ -34,6 +35,15 @@ def _accelerator() -> str:
     return "none (CPU only)"
 
 
+def _cpu_bf16() -> str:
+    """Whether `--bf16` / `--mixed_precision bf16` can pay on this CPU (BENCHMARKS.md: 7-15x slower without)."""
+    native = cpu_has_native_bf16()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if native is None:
+        return f"unknown ({platform.machine()}, {capability})"
+    return f"yes ({capability})" if native else f"no ({capability}): bf16 autocast is emulated there, keep fp32"
+
+
 def environment_info() -> dict[str, str]:
     """The report of `dakter env` as an ordered `{name: value}` mapping."""
     info = {
@@ -46,6 +56,7 @@ def environment_info() -> dict[str, str]:
         "torch threads (intra-op / inter-op)": f"{torch.get_num_threads()} / {torch.get_num_interop_threads()}",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
         "CPU cores": str(os.cpu_count()),
+        "CPU bf16 instructions": _cpu_bf16(),
         "Accelerator": _accelerator(),
     })
     return info
