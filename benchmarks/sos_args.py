@@ -122,7 +122,7 @@ def build_parser(description=None):
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast for the generator's training (--mixed_precision bf16), its sampling (--dtype "
                         "bfloat16: joint pairs and images drawn for masks) and the students' training; faster on CPUs "
-                        "with bf16 instructions (avx512_bf16, AMX) or on GPUs, 7-13x slower on CPUs without them, "
+                        "with bf16 instructions (avx512_bf16, AMX) or on GPUs, 7-15x slower on CPUs without them, "
                         "where the run warns (BENCHMARKS.md; a full run scored as fp32 did on the same CPU). "
                         "Stages finished without it stop the run.")
     return p
