@@ -443,9 +443,10 @@ def augmented_first(summary):
 def merge_entry(previous, entry):
     """A regime's entry of `results.json` after a run: the arms, diagnostics and stage times of this run update
     those of earlier runs, which are kept (a run with fewer arms, e.g. `--modes real`, does not drop the others);
-    the tables are rebuilt from the merged summaries, augmented arms first; `arguments` are those of the last run."""
+    the tables are rebuilt from the merged summaries, augmented arms first; `arguments` are those of the last run.
+    `stage_machines` names the CPU each stage ran on (a results file can hold arms measured on other machines)."""
     merged = {**previous, **entry}
-    for key in ("summary", "heldout_summary", "diagnostics", "stage_seconds"):
+    for key in ("summary", "heldout_summary", "diagnostics", "stage_seconds", "stage_machines"):
         if key in previous or key in entry:
             merged[key] = {**previous.get(key, {}), **entry.get(key, {})}
     for key in ("summary", "heldout_summary"):
@@ -505,6 +506,7 @@ def run_variant(args, out):
         runner = StageRunner(root, num_threads=args.num_threads, jobs=args.jobs)  # logs: <root>/logs/<stage>.log
         entry = run_regime(runner, args, root, regime, first=index == 0)
         entry["stage_seconds"] = {k: v for k, v in runner.durations.items() if v}
+        entry["stage_machines"] = dict(runner.machines)  # the CPU each stage ran on: results may mix machines
         entry["arguments"] = {k: str(v) for k, v in vars(args).items()}
         entries[regime] = entry
     results_path = update_results(out / f"results{student_variant(args)}.json", entries,

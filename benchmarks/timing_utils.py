@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 import torch
 
+from dakter_hf.filesystem import write_text_atomic
+from dakter_hf.precision import cpu_description
+
 
 # The realistic small generator of the benchmarks: 4 levels, attention at the two lowest resolutions.
 SMALL_UNET = dict(
@@ -71,13 +74,16 @@ def summarize(times: dict[str, list[float]], baseline: str) -> dict:
 
 
 def machine_info() -> dict:
-    """Date, platform, CPU count, torch threads, load average and library versions, stored with every result."""
+    """Date, platform, CPU model, its vector instructions (whether bf16 autocast is native), CPU count, torch threads,
+    load average and library versions, stored with every result: two CPUs of one name can differ tenfold in bf16
+    speed (BENCHMARKS.md, "bf16 on a CPU without bf16 instructions")."""
     import diffusers
 
     return {
         "date": datetime.date.today().isoformat(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        **cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1_5_15min": list(os.getloadavg()),
@@ -91,10 +97,8 @@ def write_result(result: dict, output: str | None) -> None:
     """Print the result as JSON and write it to `output` if given."""
     text = json.dumps(result, indent=2)
     print(text)
-    if output:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output, "w") as f:
-            f.write(text + "\n")
+    if output:  # through a temporary file: an interrupted write never leaves a truncated result
+        write_text_atomic(output, text + "\n")
 
 
 def add_common_args(parser) -> None:

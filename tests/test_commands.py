@@ -57,8 +57,9 @@ def test_env_reports_versions():
 
     assert f"torch version: {torch.__version__}" in result.stdout
     assert "dakter_hf version" in result.stdout and "Accelerator" in result.stdout
-    from dakter_hf.precision import cpu_has_native_bf16
+    from dakter_hf.precision import cpu_has_native_bf16, cpu_model
 
+    assert f"- CPU: {cpu_model()}" in result.stdout
     expected = {True: "- CPU bf16 instructions: yes", False: "- CPU bf16 instructions: no", None: "unknown"}
     assert expected[cpu_has_native_bf16()] in result.stdout
 

@@ -42,6 +42,34 @@ def test_finished_stage_times_are_kept_for_later_runs(loop, tmp_path):
     assert second.durations["stage-b"] == 0.0
 
 
+def test_each_stage_records_the_machine_it_ran_on(loop, tmp_path):
+    """A work_dir resumed on another machine mixes outputs of both: each finished stage records its CPU (model,
+    instructions, bf16 support) and threads, and a later runner that skips the stage reports that record."""
+    import torch
+
+    from dakter_hf.precision import cpu_has_native_bf16
+
+    done = tmp_path / "done.txt"
+    script = write_script(tmp_path / "stage.py", "pathlib.Path(sys.argv[1]).write_text('ok')\n")
+    first = loop.StageRunner(tmp_path, num_threads=1, verbose=False)
+    first.run("stage-a", str(script), [done], done)
+    recorded = json.loads((tmp_path / "logs" / "stage_machines.json").read_text())
+    assert recorded == first.machines and set(recorded) == {"stage-a"}
+    machine = recorded["stage-a"]
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and machine["threads"] == 1
+    assert machine["cpu_bf16_instructions"] == cpu_has_native_bf16() and machine["cpu_model"]
+
+    # Resumed "elsewhere": the skipped stage keeps the machine it ran on, not the one that skips it.
+    recorded["stage-a"]["cpu_model"] = "the first machine"
+    (tmp_path / "logs" / "stage_machines.json").write_text(json.dumps(recorded))
+    second = loop.StageRunner(tmp_path, verbose=False)
+    second.run("stage-a", str(script), [done], done)
+    assert second.machines["stage-a"]["cpu_model"] == "the first machine"
+    second.run("stage-b", str(script), [tmp_path / "b.txt"], tmp_path / "b.txt")
+    both = json.loads((tmp_path / "logs" / "stage_machines.json").read_text())
+    assert both["stage-a"]["cpu_model"] == "the first machine" and both["stage-b"]["threads"] is None
+
+
 def test_runners_sharing_a_work_dir_keep_each_others_times(loop, tmp_path):
     """Two benchmark processes in one output directory (say, two generator seeds side by side) each record their
     stages' times in the same file; neither may drop what the other recorded since it started."""

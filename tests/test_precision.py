@@ -42,6 +42,20 @@ def test_cpu_detection_knows_nothing_off_x86(monkeypatch):
     assert cpu_has_native_bf16() is None
 
 
+def test_cpu_description_names_the_model_and_its_instructions(monkeypatch):
+    described = precision.cpu_description()
+    assert described["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert described["cpu_bf16_instructions"] == cpu_has_native_bf16()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    assert described["cpu_model"] == (names[0] if names else platform.processor() or platform.machine())
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # what the record says follows the probe
+    assert precision.cpu_description()["cpu_bf16_instructions"] is False
+
+
 @pytest.mark.usefixtures("cpu_without_bf16")
 def test_warns_for_emulated_bf16_naming_the_option():
     with pytest.warns(EmulatedBF16Warning, match=r"--mixed_precision bf16: this CPU .* no bf16 instructions"):

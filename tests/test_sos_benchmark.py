@@ -12,6 +12,7 @@ import json
 import threading
 
 import pytest
+import torch
 from datasets import load_from_disk
 
 from in_process_stages import InProcessStages
@@ -241,6 +242,8 @@ def test_every_arm_then_a_variant(benchmark, tmp_path, capsys, monkeypatch, toy_
         benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--generator_channels", "8", "16"))
     assert (full_logs / "student-real-aug-seed0.log").is_file()
     assert regimes["full"]["stage_seconds"]["student-real-aug-seed0"] > 0
+    machine = regimes["full"]["stage_machines"]["student-real-aug-seed0"]  # which CPU produced each arm
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "cpu_bf16_instructions" in machine
 
     # A fitted soft-label temperature: T from the held-out training pairs (never the test split), saved in the
     # generator's model_index.json, then its own generated set and soft students, the fit in the diagnostics.

@@ -5,7 +5,8 @@ or AMX). Without them, oneDNN emulates bf16 arithmetic and every convolution and
 faster: on a 2-core AMD EPYC with AVX2 only, a generator training step took 13x its float32 CPU time, a student
 step 12x and sampling 7x (BENCHMARKS.md, "bf16 on a CPU without bf16 instructions"). The training, distillation
 and generation entry points call [`warn_if_emulated_bf16`], so that a user who passes `--mixed_precision bf16` /
-`--dtype bfloat16` on such a machine is told before hours are lost.
+`--dtype bfloat16` on such a machine is told before hours are lost. [`cpu_description`] names the CPU and its
+instructions in benchmark and stage records, so that a result says which kind of machine produced it.
 """
 
 import platform
@@ -14,7 +15,7 @@ import warnings
 import torch
 
 
-__all__ = ["EmulatedBF16Warning", "cpu_has_native_bf16", "warn_if_emulated_bf16"]
+__all__ = ["EmulatedBF16Warning", "cpu_description", "cpu_has_native_bf16", "cpu_model", "warn_if_emulated_bf16"]
 
 _X86 = ("x86_64", "amd64", "i386", "i686")
 #: torch's probes of the x86 instructions that make CPU bf16 autocast fast.
@@ -38,6 +39,31 @@ def cpu_has_native_bf16() -> bool | None:
     if platform.machine().lower() not in _X86 or any(probe is None for probe in probes):
         return None
     return any(bool(probe()) for probe in probes)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from `/proc/cpuinfo` (Linux), else what `platform` knows (often only the architecture)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_description() -> dict:
+    """
+    The CPU a result was measured on: `{"cpu_model", "cpu_capability", "cpu_bf16_instructions"}` (model name, the
+    vector instruction set torch dispatches to, e.g. `"AVX2"` / `"AVX512"`, and [`cpu_has_native_bf16`]). Two CPUs
+    of one model name can differ tenfold in bf16 speed, so the instructions are recorded, not only the name.
+    """
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_instructions": cpu_has_native_bf16(),
+    }
 
 
 def warn_if_emulated_bf16(device_type: str, dtype: str | None, flag: str) -> bool:

@@ -9,7 +9,7 @@ import sys
 import torch
 
 import dakter_hf
-from dakter_hf.precision import cpu_has_native_bf16
+from dakter_hf.precision import cpu_has_native_bf16, cpu_model
 
 
 #: Packages whose versions are reported, in this order (`not installed` when absent).
@@ -55,6 +55,7 @@ def environment_info() -> dict[str, str]:
     info.update({
         "torch threads (intra-op / inter-op)": f"{torch.get_num_threads()} / {torch.get_num_interop_threads()}",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "CPU": cpu_model(),
         "CPU cores": str(os.cpu_count()),
         "CPU bf16 instructions": _cpu_bf16(),
         "Accelerator": _accelerator(),

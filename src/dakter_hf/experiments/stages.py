@@ -26,6 +26,7 @@ from typing import TextIO
 from filelock import FileLock
 
 from ..filesystem import write_text_atomic
+from ..precision import cpu_description
 
 
 __all__ = [
@@ -108,12 +109,14 @@ class StageRunner:
     jobs: int = 1
     verbose: bool = True
     durations: dict[str, float] = field(default_factory=dict)
+    machines: dict[str, dict] = field(default_factory=dict)
     _recorded: dict[str, float] = field(init=False, repr=False)
 
     def __post_init__(self):
         if self.jobs < 1:
             raise ValueError(f"`jobs` must be a positive integer, got {self.jobs}")
-        self._recorded = self._read_recorded_durations()
+        self._recorded = self._read_recorded(self.durations_path, float)
+        self._recorded_machines = self._read_recorded(self.machines_path, dict)
         self._lock = threading.Lock()
         self._stop = threading.Event()  # set when a concurrent stage failed: no further stage starts
         self._concurrent = False
@@ -131,23 +134,35 @@ class StageRunner:
         """The JSON file of finished stages' wall times, `{stage: seconds}`."""
         return self.work_dir / "logs" / "stage_seconds.json"
 
-    def _read_recorded_durations(self) -> dict[str, float]:
-        if not self.durations_path.exists():
+    @property
+    def machines_path(self) -> Path:
+        """The JSON file of the machine each finished stage ran on, `{stage: {cpu_model, cpu_capability, ...}}`:
+        outputs of one work_dir may come from several machines (a run resumed elsewhere), whose speeds differ."""
+        return self.work_dir / "logs" / "stage_machines.json"
+
+    @staticmethod
+    def _read_recorded(path: Path, kind: type) -> dict:
+        if not path.exists():
             return {}
         try:
-            return {str(k): float(v) for k, v in json.loads(self.durations_path.read_text(encoding="utf-8")).items()}
-        # Unreadable: the times are informative only, and the outputs are not lost.
+            return {str(k): kind(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+        # Unreadable: the records are informative only, and the outputs are not lost.
         except (ValueError, AttributeError, TypeError):
-            print(f"[warn] ignoring unreadable {self.durations_path}", flush=True)
+            print(f"[warn] ignoring unreadable {path}", flush=True)
             return {}
 
-    def _record_duration(self, name: str, seconds: float) -> None:
-        """Add `name`'s time to the file, merged under a file lock with what other runners of this `work_dir` (other
-        processes, e.g. two generator seeds side by side) recorded since this one read it."""
+    def _record_duration(self, name: str, seconds: float, threads: int | None) -> None:
+        """Add `name`'s time and machine to the files, merged under a file lock with what other runners of this
+        `work_dir` (other processes, e.g. two generator seeds side by side) recorded since this one read them."""
         self.durations_path.parent.mkdir(parents=True, exist_ok=True)
+        machine = {**cpu_description(), "threads": threads, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self.machines[name] = machine
         with self._lock, FileLock(f"{self.durations_path}.lock"):
-            self._recorded = {**self._recorded, **self._read_recorded_durations(), name: seconds}
+            self._recorded = {**self._recorded, **self._read_recorded(self.durations_path, float), name: seconds}
             write_json(self.durations_path, self._recorded)
+            self._recorded_machines = {**self._recorded_machines, **self._read_recorded(self.machines_path, dict),
+                                       name: machine}
+            write_json(self.machines_path, self._recorded_machines)
 
     def _check_same_arguments(self, name: str, program: str, arguments: Sequence[str], done: Path) -> None:
         """Raise if the last command in the stage's log ran `program` with other arguments (no log: nothing to
@@ -185,7 +200,8 @@ class StageRunner:
         processes (on CPUs too, with gloo), each with `threads_per_job` threads; a stage inside
         [`run_concurrently`] also gets `threads_per_job` threads, any other `num_threads`.
 
-        `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was).
+        `durations[name]` is that time, or for a skipped stage the time recorded when it finished (0 if none was);
+        `machines[name]` the CPU it ran on ([`cpu_description`], with its threads), when that was recorded.
 
         Raises:
             `StageError`: the stage fails, or it is complete but its log shows other arguments.
@@ -194,6 +210,8 @@ class StageRunner:
             self._check_same_arguments(name, program, arguments, done)
             print(f"[skip] {name}: {done} exists")
             self.durations.setdefault(name, self._recorded.get(name, 0.0))
+            if name in self._recorded_machines:
+                self.machines.setdefault(name, self._recorded_machines[name])
             return 0.0
         if self._stop.is_set():
             raise StageError(f"stage {name!r} not started: another stage failed")
@@ -220,7 +238,7 @@ class StageRunner:
             print(f"[fail] {name} (log: {log_path})", flush=True)
             raise StageError(f"stage {name!r} failed (exit code {returncode}); last lines of {log_path}:\n"
                                + "\n".join(tail))
-        self._record_duration(name, elapsed)
+        self._record_duration(name, elapsed, threads)
         print(f"[done] {name} in {elapsed:.0f} s", flush=True)
         return elapsed
 
