@@ -8,6 +8,8 @@ by generator setting (the variant without its `-gN` part) and gives, per regime 
 student seeds for each generator seed, the mean over generator seeds ± their spread (std of the per-generator-seed
 means; `n = 1` for one seed) and the difference to the `real` students of the same budget and protocol (shared by
 every variant of an output directory: taken from whichever file holds the most seeds of them). `-`: no such arm.
+Under each table, the CPUs its stages ran on (model, instruction set, bf16 support; from the files' `stage_machines`),
+so that a directory resumed on another machine says so.
 
     python benchmarks/sos_report.py --output_dir outputs/sos-augmented --sensor sentinel --regimes 150 \
         --output_md outputs/sos-augmented/sentinel/generator-seeds.md \
@@ -173,8 +175,40 @@ def format_table(rows, metric="mean_iou"):
     return "\n".join(lines)
 
 
+def describe_machine(machine):
+    """One line for a stage's machine record (`stage_machines` of a results entry): 'AMD EPYC 7B13 (AVX2, no bf16
+    instructions)'."""
+    bf16 = {True: "bf16 instructions", False: "no bf16 instructions"}.get(machine.get("cpu_bf16_instructions"),
+                                                                           "bf16 instructions unknown")
+    return f"{machine.get('cpu_model', 'unknown CPU')} ({machine.get('cpu_capability', '?')}, {bf16})"
+
+
+def stage_machines(results, regime):
+    """{machine description: number of stages} over every results file's `stage_machines` of `regime`: which CPUs
+    produced the arms of a table (a directory resumed on another machine mixes them). Stages run before the record
+    existed are not counted."""
+    stages = {}
+    for data in results.values():
+        for stage, machine in data["regimes"].get(regime, {}).get("stage_machines", {}).items():
+            stages[stage] = describe_machine(machine)
+    counts = {}
+    for description in stages.values():
+        counts[description] = counts.get(description, 0) + 1
+    return counts
+
+
+def format_machines(counts):
+    """The 'Stages ran on' sentence of a regime's table ('' without records)."""
+    if not counts:
+        return ""
+    parts = "; ".join(f"{description}: {n} stage{'s' * (n != 1)}" for description, n in counts.items())
+    mixed = " Several machines: compare speeds within one machine only." if len(counts) > 1 else ""
+    return f"Stages ran on {parts}.{mixed}"
+
+
 def generator_seed_report(output_dir, sensor, regimes=None, metric="mean_iou", split="test"):
-    """{regime: {'rows': `combine` output, 'table': Markdown}} for `regimes` (default: every regime of any file)."""
+    """{regime: {'rows': `combine` output, 'table': Markdown, 'machines': `stage_machines`}} for `regimes` (default:
+    every regime of any file)."""
     results = load_results(Path(output_dir) / sensor)
     found = list(dict.fromkeys(regime for data in results.values() for regime in data["regimes"]))
     report = {}
@@ -183,7 +217,8 @@ def generator_seed_report(output_dir, sensor, regimes=None, metric="mean_iou", s
         if not rows:
             raise ReportError(f"no {split} {metric} of regime '{regime}' in {', '.join(map(str, results))} "
                               f"(regimes there: {', '.join(found)})")
-        report[regime] = {"rows": rows, "table": format_table(rows, metric)}
+        report[regime] = {"rows": rows, "table": format_table(rows, metric),
+                          "machines": stage_machines(results, regime)}
     return report
 
 
@@ -194,7 +229,8 @@ def format_report(report, sensor, metric="mean_iou", split="test"):
         f"### {sensor}, regime {regime}: {label} on the {split} split\n\nPer generator seed, mean ± std over student "
         f"seeds (the real students are shared by all); then the mean over generator seeds ± the std of their means; "
         f"Δ: that mean minus the real students' of the same budget, in percentage points.\n\n"
-        f"{entry['table']}" for regime, entry in report.items())
+        f"{entry['table']}" + (f"\n\n{format_machines(entry['machines'])}" if entry.get("machines") else "")
+        for regime, entry in report.items())
 
 
 def figure_arms(rows):

@@ -29,7 +29,7 @@ def variant_args(benchmark, *flags):
     return args
 
 
-def write_results(benchmark, sensor_dir, args, values, regime="150", steps=600):
+def write_results(benchmark, sensor_dir, args, values, regime="150", steps=600, machines=None):
     """Add a regime's students to the variant's results file: `values` gives each arm ('real', 'hard', 'soft',
     'synthetic only') the metric of each student seed; labels, summary and merged entry are the benchmark's."""
     protocol = benchmark.protocol_parts(args, steps)
@@ -40,6 +40,8 @@ def write_results(benchmark, sensor_dir, args, values, regime="150", steps=600):
                                             + protocol)
     reports = {labels[arm]: [{"final": dict.fromkeys(METRICS, v)} for v in seeds] for arm, seeds in values.items()}
     entry = {"summary": summarize(reports, METRICS), "arguments": {k: str(v) for k, v in vars(args).items()}}
+    if machines is not None:  # {stage: machine record}, as `StageRunner.machines` gives them
+        entry["stage_machines"] = machines
     path = sensor_dir / f"results{benchmark.student_variant(args)}.json"
     results = json.loads(path.read_text()) if path.exists() else {"regimes": {}}
     results["regimes"][regime] = benchmark.merge_entry(results["regimes"].get(regime, {}), entry)
@@ -112,6 +114,29 @@ def test_default_seed_regimes_and_budgets(benchmark, report_script, tmp_path):
         report_script.generator_seed_report(tmp_path, "palsar", regimes=["40"])
     with pytest.raises(report_script.ReportError, match="no train_heldout mean_iou of regime 'full'"):
         report_script.generator_seed_report(tmp_path, "palsar", regimes=["full"], split="train_heldout")
+
+
+def test_report_says_which_machines_ran_the_stages(benchmark, report_script, tmp_path, capsys):
+    """A directory resumed on another CPU mixes arms of both; the report names each machine and its stage count."""
+    avx2 = {"cpu_model": "EPYC", "cpu_capability": "AVX2", "cpu_bf16_instructions": False, "threads": 1}
+    amx = {"cpu_model": "Xeon", "cpu_capability": "AVX512", "cpu_bf16_instructions": True, "threads": 1}
+    out = tmp_path / "sentinel"
+    write_results(benchmark, out, variant_args(benchmark), {"real": [0.7], "soft": [0.72]},
+                  machines={"student-real-aug-seed0": avx2, "generator-generator-dual-auto": amx})
+    write_results(benchmark, out, variant_args(benchmark, "--generator_seed", "1"), {"soft": [0.74]},
+                  machines={"generator-generator-dual-auto-g1": amx, "student-soft-g1-aug-seed0": amx})
+    report = report_script.generator_seed_report(tmp_path, "sentinel")["150"]
+    assert report["machines"] == {"EPYC (AVX2, no bf16 instructions)": 1, "Xeon (AVX512, bf16 instructions)": 3}
+    report_script.main(["--output_dir", str(tmp_path), "--sensor", "sentinel"])
+    printed = capsys.readouterr().out
+    assert ("Stages ran on EPYC (AVX2, no bf16 instructions): 1 stage; Xeon (AVX512, bf16 instructions): 3 stages. "
+            "Several machines") in printed
+    # Files written before the record existed: no sentence, no error.
+    plain = tmp_path / "plain"
+    write_results(benchmark, plain / "sentinel", variant_args(benchmark), {"real": [0.7]})
+    assert report_script.generator_seed_report(plain, "sentinel")["150"]["machines"] == {}
+    report_script.main(["--output_dir", str(plain), "--sensor", "sentinel"])
+    assert "Stages ran on" not in capsys.readouterr().out
 
 
 def test_main_writes_markdown_and_json(benchmark, report_script, tmp_path, capsys):
