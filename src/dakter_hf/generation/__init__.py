@@ -41,7 +41,13 @@ from .concatenate import concatenate_generated_datasets
 from .mask_conditioned import apply_mask_transform, generate_mask_conditioned_to_disk, mask_transform_of_row
 from .mask_perturbation import MASK_PERTURBATIONS, MaskPerturber, apply_mask_perturbation
 from .preview import save_preview
-from .quality import QUALITY_NAME, measure_generator_quality, save_generator_quality
+from .quality import (
+    QUALITY_NAME,
+    measure_generator_quality,
+    measure_sample_realism,
+    save_generator_quality,
+    student_image_features,
+)
 from .sampling import COMPUTE_DTYPES, compute_autocast, generate_dataset, generate_rows, generate_to_disk
 from .settings import generation_settings, unet_fingerprint, unet_memory_format
 from .store import (
@@ -89,6 +95,7 @@ __all__ = [
     "mask_conditioned_features",
     "mask_transform_of_row",
     "measure_generator_quality",
+    "measure_sample_realism",
     "quantize_soft_labels",
     "resolve_id2label",
     "save_generator_quality",
@@ -96,6 +103,7 @@ __all__ = [
     "save_soft_label_temperature",
     "set_scheduler",
     "split_indices",
+    "student_image_features",
     "unet_fingerprint",
     "unet_memory_format",
     "work_dir_for",

@@ -8,8 +8,11 @@
 * **mask fidelity**: a student trained on real data segments images that [`DAKTerMaskToImagePipeline`] drew for the
   split's masks; its mIoU against those masks, next to its mIoU on the split's real images (and their ratio): do the
   images show what the masks say?
+* **sample realism** ([`measure_sample_realism`], no generator needed): the Fréchet distance between a generated
+  dataset's images and a real split's, in the encoder features of that student, beside the distance between two
+  halves of the real split (the floor at that size): do the generated images look like the real ones?
 
-[`measure_generator_quality`] computes them; [`save_generator_quality`] writes them next to the generator
+[`measure_generator_quality`] computes the first three; [`save_generator_quality`] writes them next to the generator
 (`quality.json`) and into its card. Every draw has its own seeded `torch.Generator`, so a measure is reproducible.
 """
 
@@ -26,14 +29,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ..labels import resolve_id2label
-from ..metrics import CalibrationMetrics, SegmentationMetrics
+from ..metrics import CalibrationMetrics, SegmentationMetrics, frechet_distance
 from ..model_cards import CARD_NAME, add_quality_to_card
 from ..pipelines import DAKTerMaskToImagePipeline, DAKTerSegmentationPipeline
 from ..visualization import MASK_TO_IMAGE_COLUMNS, SEGMENTATION_COLUMNS, save_sample_grid
 from .sampling import quiet_pipeline
 
 
-__all__ = ["QUALITY_NAME", "measure_generator_quality", "save_generator_quality"]
+__all__ = ["QUALITY_NAME", "measure_generator_quality", "measure_sample_realism", "save_generator_quality",
+           "student_image_features"]
 
 #: The report [`save_generator_quality`] writes next to the generator.
 QUALITY_NAME = "quality.json"
@@ -184,6 +188,88 @@ def measure_generator_quality(
                 "per_modality_timesteps": bool(segmenter.unet.config.get("per_modality_timesteps", False))}
     return {"alignment": alignment.compute(), "calibration": calibration.compute(), "mask_fidelity": mask_fidelity,
             "num_images": len(dataset), "settings": settings}
+
+
+@torch.no_grad()
+def student_image_features(student, image_processor, images, batch_size: int = 64) -> np.ndarray:
+    """
+    One feature vector per image from a segmentation model's encoder: every hidden state it returns
+    (`output_hidden_states=True`; SegFormer: its four stages) averaged over space and concatenated.
+
+    Args:
+        student (`transformers.PreTrainedModel`): a semantic segmentation model (e.g. a saved DAKTer student).
+        image_processor: its image processor.
+        images (sequence of `PIL.Image.Image`): the images, in the mode the processor expects (students of SAR
+            images read greyscale, mode `"L"`).
+        batch_size (`int`, *optional*, defaults to 64): images per forward pass.
+
+    Returns:
+        `np.ndarray` of shape `(len(images), D)`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    device = next(student.parameters()).device
+    features = []
+    for start in range(0, len(images), batch_size):
+        pixel_values = image_processor(images=list(images[start:start + batch_size]), return_tensors="pt")
+        outputs = student(pixel_values=pixel_values["pixel_values"].to(device), output_hidden_states=True)
+        pooled = [h.float().mean(dim=tuple(range(2, h.ndim))) if h.ndim == 4 else h.float().mean(dim=1)
+                  for h in outputs.hidden_states]
+        features.append(torch.cat(pooled, dim=1).cpu().numpy())
+    if not features:
+        raise ValueError("`images` is empty: no features to compute.")
+    return np.concatenate(features).astype(np.float64)
+
+
+def measure_sample_realism(student, image_processor, real_images, generated_images, num_splits: int = 5,
+                           seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
+    """
+    How far generated images are from real ones, in the encoder features of a student trained on real pairs.
+
+    For each of `num_splits` seeded splits, the real images are halved at random into A and B; the split's
+    `frechet_distance` is the distance between `len(B)` generated images (a seeded subset) and B, its `real_to_real`
+    the distance between A and B: one extractor, equal set sizes, so a ratio of 1 means generated images as real as
+    real ones. The features are computed once; the splits average out which real images fall in B. Datasets measured
+    with the same student, real images and seed share their halves B (a paired comparison). A distance depends on its
+    extractor: compare generators with one student only.
+
+    Args:
+        student, image_processor: a segmentation model trained on real data and its image processor.
+        real_images (sequence of `PIL.Image.Image`): a real split's images (at least 4; not the pairs the generator
+            or the student trained on, for an honest floor).
+        generated_images (sequence of `PIL.Image.Image`): the generated images, at least half as many.
+        num_splits (`int`, *optional*, defaults to 5): random halvings averaged.
+        seed (`int`, *optional*, defaults to 0): split `s` draws its halves and subset from seed `seed + s`.
+        batch_size (`int`, *optional*, defaults to 64): images per forward pass.
+
+    Returns:
+        `dict`: `frechet_distance` and `real_to_real` (means over the splits) with their `_std`, `ratio` (mean over
+        mean), `per_split` (both distances of every split), `num_images` (per set), `num_splits`, `seed`.
+    """
+    if len(real_images) < 4:
+        raise ValueError(f"`real_images` needs at least 4 images (two halves of 2), got {len(real_images)}.")
+    half = len(real_images) // 2
+    if len(generated_images) < half:
+        raise ValueError(f"`generated_images` needs at least {half} images (half of the {len(real_images)} real "
+                         f"ones), got {len(generated_images)}.")
+    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1:
+        raise ValueError(f"`num_splits` must be a positive integer, got {num_splits!r}.")
+    real = student_image_features(student, image_processor, real_images, batch_size)
+    generated = student_image_features(student, image_processor, generated_images, batch_size)
+    per_split = []
+    for split in range(num_splits):
+        rng = np.random.default_rng(seed + split)
+        order, subset = rng.permutation(len(real)), rng.permutation(len(generated))[:half]
+        real_a, real_b = real[order[:half]], real[order[half:2 * half]]
+        per_split.append({"frechet_distance": frechet_distance(generated[subset], real_b),
+                          "real_to_real": frechet_distance(real_a, real_b)})
+    report = {}
+    for key in ("frechet_distance", "real_to_real"):
+        values = np.array([split[key] for split in per_split])
+        report[key], report[f"{key}_std"] = float(values.mean()), float(values.std(ddof=1)) if num_splits > 1 else 0.0
+    report["ratio"] = report["frechet_distance"] / report["real_to_real"] if report["real_to_real"] > 0 \
+        else float("inf")
+    return {**report, "per_split": per_split, "num_images": half, "num_splits": num_splits, "seed": seed}
 
 
 def save_generator_quality(report: Mapping[str, Any], pipeline_dir: str | os.PathLike,

@@ -1,6 +1,7 @@
 """Split-level semantic segmentation metrics (confusion matrix -> mIoU, F1, precision, recall, pixel accuracy),
 as plain torch code and as a local `evaluate` module that loads offline; calibration of class probabilities (ECE,
-argmax ECE, NLL) against hard labels; agreement of two soft labels of the same image (the pair-quality score)."""
+argmax ECE, NLL) against hard labels; agreement of two soft labels of the same image (the pair-quality score); the
+Fréchet distance between two sets of image features (FID's statistic)."""
 
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .calibration import (
     negative_log_likelihood,
     temper_probabilities,
 )
+from .feature_distance import frechet_distance
 from .segmentation import (
     SegmentationMetrics,
     compute_segmentation_metrics,
@@ -51,6 +53,7 @@ __all__ = [
     "confusion_matrix",
     "expected_calibration_error",
     "fit_temperature",
+    "frechet_distance",
     "load_segmentation_metric",
     "metric_key_names",
     "negative_log_likelihood",
