@@ -75,8 +75,8 @@ def summarize(times: dict[str, list[float]], baseline: str) -> dict:
 
 def machine_info() -> dict:
     """Date, platform, CPU model, its vector instructions (whether bf16 autocast is native), CPU count, torch threads,
-    load average and library versions, stored with every result: two CPUs of one name can differ tenfold in bf16
-    speed (BENCHMARKS.md, "bf16 on a CPU without bf16 instructions")."""
+    load average and library versions, stored with every result: CPUs of one family differ tenfold in bf16 speed
+    with their instructions (BENCHMARKS.md, "bf16 on a CPU without bf16 instructions")."""
     import diffusers
 
     return {

@@ -56,8 +56,9 @@ def cpu_model() -> str:
 def cpu_description() -> dict:
     """
     The CPU a result was measured on: `{"cpu_model", "cpu_capability", "cpu_bf16_instructions"}` (model name, the
-    vector instruction set torch dispatches to, e.g. `"AVX2"` / `"AVX512"`, and [`cpu_has_native_bf16`]). Two CPUs
-    of one model name can differ tenfold in bf16 speed, so the instructions are recorded, not only the name.
+    vector instruction set torch dispatches to, e.g. `"AVX2"` / `"AVX512"`, and [`cpu_has_native_bf16`]). The family
+    name does not tell the instructions (an "AMD EPYC" with AVX2 only ran bf16 7-15x slower than fp32, one with
+    `avx512_bf16` ran it faster), so they are recorded beside it.
     """
     return {
         "cpu_model": cpu_model(),
