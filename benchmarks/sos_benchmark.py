@@ -115,6 +115,7 @@ from dakter_hf.experiments import (
     generate_mask_pairs,
     generate_pairs,
     label_pairs_with_generator,
+    merge_summaries,
     relabel_pairs,
     seed_count_note,
     summarize,
@@ -259,6 +260,7 @@ def student_tasks(runner, args, root, regime, mode, generated, arm, steps, synth
                        [*data, "--model_name_or_path", output_dir / "final", "--split", HELDOUT_SPLIT,
                         "--output_json", heldout], heldout)
             report[HELDOUT_SPLIT] = json.loads(heldout.read_text())["metrics"]
+        report["seed"] = seed  # the summary names its seeds: runs over other seeds merge into one arm
         return report
 
     return [functools.partial(task, seed) for seed in args.student_seeds]
@@ -443,12 +445,17 @@ def augmented_first(summary):
 def merge_entry(previous, entry):
     """A regime's entry of `results.json` after a run: the arms, diagnostics and stage times of this run update
     those of earlier runs, which are kept (a run with fewer arms, e.g. `--modes real`, does not drop the others);
-    the tables are rebuilt from the merged summaries, augmented arms first; `arguments` are those of the last run.
+    an arm's students of other seeds are added to its earlier ones (summaries that name their seeds; a seed run
+    again takes the new score); the tables are rebuilt from the merged summaries, augmented arms first; `arguments`
+    are those of the last run.
     `stage_machines` names the CPU each stage ran on (a results file can hold arms measured on other machines)."""
     merged = {**previous, **entry}
-    for key in ("summary", "heldout_summary", "diagnostics", "stage_seconds", "stage_machines"):
+    for key in ("diagnostics", "stage_seconds", "stage_machines"):
         if key in previous or key in entry:
             merged[key] = {**previous.get(key, {}), **entry.get(key, {})}
+    for key in ("summary", "heldout_summary"):  # per arm and seed: `--student_seeds 3 4` adds to seeds 0-2
+        if key in previous or key in entry:
+            merged[key] = merge_summaries(previous.get(key, {}), entry.get(key, {}))
     for key in ("summary", "heldout_summary"):
         if key in merged:
             merged[key] = augmented_first(merged[key])

@@ -84,6 +84,20 @@ def test_upgrade_entry_labels_arms_of_the_protocol_without_augmentation(benchmar
         "| real (300 student steps, no augmentation) |")
 
 
+def test_a_run_over_more_student_seeds_adds_to_the_arm(benchmark):
+    """`--student_seeds 3 4` after seeds 0-2: the merged entry's arm and table hold the five seeds."""
+    def entry(values, seeds):
+        reports = [{"final": {"mean_iou": v}, "train_heldout": {"mean_iou": v + 0.02}, "seed": s}
+                   for v, s in zip(values, seeds)]
+        return {"summary": benchmark.summarize({"real": reports}, ["mean_iou"]),
+                "heldout_summary": benchmark.summarize({"real": reports}, ["mean_iou"], which="train_heldout")}
+
+    merged = benchmark.merge_entry(entry([0.70, 0.72, 0.74], [0, 1, 2]), entry([0.76, 0.78], [3, 4]))
+    assert merged["summary"]["real"]["mean_iou"]["n"] == 5 and merged["heldout_summary"]["real"]["mean_iou"]["n"] == 5
+    assert merged["summary"]["real"]["mean_iou"]["mean"] == pytest.approx(0.74)
+    assert "| real | 74.00 ±" in merged["table"]
+
+
 def test_runs_side_by_side_keep_each_others_arms(benchmark, tmp_path, monkeypatch):
     """Two runs of one --output_dir at once (e.g. `--modes hard` in one shell, `--relabelled_control` in another):
     the one finishing last merges into the results file as it is then, not as it was when the run started."""

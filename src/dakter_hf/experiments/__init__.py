@@ -16,7 +16,7 @@ from .stages import (
     train_generator,
     write_json,
 )
-from .summaries import LABELS, METRICS, MODES, format_summary, seed_count_note, summarize
+from .summaries import LABELS, METRICS, MODES, format_summary, merge_summaries, seed_count_note, summarize
 
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "generate_mask_pairs",
     "generate_pairs",
     "label_pairs_with_generator",
+    "merge_summaries",
     "relabel_pairs",
     "seed_count_note",
     "summarize",
