@@ -17,6 +17,7 @@ far less noisy than either distance. Use a split that neither the generator nor 
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -24,6 +25,9 @@ import torch
 from datasets import load_from_disk
 
 from dakter_hf.data import add_data_args, check_data_args, dataset_from_args
+from dakter_hf.distill import load_labeller
+from dakter_hf.distill.labellers import labeller_kind
+from dakter_hf.errors import UsageError
 from dakter_hf.filesystem import write_text_atomic
 from dakter_hf.generation import measure_sample_realism
 
@@ -44,28 +48,15 @@ def parse_args(argv=None):
     if args.num_splits < 1:
         parser.error(f"--num_splits must be a positive integer, got {args.num_splits}.")
     check_data_args(parser, args, args.split)
-    for flag, paths in (("--student", [args.student]), ("--generated_dataset", args.generated_dataset)):
-        for path in paths:
-            if not os.path.isdir(path):
-                parser.error(f"{flag} {path!r} is not a directory.")
+    for path in args.generated_dataset:
+        if not os.path.isdir(path):
+            parser.error(f"--generated_dataset {path!r} is not a directory.")
+    try:
+        if labeller_kind(args.student) != "student":
+            parser.error(f"--student {args.student!r} is a DAKTer pipeline, not a saved student.")
+    except UsageError as err:
+        parser.error(f"--student: {err}")
     return args
-
-
-def load_student(path):
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
-
-    model = AutoModelForSemanticSegmentation.from_pretrained(path).eval()
-    try:  # the PIL backend is bit-exact with the training resize
-        processor = AutoImageProcessor.from_pretrained(path, backend="pil")
-    except TypeError:
-        processor = AutoImageProcessor.from_pretrained(path)
-    return model, processor
-
-
-def greyscale(images, processor):
-    """The images in the mode the student reads: greyscale for a one-channel processor, else RGB."""
-    mode = "L" if len(getattr(processor, "image_mean", [0.0, 0.0, 0.0])) == 1 else "RGB"
-    return [image.convert(mode) for image in images]
 
 
 def paired_differences(rows):
@@ -76,9 +67,7 @@ def paired_differences(rows):
     for path in paths[1:]:
         values = [b["frechet_distance"] - a["frechet_distance"]
                   for a, b in zip(rows[paths[0]]["per_split"], rows[path]["per_split"])]
-        mean = sum(values) / len(values)
-        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-        differences[path] = (mean, std)
+        differences[path] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
     return differences
 
 
@@ -86,8 +75,8 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = time.perf_counter()
-    student, processor = load_student(args.student)
-    real = greyscale(list(dataset_from_args(args, split=args.split)["image"]), processor)
+    student = load_labeller(args.student)  # a saved student: its model and image processor
+    real = list(dataset_from_args(args, split=args.split)["image"])
     split_name = " ".join(str(part) for part in (args.dataset, args.sensor, args.split) if part)
     rows = {}
     for path in args.generated_dataset:
@@ -95,8 +84,7 @@ def main(argv=None):
         if "image" not in generated.column_names:
             sys.exit(f"error: --generated_dataset {path!r} has no 'image' column (columns: {generated.column_names}).")
         try:
-            rows[path] = measure_sample_realism(student, processor, real,
-                                                greyscale(list(generated["image"]), processor),
+            rows[path] = measure_sample_realism(student.model, student.image_processor, real, list(generated["image"]),
                                                 num_splits=args.num_splits, seed=args.seed, batch_size=args.batch_size)
         except ValueError as err:  # too few images for the split: a message, not a traceback
             sys.exit(f"error: --generated_dataset {path!r} against {split_name}: {err}")

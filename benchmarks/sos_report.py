@@ -21,6 +21,7 @@ import json
 import re
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from dakter_hf.experiments import LABELS, METRICS
@@ -191,10 +192,7 @@ def stage_machines(results, regime):
     for data in results.values():
         for stage, machine in data["regimes"].get(regime, {}).get("stage_machines", {}).items():
             stages[stage] = describe_machine(machine)
-    counts = {}
-    for description in stages.values():
-        counts[description] = counts.get(description, 0) + 1
-    return counts
+    return dict(Counter(stages.values()))
 
 
 def format_machines(counts):

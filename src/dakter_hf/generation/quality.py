@@ -199,8 +199,8 @@ def student_image_features(student, image_processor, images, batch_size: int = 6
     Args:
         student (`transformers.PreTrainedModel`): a semantic segmentation model (e.g. a saved DAKTer student).
         image_processor: its image processor.
-        images (sequence of `PIL.Image.Image`): the images, in the mode the processor expects (students of SAR
-            images read greyscale, mode `"L"`).
+        images (sequence of `PIL.Image.Image`): the images; converted to greyscale, as the students read them (as
+            [`dakter_hf.distill.StudentLabeller`] does).
         batch_size (`int`, *optional*, defaults to 64): images per forward pass.
 
     Returns:
@@ -211,7 +211,8 @@ def student_image_features(student, image_processor, images, batch_size: int = 6
     device = next(student.parameters()).device
     features = []
     for start in range(0, len(images), batch_size):
-        pixel_values = image_processor(images=list(images[start:start + batch_size]), return_tensors="pt")
+        batch = [image if image.mode == "L" else image.convert("L") for image in images[start:start + batch_size]]
+        pixel_values = image_processor(images=batch, return_tensors="pt")
         outputs = student(pixel_values=pixel_values["pixel_values"].to(device), output_hidden_states=True)
         pooled = [h.float().mean(dim=tuple(range(2, h.ndim))) if h.ndim == 4 else h.float().mean(dim=1)
                   for h in outputs.hidden_states]
