@@ -82,6 +82,9 @@ def build_parser(description=None):
                         "with the generator's segmentation of their image (pair_quality)")
     p.add_argument("--pair_quality_weighting", action="store_true",
                    help="hard / soft students weight each generated pair's loss by its pair_quality")
+    p.add_argument("--balance_generated_classes", action="store_true",
+                   help="hard / soft students weight each generated pair's loss so that the generated pairs hold the "
+                        "classes in the real pairs' proportions (class-balance lever; names its students '-cb')")
     p.add_argument("--labeller", choices=LABELLERS, default="self",
                    help="whose segmentation the label levers above use: 'self', the generator that sampled the pairs; "
                         "'per_modality', the --per_modality_timesteps generator of the same seed and data levers "

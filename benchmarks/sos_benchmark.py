@@ -38,7 +38,9 @@ segmentation's) and drop the fraction F of lowest score / weight each pair's los
 `soft` students. `--labeller per_modality` makes these levers segment with the `--per_modality_timesteps` generator
 of the same seed and data levers instead (exact conditioning; trained by its generator stage if it is not there yet,
 reused if it is), still on the pairs the run's own generator sampled; `--labelling_steps S` sets the segmentation's
-sampling steps (default: `--num_inference_steps`).
+sampling steps (default: `--num_inference_steps`). `--balance_generated_classes` weights each generated pair's loss
+in the `hard` / `soft` students so that the generated pairs hold the classes in the real pairs' proportions
+(class-balance lever; its own students, '-cb').
 
 Optional ablations on the first regime: b = 1 instead of the estimated b (`--ablate_label_scale`), `concat` instead
 of `dual` (`--ablate_architecture`), each with its own generator, `soft` students and diagnostics. Generator
@@ -245,7 +247,8 @@ def student_tasks(runner, args, root, regime, mode, generated, arm, steps, synth
             extra["kd_temperature"] = args.kd_temperature
         if mode != "real" and own_labels:
             extra.update(drop_worst_pairs=args.drop_worst_pairs or None,
-                         pair_quality_weighting=args.pair_quality_weighting)
+                         pair_quality_weighting=args.pair_quality_weighting,
+                         balance_generated_classes=args.balance_generated_classes)
 
     def task(seed):
         output_dir = root / "students" / student_name(args, arm, steps, seed)

@@ -91,6 +91,8 @@ def student_variant(args, mode="soft", own_labels=True):
     if own_labels and mode != "real" and uses_pair_quality(args):
         suffix += (_variant_part(args, "drop_worst_pairs", "drop") + ("-qw" if args.pair_quality_weighting else "")
                    + labelling_variant(args))
+    if own_labels and mode != "real" and getattr(args, "balance_generated_classes", False):
+        suffix += "-cb"
     return suffix
 
 
@@ -99,7 +101,8 @@ _VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "soft
                   "maskpairs": "mask-conditioned pairs", "mixedpairs": "joint + mask-conditioned pairs",
                   "perturbed": "perturbed masks", "ratio": "ratio", "ratioauto": "ratio auto", "tau": "tau",
                   "post": "posterior labels", "drop": "drop worst", "qw": "pair-quality weighting",
-                  "pmtlabels": "labels by the per-modality generator", "lsteps": "labelling steps"}
+                  "pmtlabels": "labels by the per-modality generator", "lsteps": "labelling steps",
+                  "cb": "class-balanced"}
 
 
 def variant_parts(suffix):

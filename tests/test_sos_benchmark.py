@@ -390,6 +390,14 @@ def test_levers_of_the_generated_labels(benchmark, tmp_path, capsys, monkeypatch
     with pytest.raises(SystemExit):
         benchmark.parse_args(toy_args(data_dir, out, "--posterior_labels", "2", "--pair_quality_weighting"))
 
+    # --balance_generated_classes reaches the students' command ('-cb'); the toy generator's labels are near uniform
+    # in every pair, so no weighting reaches the real masks' 22% of class 1: the student stage stops and says so
+    unreachable = r"--balance_generated_classes, --generated_dataset .*-dual-auto-S2: No weighting .* span class 0"
+    with pytest.raises(benchmark.StageError, match=unreachable):
+        benchmark.main(toy_args(data_dir, out, "--modes", "soft", "--num_inference_steps", "2",
+                                "--balance_generated_classes"))
+    assert "[run ] student-soft-S2-cb-aug-seed0" in capsys.readouterr().out
+
     # --labeller per_modality: the --per_modality_timesteps generator of the same seed segments (exactly) the pairs
     # the default generator sampled, at --labelling_steps; its own relabelled set, students and results file.
     benchmark.main(toy_args(data_dir, out, "--modes", "real", "soft", "--num_inference_steps", "2",
@@ -431,6 +439,9 @@ def test_labeller_arguments(benchmark):
     args = benchmark.parse_args(base + ["--labeller", "per_modality", "--drop_worst_pairs", "0.1",
                                         "--labelling_steps", "10"])
     assert benchmark.student_variant(args, "hard") == "-drop0.1-pmtlabels-lsteps10"
+    balanced = benchmark.parse_args(base + ["--balance_generated_classes"])
+    assert [benchmark.student_variant(balanced, mode) for mode in ("real", "hard", "soft")] == ["", "-cb", "-cb"]
+    assert benchmark.variant_parts("-cb") == ["class-balanced"]
     assert benchmark.generation_variant(args) == ""
     # the generator itself, then its per-modality labeller
     assert [a.per_modality_timesteps for a in benchmark.trained_generator_args(args)] == [False, True]

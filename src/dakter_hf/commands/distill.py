@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           "--generated_ratio counts the pairs kept.")
     gen.add_argument("--pair_quality_weighting", action="store_true",
                      help="Weight each generated pair's loss by pair_quality / mean(pair_quality) over the pairs kept.")
+    gen.add_argument("--balance_generated_classes", action="store_true",
+                     help="Weight each generated pair's loss so that the generated pairs' class frequencies (the mean "
+                          "of their soft labels) equal the real training masks' (the weighting closest to the current "
+                          "weights in KL divergence; on top of --pair_quality_weighting).")
     model = parser.add_argument_group("student")
     model.add_argument("--student", default="b0",
                        help=f"SegFormer preset {list(SEGFORMER_PRESETS)} (random init) or a pretrained directory / Hub "
@@ -139,9 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.generated_dataset is not None or args.generated_ratio not in ("auto", 0.0):
             logging.getLogger(__name__).warning("--mode real trains on real pairs only: --generated_dataset / "
                                                 "--generated_ratio are ignored.")
-        if args.drop_worst_pairs or args.pair_quality_weighting:
-            parser.error("--drop_worst_pairs / --pair_quality_weighting select and weight generated pairs: they need "
-                         "--mode hard or soft.")
+        if args.drop_worst_pairs or args.pair_quality_weighting or args.balance_generated_classes:
+            parser.error("--drop_worst_pairs / --pair_quality_weighting / --balance_generated_classes select and "
+                         "weight generated pairs: they need --mode hard or soft.")
         args.generated_dataset = None
     else:
         if args.generated_dataset is None:

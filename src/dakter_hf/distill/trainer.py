@@ -30,6 +30,7 @@ from ..seeding import step_generator
 from ..tracking import log_images
 from ..training.runs import JsonlLossLog, check_finite_losses, load_checkpoint, save_checkpoint
 from ..visualization import save_learning_curves
+from .class_balance import balance_generated_classes
 from .data import build_distillation_dataloader, check_generated_dataset, load_generated_dataset
 from .evaluation import (
     best_evaluation,
@@ -88,6 +89,14 @@ def train_student(args: argparse.Namespace) -> dict | None:
         generated, pair_weights, pair_quality = selection.dataset, selection.weights, selection.report
         logger.info(f"Pair quality: {pair_quality['num_dropped']} of {pair_quality['num_pairs']} generated pairs "
                     f"dropped, weighting {'on' if pair_quality['weighting'] else 'off'}")
+    class_balance = None  # class-balance lever: weights that give the generated pairs the real class frequencies
+    if generated is not None and getattr(args, "balance_generated_classes", False):
+        balance = balance_generated_classes(generated, train_dataset, id2label, base_weights=pair_weights,
+                                            name=args.generated_dataset)
+        pair_weights, class_balance = balance.weights, balance.report
+        logger.info(f"Class balance: generated {class_balance['generated_class_fractions']} -> real "
+                    f"{class_balance['real_class_fractions']} (weights {class_balance['weight_min']:.3f} .. "
+                    f"{class_balance['weight_max']:.3f}, effective pairs {class_balance['effective_num_pairs']})")
     generated_ratio = resolve_generated_ratio(args.generated_ratio, args.mode, len(train_dataset),
                                               0 if generated is None else len(generated))
     num_real, num_generated = batch_composition(args.train_batch_size, generated_ratio)
@@ -244,6 +253,7 @@ def train_student(args: argparse.Namespace) -> dict | None:
             batch_composition={"real": num_real, "generated": num_generated}, generated_ratio=generated_ratio,
             num_train_real=len(train_dataset), num_train_generated=0 if generated is None else len(generated),
             kd_temperature=args.kd_temperature, global_step=global_step, pair_quality=pair_quality,
+            class_balance=class_balance,
             final_train_losses=train_log.final_means(last=min(50, args.max_train_steps),
                                                      names=("loss", "loss_real", "loss_generated")),
             best_dir=best_dir, final_dir=final_dir,
