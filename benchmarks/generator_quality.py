@@ -21,6 +21,9 @@ import time
 import torch
 
 from dakter_hf.data import add_data_args, check_data_args, dataset_from_args
+from dakter_hf.distill import load_labeller
+from dakter_hf.distill.labellers import require_student
+from dakter_hf.errors import UsageError
 from dakter_hf.generation import measure_generator_quality, save_generator_quality
 from dakter_hf.pipelines import SCHEDULERS, DAKTerPipeline, set_scheduler
 
@@ -52,21 +55,12 @@ def parse_args(argv=None):
                         help="write quality.json next to the generator and the measures into its card")
     args = parser.parse_args(argv)
     check_data_args(parser, args, args.split)
-    if args.student is not None and not os.path.isdir(args.student):
-        parser.error(f"--student {args.student!r} is not a directory.")
+    if args.student is not None:
+        try:
+            require_student(args.student)
+        except UsageError as err:
+            parser.error(f"--student: {err}")
     return args
-
-
-def load_student(path):
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
-
-    model = AutoModelForSemanticSegmentation.from_pretrained(path).eval()
-    # the PIL backend is bit-exact with the training resize (as examples/evaluate_student.py loads it)
-    try:
-        processor = AutoImageProcessor.from_pretrained(path, backend="pil")
-    except TypeError:
-        processor = AutoImageProcessor.from_pretrained(path)
-    return model, processor
 
 
 def main(argv=None):
@@ -79,7 +73,9 @@ def main(argv=None):
     dataset = dataset_from_args(args, split=args.split, resolution=size if isinstance(size, int) else tuple(size))
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
-    student, processor = load_student(args.student) if args.student else (None, None)
+    # a saved student: its model (eval mode) and image processor (PIL backend, bit-exact with the training resize)
+    labeller = load_labeller(args.student) if args.student else None
+    student, processor = (labeller.model, labeller.image_processor) if labeller else (None, None)
     start = time.perf_counter()
     report = measure_generator_quality(
         pipe, dataset, student, processor, num_inference_steps=args.num_inference_steps, num_samples=args.num_samples,

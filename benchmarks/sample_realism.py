@@ -26,7 +26,7 @@ from datasets import load_from_disk
 
 from dakter_hf.data import add_data_args, check_data_args, dataset_from_args
 from dakter_hf.distill import load_labeller
-from dakter_hf.distill.labellers import labeller_kind
+from dakter_hf.distill.labellers import require_student
 from dakter_hf.errors import UsageError
 from dakter_hf.filesystem import write_text_atomic
 from dakter_hf.generation import measure_sample_realism
@@ -52,8 +52,7 @@ def parse_args(argv=None):
         if not os.path.isdir(path):
             parser.error(f"--generated_dataset {path!r} is not a directory.")
     try:
-        if labeller_kind(args.student) != "student":
-            parser.error(f"--student {args.student!r} is a DAKTer pipeline, not a saved student.")
+        require_student(args.student)
     except UsageError as err:
         parser.error(f"--student: {err}")
     return args

@@ -142,3 +142,23 @@ def test_bad_input(pipe, split, tmp_path):
         measure_generator_quality(pipe, split, batch_size=0)
     with pytest.raises(ValueError, match="not a directory"):
         save_generator_quality({}, tmp_path / "missing")
+
+
+def test_script_loads_the_student_as_a_labeller_and_refuses_a_pipeline(pipe, tmp_path, capsys):
+    from repo_scripts import load_script
+
+    student = create_student("tiny", id2label={0: "sea", 1: "oil"}, image_size=32)
+    student.save_pretrained(tmp_path / "student")
+    create_image_processor(32).save_pretrained(tmp_path / "student")
+    pipe.save_pretrained(tmp_path / "joint")
+    script = load_script("benchmarks/generator_quality.py")
+    common = ["--pipeline", str(tmp_path / "joint"), "--dataset", "simulated", "--simulated_num_classes", "2",
+              "--split", "test", "--max_samples", "3", "--num_inference_steps", "2", "--batch_size", "2"]
+    output = tmp_path / "quality.json"
+    report = script.main([*common, "--student", str(tmp_path / "student"), "--output_json", str(output)])
+    assert json.loads(output.read_text())["mask_fidelity"] == json.loads(json.dumps(report["mask_fidelity"]))
+    assert report["num_images"] == 3 and 0.0 <= report["mask_fidelity"]["real"]["mean_iou"] <= 1.0
+    assert "mask fidelity mIoU" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the generator passed as the student: named before any work
+        script.main([*common, "--student", str(tmp_path / "joint")])
+    assert "is a DAKTer pipeline, not a saved student" in capsys.readouterr().err

@@ -61,6 +61,17 @@ def labeller_kind(path: str | os.PathLike) -> str:
                      "outputs/joint) or a student's best/ or final/ directory.")
 
 
+def require_student(path: str | os.PathLike) -> None:
+    """Check that `path` is a saved student (what [`load_labeller`] loads as a [`StudentLabeller`]).
+
+    Raises:
+        [`UsageError`]: `path` is a DAKTer pipeline, or neither kind of directory ([`labeller_kind`]).
+    """
+    if labeller_kind(path) != "student":
+        raise UsageError(f"{os.fspath(path)!r} is a DAKTer pipeline, not a saved student (a directory with config.json "
+                         "and preprocessor_config.json, e.g. a student's best/ or final/).")
+
+
 def _grey(images: Sequence[PIL.Image.Image]) -> list[PIL.Image.Image]:
     return [image if image.mode == "L" else image.convert("L") for image in images]
 
