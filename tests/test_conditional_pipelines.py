@@ -315,10 +315,13 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_from_pipe_prints_no_spurious_fp32_warning():
-    """diffusers' `from_pipe` re-casts the shared model, and `ModelMixin.to(dtype)` warns about "modules that should
-    be kept in float32: []" for any model; the README's way to get the other tasks must print nothing of the kind,
-    while a warning that names modules still reaches the user."""
+def test_casting_prints_no_spurious_fp32_warning():
+    """diffusers' `ModelMixin.to(dtype)` warns about "modules that should be kept in float32: []" for any model cast
+    to a dtype; the README's way to get the other tasks (`from_pipe`, which re-casts the shared model) and a user's
+    own `pipe.to(dtype)` / `unet.to(dtype)` must print nothing of the kind, while a warning that names modules still
+    reaches the user."""
+    from diffusers import UNet2DModel
+
     pipe = tiny(DAKTerPipeline)
     records = _Records()
     model_logger = logging.getLogger("diffusers.models.modeling_utils")
@@ -326,8 +329,13 @@ def test_from_pipe_prints_no_spurious_fp32_warning():
     try:
         for pipeline_cls in (DAKTerSegmentationPipeline, DAKTerMaskToImagePipeline):
             pipeline_cls.from_pipe(pipe)
-        pipe.unet.to(torch.float32)  # diffusers alone (not through from_pipe): the warning it gives
-        assert sum("kept in float32" in message for message in records.messages) == 1, records.messages
+        pipe.to(torch.bfloat16)
+        pipe.unet.to(torch.float32)
+        assert pipe.unet.dtype == torch.float32 and not records.messages, records.messages
+        plain = UNet2DModel(sample_size=8, block_out_channels=(8, 8), norm_num_groups=4, layers_per_block=1,
+                            down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+        plain.to(torch.float32)  # diffusers alone: the warning it gives (the test fails once diffusers mends it)
+        assert sum("kept in float32: []" in message for message in records.messages) == 1, records.messages
         records.messages.clear()
         pipe.unet._keep_in_fp32_modules = ["conv_in"]  # a model that does keep modules in fp32: warned as before
         DAKTerSegmentationPipeline.from_pipe(pipe)
@@ -335,7 +343,7 @@ def test_from_pipe_prints_no_spurious_fp32_warning():
     finally:
         model_logger.removeHandler(records)
         pipe.unet._keep_in_fp32_modules = None
-    assert not [f for f in model_logger.filters if "DAKTer" in type(f).__name__ or "FP32" in type(f).__name__]
+    assert not [f for f in model_logger.filters if "FP32" in type(f).__name__]
 
 
 def test_from_pretrained_loads_a_saved_joint_checkpoint(tmp_path):

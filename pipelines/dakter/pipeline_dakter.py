@@ -305,18 +305,6 @@ JointUNet2DModel = ModelMixin  # stand-in: diffusers loads the class from its co
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 SCHEDULER_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-#: The message diffusers' `ModelMixin.to(dtype)` logs for every model, including one with no module to keep in fp32.
-_EMPTY_FP32_MODULES_WARNING = "that should be kept in float32: []"
-
-
-class _DropEmptyFP32ModulesWarning(logging.Filter):
-    """Drops the `ModelMixin.to` warning whose list of modules to keep in float32 is empty (nothing can be cast
-    wrongly then); a warning that names modules passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return _EMPTY_FP32_MODULES_WARNING not in record.getMessage()
-
-
 class DAKTerPipelineMixin:
     r"""
     Shared machinery of the DAKTer pipelines; a pipeline class inherits it before [`DiffusionPipeline`].
@@ -377,26 +365,6 @@ class DAKTerPipelineMixin:
     # ------------------------------------------------------------------------------------------------------------------
     # Loading
     # ------------------------------------------------------------------------------------------------------------------
-
-
-    @classmethod
-    def from_pipe(cls, pipeline, **kwargs):
-        r"""
-        Make this pipeline from the components of a loaded one, sharing their weights (no copy), as
-        [`DiffusionPipeline.from_pipe`]: `DAKTerSegmentationPipeline.from_pipe(pipe)`.
-
-        diffusers' `from_pipe` casts the shared model to the dtype it already has, and `ModelMixin.to(dtype)` then
-        warns that "modules ... should be kept in float32: []" with an empty list, whatever the model; that warning
-        is dropped here, so the documented way to get the other two tasks prints nothing. A warning that names
-        modules still shows.
-        """
-        model_logger = logging.getLogger("diffusers.models.modeling_utils")
-        drop = _DropEmptyFP32ModulesWarning()
-        model_logger.addFilter(drop)
-        try:
-            return super().from_pipe(pipeline, **kwargs)
-        finally:
-            model_logger.removeFilter(drop)
 
 
     # ------------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`JointUNet2DModel`: the joint image + label denoiser of DAKTer."""
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,8 @@ from .attention_processor import Float32BackwardAttnProcessor
 SUPPORTED_DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D")
 SUPPORTED_UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D")
 ARCHITECTURES = ("dual", "concat")
+#: What diffusers' `ModelMixin.to(dtype)` logs for every model cast to a dtype, one with no module to keep in fp32 too.
+_EMPTY_FP32_MODULES_WARNING = "that should be kept in float32: []"
 PREDICTION_TYPES = ("sample", "epsilon")
 
 
@@ -120,6 +123,14 @@ def zero_conv(channels: int) -> nn.Conv2d:
     return conv
 
 
+class _DropEmptyFP32ModulesWarning(logging.Filter):
+    """Drops the `ModelMixin.to` warning whose list of modules to keep in float32 is empty (nothing can be cast
+    wrongly then); a warning that names modules passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _EMPTY_FP32_MODULES_WARNING not in record.getMessage()
+
+
 class JointUNet2DModel(ModelMixin, ConfigMixin):
     r"""
     A joint denoiser of a SAR image and its segmentation label (DAKTer's generator).
@@ -209,6 +220,18 @@ class JointUNet2DModel(ModelMixin, ConfigMixin):
         else:
             channels = image_channels + num_classes
             self.joint_branch = UNetBranch(channels, channels, **branch_kwargs)
+
+    def to(self, *args, **kwargs):
+        """`ModelMixin.to`, without diffusers' warning that "modules ... should be kept in float32: []": diffusers logs
+        it for any model cast to a dtype, even with no such module (`model.to(torch.bfloat16)`, `pipe.to(...)`,
+        `Pipeline.from_pipe(pipe)`). A warning that names modules still shows."""
+        model_logger = logging.getLogger(ModelMixin.__module__)
+        drop = _DropEmptyFP32ModulesWarning()
+        model_logger.addFilter(drop)
+        try:
+            return super().to(*args, **kwargs)
+        finally:
+            model_logger.removeFilter(drop)
 
     @staticmethod
     def _check_config(sample_size, image_channels, num_classes, label_scale, architecture, prediction_type,
