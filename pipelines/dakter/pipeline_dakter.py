@@ -305,6 +305,8 @@ JointUNet2DModel = ModelMixin  # stand-in: diffusers loads the class from its co
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 SCHEDULER_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
 class DAKTerPipelineMixin:
     r"""
     Shared machinery of the DAKTer pipelines; a pipeline class inherits it before [`DiffusionPipeline`].

@@ -22,6 +22,8 @@ from .loading import download_pipeline
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 SCHEDULER_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
 class DAKTerPipelineMixin:
     r"""
     Shared machinery of the DAKTer pipelines; a pipeline class inherits it before [`DiffusionPipeline`].
