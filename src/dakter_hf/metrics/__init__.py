@@ -1,7 +1,8 @@
 """Split-level semantic segmentation metrics (confusion matrix -> mIoU, F1, precision, recall, pixel accuracy),
 as plain torch code and as a local `evaluate` module that loads offline; calibration of class probabilities (ECE,
 argmax ECE, NLL) against hard labels; agreement of two soft labels of the same image (the pair-quality score); the
-Fréchet distance between two sets of image features (FID's statistic)."""
+Fréchet distance between two sets of image features (FID's statistic); layout statistics of masks (class share,
+pieces, largest piece, outline) and their distance between a real and a generated set."""
 
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .calibration import (
     temper_probabilities,
 )
 from .feature_distance import frechet_distance
+from .layout import LAYOUT_STATISTICS, LayoutComparison, compare_layouts, connected_components, mask_layout_statistics
 from .segmentation import (
     SegmentationMetrics,
     compute_segmentation_metrics,
@@ -45,16 +47,21 @@ def load_segmentation_metric(**kwargs):
 
 
 __all__ = [
+    "LAYOUT_STATISTICS",
     "SEGMENTATION_METRIC_PATH",
     "CalibrationMetrics",
+    "LayoutComparison",
     "SegmentationMetrics",
     "argmax_mean_iou",
+    "compare_layouts",
     "compute_segmentation_metrics",
+    "connected_components",
     "confusion_matrix",
     "expected_calibration_error",
     "fit_temperature",
     "frechet_distance",
     "load_segmentation_metric",
+    "mask_layout_statistics",
     "metric_key_names",
     "negative_log_likelihood",
     "reduce_confusion_matrix",
