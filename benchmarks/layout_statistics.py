@@ -8,7 +8,7 @@ another real split (e.g. `train_heldout`) as a row, so the distance between two 
     python benchmarks/layout_statistics.py --dataset sos --data_dir ../shared/data/sos --sensor palsar \\
         --num_train_samples 150 --resolution 64 --reference_split train_heldout \\
         --generated_dataset outputs/palsar/regime-150/generated-g0 outputs/palsar/regime-150/generated-g2 \\
-        --output_json outputs/layouts.json
+        --output_json outputs/layouts.json --figure outputs/layouts.png
 
 The real masks are loaded at `--resolution` (nearest-neighbour, as the generator's training data), which must be the
 generated datasets' size.
@@ -28,6 +28,7 @@ from dakter_hf.distill.data import load_generated_dataset
 from dakter_hf.filesystem import write_text_atomic
 from dakter_hf.labels import decode_soft_labels
 from dakter_hf.metrics import LAYOUT_STATISTICS, compare_layouts, mask_layout_statistics
+from dakter_hf.visualization import save_distribution_panels
 
 
 def parse_args(argv=None):
@@ -44,6 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--class_index", type=int, default=1, help="class described (default 1, oil)")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--output_json", default=None)
+    parser.add_argument("--figure", default=None,
+                        help="PNG of each statistic's cumulative distribution, one line per set (real first)")
     args = parser.parse_args(argv)
     check_data_args(parser, args, args.split)
     if args.reference_split is not None:
@@ -86,11 +89,13 @@ def main(argv=None):
     real_stats = mask_layout_statistics(real, class_index=args.class_index)
     if not np.any(real_stats["class_fraction"] > 0):
         sys.exit(f"error: no real mask of split {args.split!r} holds class {args.class_index}.")
+    stats_by_set = {f"real {args.split} ({real.shape[0]})": real_stats}
     comparisons_by_dataset = {}
     if args.reference_split is not None:
         reference = np.stack([np.asarray(mask) for mask in dataset_from_args(args, split=args.reference_split)["mask"]])
-        comparisons_by_dataset[f"real {args.reference_split}"] = compare_layouts(
-            real_stats, mask_layout_statistics(reference, class_index=args.class_index))
+        name = f"real {args.reference_split}"
+        stats_by_set[name] = mask_layout_statistics(reference, class_index=args.class_index)
+        comparisons_by_dataset[name] = compare_layouts(real_stats, stats_by_set[name])
     for path in args.generated_dataset:
         try:
             masks = generated_masks(load_generated_dataset(path), args.batch_size)
@@ -99,12 +104,16 @@ def main(argv=None):
         if masks.shape[1:] != real.shape[1:]:
             sys.exit(f"error: --generated_dataset {path!r} holds {masks.shape[1]}x{masks.shape[2]} labels but the real "
                      f"masks were loaded at {real.shape[1]}x{real.shape[2]}: pass --resolution {masks.shape[1]}.")
+        stats_by_set[path] = mask_layout_statistics(masks, class_index=args.class_index)
         try:
-            comparisons_by_dataset[path] = compare_layouts(
-                real_stats, mask_layout_statistics(masks, class_index=args.class_index))
+            comparisons_by_dataset[path] = compare_layouts(real_stats, stats_by_set[path])
         except ValueError as error:  # no generated mask holds the class
             sys.exit(f"error: --generated_dataset {path!r}: {error}")
     print(format_table(real_stats, comparisons_by_dataset))
+    if args.figure:
+        save_distribution_panels({name: {label: stats[name] for label, stats in stats_by_set.items()}
+                                  for name in LAYOUT_STATISTICS}, args.figure,
+                                 title=f"Layouts of class {args.class_index}: real masks and generated labels")
     report = {"split": args.split, "class_index": args.class_index, "num_real_masks": int(real.shape[0]),
               "datasets": {path: [c.to_dict() for c in comparisons] for path, comparisons in
                            comparisons_by_dataset.items()},

@@ -4,6 +4,7 @@ generated datasets' layouts with the real masks'."""
 import json
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from datasets import Dataset
@@ -114,7 +115,7 @@ def test_script_compares_generated_layouts_with_the_real_masks(tmp_path, capsys)
     grown = save_generated(tmp_path / "grown", [np.maximum(m, np.roll(m, 2, axis=0)) for m in real])
     out = tmp_path / "layouts.json"
     report = script.main([*DATA_ARGS, "--generated_dataset", copy, grown, "--reference_split", "test",
-                          "--output_json", str(out)])
+                          "--output_json", str(out), "--figure", str(tmp_path / "layouts.png")])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["num_real_masks"] == 6
     by_name = {path: {c["statistic"]: c for c in rows} for path, rows in report["datasets"].items()}
@@ -124,6 +125,8 @@ def test_script_compares_generated_layouts_with_the_real_masks(tmp_path, capsys)
     table = capsys.readouterr().out
     assert "| class_fraction | real (6 masks) |" in table and f"| num_components | {grown} |" in table
     assert list(report["datasets"]) == ["real test", copy, grown] and "| num_components | real test |" in table
+    with PIL.Image.open(tmp_path / "layouts.png") as figure:
+        assert figure.format == "PNG" and figure.width > 600
 
 
 def test_script_names_a_size_mismatch_and_a_missing_dataset(tmp_path, capsys):

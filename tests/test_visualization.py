@@ -10,6 +10,7 @@ from dakter_hf.visualization import (
     SEGMENTATION_COLUMNS,
     running_mean,
     save_bar_chart,
+    save_distribution_panels,
     save_learning_curves,
     save_sample_grid,
     save_seed_comparison,
@@ -182,6 +183,23 @@ def test_seed_comparison_draws_every_group_and_checks_its_input(tmp_path):
         save_seed_comparison({"real": {"shared": (1.0, 0.0)}, "soft": {}}, tmp_path / "e.png")
     with pytest.raises(ValueError, match="`reference` 'teacher' is not among the arms"):
         save_seed_comparison(arms, tmp_path / "e.png", reference="teacher")
+    assert not (tmp_path / "e.png").exists()
+
+
+def test_distribution_panels_draw_every_set_and_check_their_input(tmp_path):
+    rng = np.random.default_rng(0)
+    panels = {"oil share": {"real": rng.random(50), "generated": rng.random(80) * 0.5},
+              "pieces": {"real": rng.integers(0, 9, 50), "generated": np.append(rng.integers(0, 5, 80), np.nan)},
+              "outline": {"real": rng.random(50)}}
+    path = save_distribution_panels(panels, tmp_path / "cdf.png", title="layouts")
+    _assert_png(path, min_size=(600, 250))
+    first = path.read_bytes()
+    save_distribution_panels({**panels, "outline": {"real": rng.random(50) * 0.1}}, path)
+    assert path.read_bytes() != first
+    with pytest.raises(ValueError, match="empty"):
+        save_distribution_panels({}, tmp_path / "e.png")
+    with pytest.raises(ValueError, match=r"panels without a set of values: \['pieces'\]"):
+        save_distribution_panels({"oil share": {"real": [0.1]}, "pieces": {}}, tmp_path / "e.png")
     assert not (tmp_path / "e.png").exists()
 
 

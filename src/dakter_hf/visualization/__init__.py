@@ -1,4 +1,4 @@
-"""Figures: generated / real sample grids, learning curves, bar charts of results.
+"""Figures: generated / real sample grids, learning curves, bar charts of results, distributions side by side.
 
 `sample_grid.py` draws sample grids, `charts.py` charts of numbers, `figure.py` holds what they share.
 Everything is drawn on a standalone `matplotlib.figure.Figure` with the Agg canvas: pyplot is never imported, no
@@ -12,10 +12,16 @@ Class colours: by default the OSD colour code (0 sea black, 1 oil spill cyan, 2 
 
 from __future__ import annotations
 
-from .charts import running_mean, save_bar_chart, save_learning_curves, save_seed_comparison
+from .charts import (
+    running_mean,
+    save_bar_chart,
+    save_distribution_panels,
+    save_learning_curves,
+    save_seed_comparison,
+)
 from .figure import DEFAULT_PALETTE
 from .sample_grid import MASK_TO_IMAGE_COLUMNS, SEGMENTATION_COLUMNS, save_sample_grid
 
 
 __all__ = ["DEFAULT_PALETTE", "MASK_TO_IMAGE_COLUMNS", "SEGMENTATION_COLUMNS", "running_mean", "save_bar_chart",
-           "save_learning_curves", "save_sample_grid", "save_seed_comparison"]
+           "save_distribution_panels", "save_learning_curves", "save_sample_grid", "save_seed_comparison"]

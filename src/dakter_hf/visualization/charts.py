@@ -232,3 +232,54 @@ def save_seed_comparison(
     if title:
         ax.set_title(title)
     return _save_figure(fig, path, dpi)
+
+
+def save_distribution_panels(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Save empirical cumulative distributions side by side, one panel per quantity and one line per set (e.g. a
+    layout statistic of the real masks and of several generated datasets): where one set's line lies right of
+    another's, its values are larger at that quantile.
+
+    Args:
+        panels (`Mapping[str, Mapping[str, Sequence[float]]]`): panel title (the quantity) -> set label -> values;
+            NaN values are left out. Every set label keeps one colour across panels (legend).
+        path (`str` or `os.PathLike`): output PNG path.
+        title (`str`, *optional*): figure title.
+        dpi (`int`, *optional*, defaults to 100): resolution of the PNG.
+
+    Returns:
+        `pathlib.Path`: the written file.
+    """
+    if not panels:
+        raise ValueError("`panels` is empty: nothing to plot.")
+    empty = [name for name, sets in panels.items() if not sets]
+    if empty:
+        raise ValueError(f"panels without a set of values: {empty}.")
+    labels = list(dict.fromkeys(label for sets in panels.values() for label in sets))
+    colours = colormaps["tab10"]
+    columns = min(len(panels), 4)
+    rows = math.ceil(len(panels) / columns)
+    fig = Figure(figsize=(3.4 * columns, 2.9 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, (name, sets) in zip(axes, panels.items()):
+        for label, values in sets.items():
+            values = np.sort(np.asarray(values, dtype=np.float64))
+            values = values[np.isfinite(values)]
+            if values.size:
+                ax.step(values, np.arange(1, values.size + 1) / values.size, where="post",
+                        color=colours(labels.index(label) % 10), lw=1.4, label=f"{label} (n={values.size})")
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("fraction of masks at or below")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return _save_figure(fig, path, dpi)
