@@ -111,7 +111,9 @@ def main(argv=None):
             sys.exit(f"error: --generated_dataset {path!r}: {error}")
     print(format_table(real_stats, comparisons_by_dataset))
     if args.figure:
-        save_distribution_panels({name: {label: stats[name] for label, stats in stats_by_set.items()}
+        short = [os.path.basename(label.rstrip("/")) for label in stats_by_set]  # legend: directory names, if unique
+        labels = short if len(set(short)) == len(short) else list(stats_by_set)
+        save_distribution_panels({name: {label: stats[name] for label, stats in zip(labels, stats_by_set.values())}
                                   for name in LAYOUT_STATISTICS}, args.figure,
                                  title=f"Layouts of class {args.class_index}: real masks and generated labels")
     report = {"split": args.split, "class_index": args.class_index, "num_real_masks": int(real.shape[0]),
