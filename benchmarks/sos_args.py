@@ -35,7 +35,8 @@ def build_parser(description=None):
     p.add_argument("--generator_batch_size", type=int, default=16)
     p.add_argument("--generator_lr", default="1e-3")
     p.add_argument("--crop_size", type=int, default=32,
-                   help="patch-wise generator training on random crops (sampling stays at --resolution)")
+                   help="patch-wise generator training on random crops (sampling stays at --resolution); "
+                        "--crop_size equal to --resolution trains on whole scenes (generators named '-crop<size>')")
     p.add_argument("--ce_weight", type=float, default=1.0)
     p.add_argument("--generator_augment", action="store_true",
                    help="train the generators on dihedral-augmented real pairs (random flips / 90-degree rotations)")
@@ -172,6 +173,8 @@ def parse_args(argv=None, description=None):
                      "--labeller per_modality")
     if args.labelling_steps is not None and args.labelling_steps < 1:
         parser.error(f"--labelling_steps must be a positive integer, got {args.labelling_steps}")
+    if not 1 <= args.crop_size <= args.resolution:
+        parser.error(f"--crop_size must lie in 1 .. --resolution ({args.resolution}), got {args.crop_size}")
     if args.jobs < 1 or (args.num_threads is not None and args.num_threads < 1):
         parser.error(f"--jobs and --num_threads must be positive integers, got {args.jobs} and {args.num_threads}")
     if args.relabelled_control and ("real" not in args.modes or set(args.modes) == {"real"}):

@@ -305,6 +305,15 @@ def test_pairs_arguments_and_names(benchmark, capsys):
     assert benchmark.variant_parts("-maskpairs") == ["mask-conditioned pairs"]
     default = benchmark.parse_args(base)
     assert default.pairs == "joint" and benchmark.student_variant(default) == ""
+    whole = benchmark.parse_args(base + ["--crop_size", "64", "--per_modality_timesteps"])
+    whole.generator_seed = 1  # as the run sets it for each seed of --generator_seed
+    assert benchmark.generator_variant(whole) == "-g1-crop64-pmt"  # its own generators beside the 32-pixel ones
+    assert benchmark.variant_parts(benchmark.student_variant(whole)) == [
+        "generator seed 1", "crop 64", "per-modality timesteps"]
+    for crop in ("0", "65"):
+        with pytest.raises(SystemExit):
+            benchmark.parse_args(base + ["--crop_size", crop])
+        assert "--crop_size must lie in 1 .. --resolution (64), got " + crop in capsys.readouterr().err
 
 
 def test_mask_conditioned_and_mixed_pairs(benchmark, tmp_path, capsys, monkeypatch, toy_sampling_steps):
