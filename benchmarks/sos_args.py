@@ -36,7 +36,8 @@ def build_parser(description=None):
     p.add_argument("--generator_lr", default="1e-3")
     p.add_argument("--crop_size", type=int, default=32,
                    help="patch-wise generator training on random crops (sampling stays at --resolution); "
-                        "--crop_size equal to --resolution trains on whole scenes (generators named '-crop<size>')")
+                        "--crop_size equal to --resolution trains on whole scenes (generators named '-whole'); another "
+                        "crop size than the default needs its own --output_dir")
     p.add_argument("--ce_weight", type=float, default=1.0)
     p.add_argument("--generator_augment", action="store_true",
                    help="train the generators on dihedral-augmented real pairs (random flips / 90-degree rotations)")

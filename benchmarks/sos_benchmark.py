@@ -52,7 +52,7 @@ Every stage is resumable: rerun the same command after an interruption and finis
 reuse what they do not change, and name what they do (and their `results-<variant>.json`): a non-default
 `--soft_label_temperature`, `--num_inference_steps` (sampling steps) or `--generated_multiple` (k) its own generated
 set and students, `--generated_ratio` or `--kd_temperature` its own students (`--kd_temperature` only `soft` ones),
-`--pairs` and `--perturb_masks` its own generated set and students, `--generator_seed`, `--crop_size`,
+`--pairs` and `--perturb_masks` its own generated set and students, `--generator_seed`, whole scenes ('-whole'),
 `--generator_augment`, `--soft_label_targets` or `--per_modality_timesteps` also its own generators,
 `--posterior_labels` its own generated set (relabelled) and students, `--drop_worst_pairs` /
 `--pair_quality_weighting` their own `hard` / `soft` students (on a scored copy of the generated set), and with any

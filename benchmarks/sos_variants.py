@@ -22,10 +22,11 @@ def generator_seed(args):
 
 
 def generator_variant(args):
-    """Name suffix of a generator trained with a non-default seed, crop size or a lever of its own data ('' for the
-    default)."""
+    """Name suffix of a generator trained with a non-default seed, on whole scenes (`--crop_size` = `--resolution`)
+    or with a lever of its own data ('' for the default)."""
     seed = "" if generator_seed(args) == args.data_seed else f"-g{generator_seed(args)}"
-    return (seed + _variant_part(args, "crop_size", "crop") + ("-gaug" if args.generator_augment else "")
+    whole = "-whole" if args.crop_size >= args.resolution else ""
+    return (seed + whole + ("-gaug" if args.generator_augment else "")
             + ("-softtargets" if args.soft_label_targets else "") + ("-pmt" if args.per_modality_timesteps else ""))
 
 
@@ -98,8 +99,8 @@ def student_variant(args, mode="soft", own_labels=True):
 
 
 _VARIANT_NAMES = {"g": "generator seed", "gaug": "generator augmentation", "softtargets": "soft-label targets",
-                  "pmt": "per-modality timesteps", "crop": "crop", "T": "T", "Tfit": "fitted T", "S": "sampling steps",
-                  "k": "k",
+                  "pmt": "per-modality timesteps", "whole": "whole scenes", "T": "T", "Tfit": "fitted T",
+                  "S": "sampling steps", "k": "k",
                   "maskpairs": "mask-conditioned pairs", "mixedpairs": "joint + mask-conditioned pairs",
                   "perturbed": "perturbed masks", "ratio": "ratio", "ratioauto": "ratio auto", "tau": "tau",
                   "post": "posterior labels", "drop": "drop worst", "qw": "pair-quality weighting",

@@ -307,9 +307,9 @@ def test_pairs_arguments_and_names(benchmark, capsys):
     assert default.pairs == "joint" and benchmark.student_variant(default) == ""
     whole = benchmark.parse_args(base + ["--crop_size", "64", "--per_modality_timesteps"])
     whole.generator_seed = 1  # as the run sets it for each seed of --generator_seed
-    assert benchmark.generator_variant(whole) == "-g1-crop64-pmt"  # its own generators beside the 32-pixel ones
+    assert benchmark.generator_variant(whole) == "-g1-whole-pmt"  # its own generators beside the 32-pixel ones
     assert benchmark.variant_parts(benchmark.student_variant(whole)) == [
-        "generator seed 1", "crop 64", "per-modality timesteps"]
+        "generator seed 1", "whole scenes", "per-modality timesteps"]
     for crop in ("0", "65"):
         with pytest.raises(SystemExit):
             benchmark.parse_args(base + ["--crop_size", crop])
